@@ -1,0 +1,1 @@
+"""The HTTP edge: app factory and lifespan, auth, problem+json, REST, WebSocket, SSE."""

@@ -1,0 +1,115 @@
+"""The app factory and its lifespan: the one place that picks concrete backends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute
+
+from api import announcements, messages, notifications, ops, templates
+from api.problems import HANDLERS
+from db.embedded import EmbeddedPostgres
+from db.migrate import migrate
+from db.pool import connect, create_pool
+from hub import cleanup
+from hub.services import Services
+from hub.settings import Settings
+from hub.tokens import Tokens
+from pubsub.broker import Broker
+from pubsub.memory import MemoryBroker
+
+log = logging.getLogger("notifyhub")
+
+
+def make_broker(settings: Settings) -> Broker:
+    """Redis when ``HUB_REDIS_URL`` is set, else the in-process broker."""
+    if settings.redis_url:
+        from pubsub.redis import RedisBroker
+
+        return RedisBroker(settings.redis_url, settings.redis_prefix)
+    return MemoryBroker()
+
+
+async def open_database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
+    """The DSN to use, starting the embedded PostgreSQL when none is configured."""
+    if settings.database_url:
+        return settings.database_url, None
+    embedded = EmbeddedPostgres(settings.data_dir)
+    dsn = await asyncio.to_thread(embedded.start)
+    return dsn, embedded
+
+
+def create_app(settings: Settings) -> Starlette:
+    """A notifyhub ASGI app for ``settings``; resources open in its lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        dsn, embedded = await open_database(settings)
+        tasks: list[asyncio.Task[Any]] = []
+        pool = None
+        broker = make_broker(settings)
+        try:
+            conn = await connect(dsn)
+            try:
+                applied = await migrate(conn)
+            finally:
+                await conn.close()
+            if applied:
+                log.info("applied migrations %s", ", ".join(applied))
+            pool = await create_pool(dsn, settings.db_pool_min, settings.db_pool_max)
+            services = Services(settings, pool, broker)
+            app.state.services = services
+            await broker.start(_ignore_message, _nothing)
+            tasks.append(asyncio.create_task(cleanup.run_forever(services), name="cleanup"))
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await broker.stop()
+            if pool is not None:
+                await pool.close()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+
+    routes: list[BaseRoute] = [
+        *notifications.routes,
+        *messages.routes,
+        *announcements.routes,
+        *templates.routes,
+        *ops.routes,
+    ]
+    if settings.demo_mode:
+        routes.extend(ops.demo_routes)
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "Last-Event-ID"],
+        )
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.tokens = Tokens(settings)
+    return app
+
+
+def _ignore_message(channel: str, message: bytes) -> None:
+    """Until the live layer subscribes, nothing listens on this instance."""
+
+
+async def _nothing() -> None:
+    return None

@@ -1,0 +1,97 @@
+"""JSON in and out: bounded body reading, model validation, orjson responses."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.problems import validation_errors
+from hub.errors import InvalidInput, PayloadTooLarge
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """``body`` as JSON (UTC timestamps end in ``Z``)."""
+    return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), status_code=status,
+                    media_type="application/json")
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing more than the configured limit without buffering it."""
+    limit: int = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    """The body parsed as JSON and validated as ``model``; InvalidInput otherwise."""
+    raw = await read_body(request)
+    try:
+        value = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        raise InvalidInput("the body is not valid JSON") from None
+    return parse(model, value)
+
+
+def parse(model: type[M], value: Any) -> M:
+    """Validate ``value`` as ``model``; InvalidInput listing the fields otherwise."""
+    if not isinstance(value, dict):
+        raise InvalidInput("the body must be a JSON object")
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise InvalidInput("the request is not valid", validation_errors(exc)) from None
+
+
+def query_int(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """Integer query parameter ``name`` within [lo, hi]; InvalidInput otherwise."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer",
+                           [{"loc": ["query", name], "msg": "not an integer"}]) from None
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name} must be between {lo} and {hi}",
+                           [{"loc": ["query", name], "msg": f"must be {lo}..{hi}"}])
+    return value
+
+
+def query_bool(request: Request, name: str) -> bool:
+    """Boolean query parameter (``true/1/yes`` or ``false/0/no/empty``)."""
+    raw = (request.query_params.get(name) or "").lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise InvalidInput(f"{name} must be true or false",
+                       [{"loc": ["query", name], "msg": "not a boolean"}])
+
+
+def path_int(request: Request, name: str) -> int:
+    """Integer path parameter; a non-number is simply not found."""
+    from hub.errors import NotFound
+
+    raw = request.path_params[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise NotFound("no such object") from None
+    if not 0 < value < 2**63:
+        raise NotFound("no such object")
+    return value

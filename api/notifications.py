@@ -1,0 +1,98 @@
+"""REST routes of the caller's inbox, preferences, and creating notifications."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import require_admin, require_user
+from api.jsonio import json_response, path_int, query_bool, query_int, read_json
+from hub import notifications, preferences
+from hub.errors import InvalidInput
+from hub.models import MarkAllRead, MarkRead, NotificationCreate, Preferences
+
+
+async def list_notifications(request: Request) -> Response:
+    user = require_user(request)
+    params = request.query_params
+    type_ = params.get("type") or None
+    query = params.get("q") or None
+    if query is not None and len(query) > 200:
+        raise InvalidInput("q is at most 200 characters")
+    page = await notifications.page(
+        request.app.state.services.pool,
+        user,
+        limit=query_int(request, "limit", 20, 1, 100) or 20,
+        before=query_int(request, "before", None, 1, 2**63 - 1),
+        unread_only=query_bool(request, "unread_only"),
+        type_=type_,
+        query=query,
+    )
+    return json_response(page)
+
+
+async def create_notifications(request: Request) -> Response:
+    require_admin(request)
+    body = await read_json(request, NotificationCreate)
+    created = await notifications.create(request.app.state.services, body)
+    return json_response(
+        {"items": created.items, "suppressed": created.suppressed},
+        status=200 if created.replayed else 201,
+    )
+
+
+async def mark_read(request: Request) -> Response:
+    user = require_user(request)
+    body = await read_json(request, MarkRead)
+    return json_response(await notifications.mark_read(request.app.state.services, user, body.ids))
+
+
+async def mark_all_read(request: Request) -> Response:
+    user = require_user(request)
+    body = await read_json(request, MarkAllRead) if await _has_body(request) else MarkAllRead()
+    result = await notifications.mark_all_read(request.app.state.services, user, body.before_id)
+    return json_response(result)
+
+
+async def _has_body(request: Request) -> bool:
+    return request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+
+
+async def unread_count(request: Request) -> Response:
+    user = require_user(request)
+    count = await notifications.unread_count(request.app.state.services.pool, user)
+    return json_response({"count": count})
+
+
+async def delete_notification(request: Request) -> Response:
+    user = require_user(request)
+    await notifications.delete(request.app.state.services, user, path_int(request, "id"))
+    return Response(status_code=204)
+
+
+async def get_preferences(request: Request) -> Response:
+    user = require_user(request)
+    prefs = await preferences.get(request.app.state.services.pool, user)
+    return json_response(prefs.model_dump(mode="json"))
+
+
+async def put_preferences(request: Request) -> Response:
+    user = require_user(request)
+    body = await read_json(request, Preferences)
+    stored = await preferences.put(request.app.state.services.pool, user, body)
+    return json_response(stored.model_dump(mode="json"))
+
+
+routes = [
+    Route("/api/notifications", list_notifications, methods=["GET"]),
+    Route("/api/notifications", create_notifications, methods=["POST"]),
+    Route("/api/notifications/mark-read", mark_read, methods=["POST"]),
+    Route("/api/notifications/mark-all-read", mark_all_read, methods=["POST"]),
+    Route("/api/notifications/unread-count", unread_count, methods=["GET"]),
+    Route("/api/notifications/preferences", get_preferences, methods=["GET"]),
+    Route("/api/notifications/preferences", put_preferences, methods=["PUT"]),
+    Route("/api/notifications/{id}", delete_notification, methods=["DELETE"]),
+]

@@ -1,0 +1,110 @@
+"""Translates errors into RFC 9457 problem+json responses; never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+import orjson
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hub import errors
+
+log = logging.getLogger("notifyhub")
+
+STATUS: dict[type[errors.HubError], int] = {
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.PayloadTooLarge: 413,
+    errors.InvalidInput: 422,
+    errors.RateLimited: 429,
+    errors.Unavailable: 503,
+}
+
+TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
+    422: "Invalid Input", 429: "Too Many Requests", 500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+#: Exceptions meaning the database is unreachable rather than the request being wrong.
+DB_DOWN = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def problem(status: int, detail: str, errors_: list[dict[str, Any]] | None = None,
+            headers: Mapping[str, str] | None = None) -> Response:
+    """A problem+json response."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if errors_ is not None:
+        body["errors"] = errors_
+    return Response(orjson.dumps(body), status_code=status, headers=dict(headers or {}),
+                    media_type="application/problem+json")
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic errors as ``{"loc","msg"}`` entries (no input echoed back)."""
+    return [
+        {"loc": list(e["loc"]), "msg": str(e["msg"]).removeprefix("Value error, ")}
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def status_of(exc: errors.HubError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+async def hub_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.HubError)
+    status = status_of(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    errs = exc.errors if isinstance(exc, errors.InvalidInput) else None
+    return problem(status, exc.detail, errs, headers)
+
+
+async def pydantic_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    return problem(422, "the request is not valid", validation_errors(exc))
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return problem(exc.status_code, exc.detail or TITLES.get(exc.status_code, "Error"),
+                   headers=exc.headers)
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, DB_DOWN):
+        log.warning("database unavailable: %s", exc)
+        return problem(503, "the database is unavailable")
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "an unexpected error occurred")
+
+
+HANDLERS = {
+    errors.HubError: hub_error,
+    ValidationError: pydantic_error,
+    HTTPException: http_error,
+    Exception: unexpected,
+}

@@ -1,0 +1,25 @@
+"""Retention: prunes old read notifications and old events, one instance at a time."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from db import events, notifications
+
+LOCK_ID = 0x636C6E70  # "clnp"
+
+
+async def prune(
+    pool: asyncpg.Pool, *, retention_days: int, history_days: int, history_min_events: int
+) -> dict[str, int] | None:
+    """Prune once, unless another instance is pruning (then return None)."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_ID):
+            return None
+        try:
+            return {
+                "notifications": await notifications.prune(conn, retention_days, history_days),
+                "events": await events.prune(conn, history_days, history_min_events),
+            }
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_ID)

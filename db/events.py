@@ -1,0 +1,75 @@
+"""The per-user event log: gap-free ``seq`` allocation, replay and pruning."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import asyncpg
+
+from db.pool import Conn
+from db.queries import load
+
+Q = load("events")
+
+
+async def append(
+    conn: asyncpg.Connection, events: list[tuple[str, str, dict[str, Any]]]
+) -> list[tuple[str, int, str, dict[str, Any]]]:
+    """Append ``(user_id, type, data)`` events inside the caller's transaction.
+
+    Returns ``(user_id, seq, type, data)`` in the order given; each user's events get
+    consecutive seqs following that user's last one.
+    """
+    if not events:
+        return []
+    counts = Counter(user for user, _, _ in events)
+    users = sorted(counts)
+    rows = await conn.fetch(Q.bump_counters, users, [counts[u] for u in users])
+    next_seq = {r["user_id"]: r["last_seq"] - counts[r["user_id"]] + 1 for r in rows}
+    out = []
+    for user, type_, data in events:
+        seq = next_seq[user]
+        next_seq[user] = seq + 1
+        out.append((user, seq, type_, data))
+    await conn.execute(
+        Q.insert_events,
+        [e[0] for e in out],
+        [e[1] for e in out],
+        [e[2] for e in out],
+        [e[3] for e in out],
+    )
+    return out
+
+
+async def since(
+    conn: Conn, user_id: str, after: int, limit: int
+) -> list[asyncpg.Record]:
+    """Up to ``limit`` events of ``user_id`` with seq > ``after``, oldest first."""
+    return await conn.fetch(Q.since, user_id, after, limit)
+
+
+async def between(
+    conn: Conn, user_id: str, after: int, upto: int
+) -> list[asyncpg.Record]:
+    """Events of ``user_id`` with ``after`` < seq <= ``upto``, oldest first."""
+    return await conn.fetch(Q.range, user_id, after, upto)
+
+
+async def bounds(conn: Conn, user_id: str) -> tuple[int, int | None]:
+    """``(last_seq, first kept seq or None)`` of ``user_id``."""
+    row = await conn.fetchrow(Q.bounds, user_id)
+    assert row is not None
+    return row["last_seq"], row["first_seq"]
+
+
+async def last_seq(conn: Conn, user_id: str) -> int:
+    """The newest seq of ``user_id`` (0 before the first event)."""
+    value = await conn.fetchval(Q.last_seq, user_id)
+    return int(value)
+
+
+async def prune(conn: Conn, days: int, keep: int) -> int:
+    """Delete events older than ``days`` beyond each user's newest ``keep``; return count."""
+    status = await conn.execute(Q.prune, days, keep)
+    return int(status.split()[-1])

@@ -1,0 +1,42 @@
+"""The asyncpg connection pool, with jsonb decoded and encoded by orjson."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import asyncpg
+import orjson
+
+#: Anything queries can run on: a pool, or a connection (possibly in a transaction).
+Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
+
+
+def dumps(value: Any) -> str:
+    """JSON text as stored in jsonb columns (UTC datetimes with a ``Z``)."""
+    return orjson.dumps(value, option=orjson.OPT_UTC_Z).decode()
+
+
+async def _init(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=dumps, decoder=orjson.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=dumps, decoder=orjson.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """Open a pool to ``dsn``; every connection uses UTC and orjson for JSON."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init,
+        server_settings={"timezone": "UTC", "application_name": "notifyhub"},
+        command_timeout=30,
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    """One connection with the same codecs as the pool (for the CLI and migrations)."""
+    conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
+    await _init(conn)
+    return conn

@@ -1,0 +1,27 @@
+"""Stored notification templates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from db.pool import Conn
+from db.queries import load
+
+Q = load("templates")
+
+
+async def list_all(conn: Conn) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.fetch(Q.list_all)]
+
+
+async def get(conn: Conn, key: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(Q.get, key)
+    return dict(row) if row else None
+
+
+async def put(
+    conn: Conn, key: str, type_: str, title: str, body: str, link: str | None
+) -> dict[str, Any]:
+    row = await conn.fetchrow(Q.put, key, type_, title, body, link)
+    assert row is not None
+    return dict(row)

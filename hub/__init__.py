@@ -1,0 +1,1 @@
+"""notifyhub core: settings, models, errors, events and domain operations (no HTTP)."""

@@ -1,0 +1,64 @@
+"""The one error hierarchy of notifyhub; only the edges (api/) map it to HTTP or WS codes.
+
+    HubError
+    ├── Unauthorized      no or bad credentials
+    ├── Forbidden         authenticated, but not allowed
+    ├── NotFound          missing, or not the caller's (never reveals which)
+    ├── Conflict          the request clashes with stored state
+    ├── PayloadTooLarge   a body or frame over its limit
+    ├── InvalidInput      validation failed; ``errors`` lists the fields
+    ├── RateLimited       too many requests
+    └── Unavailable       a dependency (database, broker) is down
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HubError(Exception):
+    """Base of every error notifyhub raises on purpose; ``detail`` is safe to show users."""
+
+    title = "Error"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+
+
+class Unauthorized(HubError):
+    title = "Unauthorized"
+
+
+class Forbidden(HubError):
+    title = "Forbidden"
+
+
+class NotFound(HubError):
+    title = "Not Found"
+
+
+class Conflict(HubError):
+    title = "Conflict"
+
+
+class PayloadTooLarge(HubError):
+    title = "Payload Too Large"
+
+
+class InvalidInput(HubError):
+    """Validation failed; ``errors`` is a list of ``{"loc", "msg"}`` entries."""
+
+    title = "Invalid Input"
+
+    def __init__(self, detail: str = "", errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.errors = errors or []
+
+
+class RateLimited(HubError):
+    title = "Too Many Requests"
+
+
+class Unavailable(HubError):
+    title = "Service Unavailable"

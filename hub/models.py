@@ -1,0 +1,283 @@
+"""Request and response shapes of the public contract (CONTRACT §3–§4), as pydantic models.
+
+Request models validate input at the edge; response models document the output in
+``/openapi.json``. Stored rows travel as plain dicts shaped like the response models.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+MAX_DATA_BYTES = 16 * 1024
+MAX_USER_IDS = 1000
+
+
+def check_user_id(value: str) -> str:
+    """Return ``value`` if it is a valid user id (1–128 of ``A-Za-z0-9_.:@-``)."""
+    if not USER_ID_RE.match(value):
+        raise ValueError("a user id is 1-128 characters of A-Za-z0-9_.:@-")
+    return value
+
+
+def check_data(value: dict[str, Any]) -> dict[str, Any]:
+    if len(orjson.dumps(value)) > MAX_DATA_BYTES:
+        raise ValueError("data must be at most 16 KiB as JSON")
+    return value
+
+
+UserId = Annotated[str, AfterValidator(check_user_id)]
+Data = Annotated[dict[str, Any], AfterValidator(check_data)]
+Priority = Literal["low", "normal", "high"]
+Level = Literal["info", "warning", "critical"]
+Digest = Literal["off", "hourly", "daily"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- notifications -------------------------------------------------------------------
+
+
+class Notification(BaseModel):
+    id: int
+    user_id: str
+    type: str
+    title: str
+    body: str
+    link: str | None
+    data: dict[str, Any]
+    priority: Priority
+    read: bool
+    read_at: datetime | None
+    created_at: datetime
+
+
+class NotificationPage(BaseModel):
+    items: list[Notification]
+    next_before: int | None
+    unread_count: int
+
+
+class NotificationCreate(Strict):
+    """Body of ``POST /api/notifications``; either ``template`` or ``title`` is required."""
+
+    user_id: UserId | None = None
+    user_ids: list[UserId] | None = Field(default=None, min_length=1, max_length=MAX_USER_IDS)
+    type: str = Field(min_length=1, max_length=100)
+    template: str | None = Field(default=None, min_length=1, max_length=100)
+    data: Data = Field(default_factory=dict)
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    body: str | None = Field(default=None, max_length=2000)
+    link: str | None = Field(default=None, max_length=2000)
+    priority: Priority = "normal"
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+    def recipients(self) -> list[str]:
+        """The distinct target users, in the order given."""
+        ids = list(self.user_ids or [])
+        if self.user_id is not None:
+            ids.insert(0, self.user_id)
+        return list(dict.fromkeys(ids))
+
+    @model_validator(mode="after")
+    def _check(self) -> Any:
+        if self.user_id is None and not self.user_ids:
+            raise ValueError("user_id or user_ids is required")
+        if self.template is None and self.title is None:
+            raise ValueError("template or title is required")
+        return self
+
+
+class CreateResult(BaseModel):
+    items: list[Notification]
+    suppressed: list[str]
+
+
+class MarkRead(Strict):
+    ids: list[int] = Field(max_length=1000)
+
+
+class MarkAllRead(Strict):
+    before_id: int | None = None
+
+
+class UpdatedCount(BaseModel):
+    updated: int
+    unread_count: int
+
+
+class UnreadCount(BaseModel):
+    count: int
+
+
+# ---- preferences ---------------------------------------------------------------------
+
+HHMM = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+
+
+class QuietHours(Strict):
+    start: HHMM
+    end: HHMM
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("unknown time zone") from exc
+        return value
+
+
+ChannelMap = dict[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")], bool]
+
+
+class Preferences(Strict):
+    muted: bool = False
+    channels: ChannelMap = Field(
+        default_factory=lambda: {"in_app": True, "email": True, "push": False}
+    )
+    types: dict[Annotated[str, Field(min_length=1, max_length=100)], ChannelMap] = Field(
+        default_factory=dict, max_length=200
+    )
+    quiet_hours: QuietHours | None = None
+    digest: Digest = "off"
+
+    def allows_in_app(self, type_: str) -> bool:
+        """Whether a notification of ``type_`` goes to the inbox (CONTRACT §3)."""
+        if self.muted:
+            return False
+        per_type = self.types.get(type_, {})
+        if "in_app" in per_type:
+            return per_type["in_app"]
+        return self.channels.get("in_app", True)
+
+
+# ---- direct messages -----------------------------------------------------------------
+
+
+class Message(BaseModel):
+    id: int
+    sender_id: str
+    recipient_id: str
+    body: str
+    client_id: str | None
+    created_at: datetime
+    read_at: datetime | None
+
+
+class MessageSend(Strict):
+    recipient_id: UserId
+    body: str = Field(min_length=1, max_length=4000)
+    client_id: str | None = Field(default=None, min_length=1, max_length=100)
+
+
+class Conversation(BaseModel):
+    user_id: str
+    last_message: Message
+    unread_count: int
+
+
+class ConversationList(BaseModel):
+    items: list[Conversation]
+
+
+class MessagePage(BaseModel):
+    items: list[Message]
+    next_before: int | None
+
+
+class MessagesMarkRead(Strict):
+    ids: list[int] | None = Field(default=None, max_length=1000)
+    user_id: UserId | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Any:
+        if (self.ids is None) == (self.user_id is None):
+            raise ValueError("give either ids or user_id")
+        return self
+
+
+class Updated(BaseModel):
+    updated: int
+
+
+# ---- announcements and templates -----------------------------------------------------
+
+
+class Announcement(BaseModel):
+    id: int
+    title: str
+    body: str
+    level: Level
+    starts_at: datetime
+    ends_at: datetime | None
+    created_at: datetime
+
+
+class AnnouncementCreate(Strict):
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(default="", max_length=2000)
+    level: Level = "info"
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Any:
+        for name in ("starts_at", "ends_at"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"{name} must include a time zone")
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+
+class AnnouncementList(BaseModel):
+    items: list[Announcement]
+
+
+class Template(BaseModel):
+    key: str
+    type: str
+    title: str
+    body: str
+    link: str | None
+
+
+class TemplatePut(Strict):
+    type: str = Field(min_length=1, max_length=100)
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(default="", max_length=2000)
+    link: str | None = Field(default=None, max_length=2000)
+
+
+class TemplateList(BaseModel):
+    items: list[Template]
+
+
+# ---- operations ----------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,35 @@
+"""Per-user notification preferences (CONTRACT §3)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from db import preferences as store
+from hub.models import Preferences
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, user_id: str) -> Preferences:
+    """The preferences of ``user_id``; defaults if they never saved any."""
+    doc = await store.get(conn, user_id)
+    return Preferences() if doc is None else Preferences.model_validate(doc)
+
+
+async def put(pool: asyncpg.Pool, user_id: str, prefs: Preferences) -> Preferences:
+    """Store ``prefs`` for ``user_id`` whole and return what was stored."""
+    doc = await store.put(pool, user_id, prefs.model_dump(mode="json"))
+    return Preferences.model_validate(doc)
+
+
+async def in_app_recipients(
+    conn: asyncpg.Connection | asyncpg.Pool, user_ids: list[str], type_: str
+) -> tuple[list[str], list[str]]:
+    """Split ``user_ids`` into (allowed, suppressed) for an in-app notification of ``type_``."""
+    docs = await store.get_many(conn, user_ids)
+    allowed, suppressed = [], []
+    for user in user_ids:
+        prefs = Preferences.model_validate(docs[user]) if user in docs else None
+        if prefs is None or prefs.allows_in_app(type_):
+            allowed.append(user)
+        else:
+            suppressed.append(user)
+    return allowed, suppressed

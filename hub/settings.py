@@ -1,0 +1,145 @@
+"""The one settings object, read from ``HUB_*`` environment variables (and ``.env``)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+
+
+class SettingsError(Exception):
+    """A configuration value is unusable; the message is one line naming the variable."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything notifyhub can be configured with; built once and passed explicitly."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HUB_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".notifyhub")
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_prefix: str = "hub:"
+
+    retention_days: int = Field(default=90, ge=1)
+    history_days: int = Field(default=7, ge=7)
+    history_min_events: int = Field(default=1000, ge=1000)
+    cleanup_interval_seconds: float = Field(default=3600.0, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
+    ws_per_message_deflate: bool = False
+    outbox_max_events: int = Field(default=1000, ge=1)
+    outbox_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
+
+    @field_validator("api_keys", "allowed_origins", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgres", "postgresql"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("has no host")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError("has a bad port") from exc
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if len(value.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
+        return value
+
+    @field_validator("jwt_public_key")
+    @classmethod
+    def _public_key(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        try:
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+            load_pem_public_key(value.encode())
+        except Exception:
+            raise ValueError("must be a PEM public key (RSA or EC)") from None
+        return value
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must be non-empty and without spaces")
+        return value
+
+    @property
+    def demo_mode(self) -> bool:
+        """True when neither a JWT secret nor a public key is configured."""
+        return self.jwt_secret is None and self.jwt_public_key is None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment; raise SettingsError with one clear line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"HUB_{field.upper()}: {message}") from None
+
+
+def demo_secret(settings: Settings) -> str:
+    """The demo-mode HS256 secret, created once and kept in the data directory."""
+    path = settings.data_dir / "jwt_secret"
+    if path.exists():
+        value = path.read_text().strip()
+        if len(value) >= MIN_SECRET_BYTES:
+            return value
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    path.write_text(value)
+    path.chmod(0o600)
+    return value

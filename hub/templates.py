@@ -1,0 +1,91 @@
+"""Templates: safe ``{name}`` rendering and the admin operations on stored templates."""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Any
+
+import asyncpg
+
+from db import templates as store
+from hub.errors import InvalidInput, NotFound
+from hub.models import TemplatePut
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FORMATTER = string.Formatter()
+
+
+def placeholders(text: str) -> list[str]:
+    """The placeholder names of ``text``; InvalidInput if any is not a plain ``{name}``."""
+    names = []
+    try:
+        parsed = list(_FORMATTER.parse(text))
+    except ValueError as exc:
+        raise InvalidInput(f"bad template: {exc}") from None
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if not _PLAIN_NAME.match(field) or spec or conversion:
+            raise InvalidInput(
+                f"bad template placeholder {{{field}}}: only plain {{name}} is allowed"
+            )
+        names.append(field)
+    return names
+
+
+def render(text: str, data: dict[str, Any]) -> str:
+    """Fill ``{name}`` placeholders of ``text`` from ``data``, inserting values as text.
+
+    Only plain names are accepted (no attribute, index, conversion or format spec),
+    so a template can never reach into Python objects. A missing name is InvalidInput.
+    """
+    out = []
+    for literal, field, _, _ in _FORMATTER.parse(text):
+        out.append(literal)
+        if field is None:
+            continue
+        if not _PLAIN_NAME.match(field):
+            raise InvalidInput(f"bad template placeholder {{{field}}}")
+        if field not in data:
+            raise InvalidInput(
+                f"template variable {field!r} is missing from data",
+                errors=[{"loc": ["data", field], "msg": "missing template variable"}],
+            )
+        value = data[field]
+        out.append(value if isinstance(value, str) else _as_text(value))
+    return "".join(out)
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    import orjson
+
+    return orjson.dumps(value).decode()
+
+
+async def list_all(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Every stored template, by key."""
+    return await store.list_all(pool)
+
+
+async def put(pool: asyncpg.Pool, key: str, body: TemplatePut) -> dict[str, Any]:
+    """Create or replace template ``key``; its placeholders must be plain names."""
+    if not re.match(r"^[a-z0-9_.-]{1,100}$", key):
+        raise InvalidInput("a template key is 1-100 characters of a-z0-9_.-")
+    for text in (body.title, body.body, body.link or ""):
+        placeholders(text)
+    return await store.put(pool, key, body.type, body.title, body.body, body.link)
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> dict[str, Any]:
+    """Template ``key``; NotFound if there is none."""
+    row = await store.get(conn, key)
+    if row is None:
+        raise NotFound(f"no template {key!r}")
+    return row

@@ -1,0 +1,86 @@
+"""User tokens: JWTs issued (HS256) and verified (HS256, RS256 or ES256)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from hub.errors import Unauthorized
+from hub.models import USER_ID_RE
+from hub.settings import Settings, demo_secret
+
+LEEWAY_SECONDS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """Who a verified token speaks for, and until when."""
+
+    user_id: str
+    admin: bool
+    expires_at: float
+
+
+class Tokens:
+    """Issues and verifies user JWTs with the configured key and algorithm."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        if settings.jwt_public_key:
+            self._signing_key: str | None = None
+            self._verify_key = settings.jwt_public_key
+            self.algorithm = _public_key_algorithm(settings.jwt_public_key)
+        else:
+            secret = settings.jwt_secret or demo_secret(settings)
+            self._signing_key = self._verify_key = secret
+            self.algorithm = "HS256"
+
+    def issue(self, user_id: str, *, admin: bool = False, ttl: int = 3600, **claims: Any) -> str:
+        """A token for ``user_id`` valid ``ttl`` seconds (HS256 deployments only)."""
+        if self._signing_key is None:
+            raise Unauthorized("tokens are issued by your identity provider (HUB_JWT_PUBLIC_KEY)")
+        now = int(time.time())
+        payload: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl}
+        if admin:
+            payload["roles"] = ["admin"]
+        if self._audience:
+            payload["aud"] = self._audience
+        if self._issuer:
+            payload["iss"] = self._issuer
+        payload.update(claims)
+        return jwt.encode(payload, self._signing_key, algorithm=self.algorithm)
+
+    def verify(self, token: str) -> Claims:
+        """The claims of a valid token; Unauthorized for anything else."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._verify_key,
+                algorithms=[self.algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token expired") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from None
+        sub = payload.get("sub")
+        if not isinstance(sub, str) or not USER_ID_RE.match(sub):
+            raise Unauthorized("invalid token: sub is not a valid user id")
+        roles = payload.get("roles")
+        admin = isinstance(roles, list) and "admin" in roles
+        return Claims(user_id=sub, admin=admin, expires_at=float(payload["exp"]))
+
+
+def _public_key_algorithm(pem: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    key = load_pem_public_key(pem.encode())
+    return "ES256" if isinstance(key, ec.EllipticCurvePublicKey) else "RS256"
