@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
-from api import announcements, messages, notifications, ops, templates
+from api import announcements, messages, notifications, ops, pages, sse, templates, ws
 from api.problems import HANDLERS
 from db.embedded import EmbeddedPostgres
 from db.migrate import migrate
@@ -85,6 +85,9 @@ def create_app(settings: Settings) -> Starlette:
         *announcements.routes,
         *templates.routes,
         *ops.routes,
+        *ws.routes,
+        *sse.routes,
+        *pages.routes,
     ]
     if settings.demo_mode:
         routes.extend(ops.demo_routes)

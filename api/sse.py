@@ -1,0 +1,5 @@
+"""Routes for sse (being written)."""
+
+from starlette.routing import BaseRoute
+
+routes: list[BaseRoute] = []
