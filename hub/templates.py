@@ -16,22 +16,25 @@ _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FORMATTER = string.Formatter()
 
 
-def placeholders(text: str) -> list[str]:
-    """The placeholder names of ``text``; InvalidInput if any is not a plain ``{name}``."""
-    names = []
+def _parts(text: str) -> list[tuple[str, str | None]]:
+    """``(literal, placeholder name or None)`` pairs; InvalidInput for anything not plain."""
     try:
         parsed = list(_FORMATTER.parse(text))
     except ValueError as exc:
         raise InvalidInput(f"bad template: {exc}") from None
-    for _, field, spec, conversion in parsed:
-        if field is None:
-            continue
-        if not _PLAIN_NAME.match(field) or spec or conversion:
+    parts = []
+    for literal, field, spec, conversion in parsed:
+        if field is not None and (not _PLAIN_NAME.match(field) or spec or conversion):
             raise InvalidInput(
                 f"bad template placeholder {{{field}}}: only plain {{name}} is allowed"
             )
-        names.append(field)
-    return names
+        parts.append((literal, field))
+    return parts
+
+
+def placeholders(text: str) -> list[str]:
+    """The placeholder names of ``text``; InvalidInput if any is not a plain ``{name}``."""
+    return [field for _, field in _parts(text) if field is not None]
 
 
 def render(text: str, data: dict[str, Any]) -> str:
@@ -41,12 +44,10 @@ def render(text: str, data: dict[str, Any]) -> str:
     so a template can never reach into Python objects. A missing name is InvalidInput.
     """
     out = []
-    for literal, field, _, _ in _FORMATTER.parse(text):
+    for literal, field in _parts(text):
         out.append(literal)
         if field is None:
             continue
-        if not _PLAIN_NAME.match(field):
-            raise InvalidInput(f"bad template placeholder {{{field}}}")
         if field not in data:
             raise InvalidInput(
                 f"template variable {field!r} is missing from data",
