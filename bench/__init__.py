@@ -1,0 +1,1 @@
+"""Load generator and scenarios for notifyhub (``make bench``; results in docs/benchmarks.md)."""
