@@ -1,5 +1,71 @@
-"""REST routes for messages (being written)."""
+"""REST routes of direct messages between the caller and another user."""
 
-from starlette.routing import BaseRoute
+from __future__ import annotations
 
-routes: list[BaseRoute] = []
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from api.auth import require_user
+from api.jsonio import json_response, path_int, query_bool, query_int, read_json
+from hub import messages
+from hub.errors import InvalidInput
+from hub.models import MessageSend, MessagesMarkRead, check_user_id
+
+
+async def send(request: Request) -> Response:
+    user = require_user(request)
+    body = await read_json(request, MessageSend)
+    message, created = await messages.send(request.app.state.services, user, body)
+    return json_response(message, status=201 if created else 200)
+
+
+async def conversations(request: Request) -> Response:
+    user = require_user(request)
+    limit = query_int(request, "limit", 20, 1, 100) or 20
+    return json_response(
+        await messages.conversations(request.app.state.services.pool, user, limit)
+    )
+
+
+async def conversation(request: Request) -> Response:
+    user = require_user(request)
+    other = request.path_params["user_id"]
+    try:
+        check_user_id(other)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), [{"loc": ["path", "user_id"], "msg": str(exc)}]) from None
+    page = await messages.conversation(
+        request.app.state.services.pool,
+        user,
+        other,
+        limit=query_int(request, "limit", 50, 1, 100) or 50,
+        before=query_int(request, "before", None, 1, 2**63 - 1),
+    )
+    return json_response(page)
+
+
+async def mark_read(request: Request) -> Response:
+    user = require_user(request)
+    body = await read_json(request, MessagesMarkRead)
+    result = await messages.mark_read(
+        request.app.state.services, user, ids=body.ids, other_id=body.user_id
+    )
+    return json_response(result)
+
+
+async def delete_message(request: Request) -> Response:
+    user = require_user(request)
+    id_ = path_int(request, "id")
+    for_everyone = query_bool(request, "for_everyone")
+    await messages.delete(request.app.state.services, user, id_, for_everyone=for_everyone)
+    return Response(status_code=204)
+
+
+routes: list[BaseRoute] = [
+    Route("/api/messages/send", send, methods=["POST"]),
+    Route("/api/messages/conversations", conversations, methods=["GET"]),
+    Route("/api/messages/conversation/{user_id}", conversation, methods=["GET"]),
+    Route("/api/messages/mark-read", mark_read, methods=["POST"]),
+    Route("/api/messages/{id}", delete_message, methods=["DELETE"]),
+]

@@ -100,12 +100,16 @@ class CreateResult(BaseModel):
     suppressed: list[str]
 
 
+#: A database id: a positive 64-bit integer.
+Id = Annotated[int, Field(gt=0, lt=2**63)]
+
+
 class MarkRead(Strict):
-    ids: list[int] = Field(max_length=1000)
+    ids: list[Id] = Field(max_length=1000)
 
 
 class MarkAllRead(Strict):
-    before_id: int | None = None
+    before_id: Id | None = None
 
 
 class UpdatedCount(BaseModel):

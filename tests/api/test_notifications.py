@@ -235,3 +235,12 @@ async def test_fifty_concurrent_creates_for_one_user_get_seq_1_to_50(client, app
         "SELECT seq FROM user_events WHERE user_id = 'u1' ORDER BY seq"
     )
     assert [r["seq"] for r in seqs] == list(range(1, 51))
+
+
+async def test_ids_outside_the_id_range_are_422(client):
+    for body in ({"ids": [2**63]}, {"ids": [0]}, {"ids": ["x"]}):
+        r = await client.post("/api/notifications/mark-read", json=body, headers=auth("u1"))
+        assert r.status_code == 422, body
+    r = await client.post("/api/notifications/mark-all-read", json={"before_id": -1},
+                          headers=auth("u1"))
+    assert r.status_code == 422

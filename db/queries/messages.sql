@@ -1,0 +1,79 @@
+-- name: insert
+-- Nothing is returned when the sender already used this client_id: the caller then
+-- reads the original. A concurrent insert of the same pair waits for the first to
+-- commit (or roll back) before deciding, so only one row is ever stored.
+INSERT INTO direct_messages (sender_id, recipient_id, body, client_id)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+RETURNING id, sender_id, recipient_id, body, client_id, created_at, read_at
+
+-- name: by_client_id
+SELECT id, sender_id, recipient_id, body, client_id, created_at, read_at
+FROM direct_messages
+WHERE sender_id = $1 AND client_id = $2
+
+-- name: conversations
+-- The caller's conversations, newest last message first, with what they have not
+-- read. Messages hidden for the caller do not exist for them.
+WITH mine AS (
+    SELECT id, sender_id, recipient_id, body, client_id, created_at, read_at,
+           CASE WHEN sender_id = $1 THEN recipient_id ELSE sender_id END AS other
+    FROM direct_messages
+    WHERE (sender_id = $1 AND NOT hidden_for_sender)
+       OR (recipient_id = $1 AND NOT hidden_for_recipient)
+), latest AS (
+    SELECT DISTINCT ON (other) * FROM mine ORDER BY other, id DESC
+), unread AS (
+    SELECT other, count(*) AS n FROM mine
+    WHERE recipient_id = $1 AND read_at IS NULL
+    GROUP BY other
+)
+SELECT l.id, l.sender_id, l.recipient_id, l.body, l.client_id, l.created_at, l.read_at,
+       l.other, coalesce(u.n, 0) AS unread_count
+FROM latest l LEFT JOIN unread u USING (other)
+ORDER BY l.id DESC
+LIMIT $2
+
+-- name: page
+-- Messages between $1 (the caller) and $2, newest first, below id $3 when given;
+-- the LEAST/GREATEST pair matches direct_messages_pair_idx. $4 is limit + 1.
+SELECT id, sender_id, recipient_id, body, client_id, created_at, read_at
+FROM direct_messages
+WHERE LEAST(sender_id, recipient_id) = LEAST($1::text, $2::text)
+  AND GREATEST(sender_id, recipient_id) = GREATEST($1::text, $2::text)
+  AND ($3::bigint IS NULL OR id < $3)
+  AND ((sender_id = $1 AND NOT hidden_for_sender)
+       OR (recipient_id = $1 AND NOT hidden_for_recipient))
+ORDER BY id DESC
+LIMIT $4
+
+-- name: mark_read_ids
+UPDATE direct_messages SET read_at = now()
+WHERE recipient_id = $1 AND id = ANY($2::bigint[])
+  AND read_at IS NULL AND NOT hidden_for_recipient
+RETURNING id, sender_id
+
+-- name: mark_read_from
+UPDATE direct_messages SET read_at = now()
+WHERE recipient_id = $1 AND sender_id = $2
+  AND read_at IS NULL AND NOT hidden_for_recipient
+RETURNING id, sender_id
+
+-- name: visible_for_update
+-- Message $1 if it is still visible to $2, locked until the transaction ends.
+SELECT id, sender_id, recipient_id, hidden_for_sender, hidden_for_recipient
+FROM direct_messages
+WHERE id = $1
+  AND ((sender_id = $2 AND NOT hidden_for_sender)
+       OR (recipient_id = $2 AND NOT hidden_for_recipient))
+FOR UPDATE
+
+-- name: hide
+-- Hide message $1 for $2 on whichever side of it they are.
+UPDATE direct_messages
+SET hidden_for_sender = hidden_for_sender OR sender_id = $2,
+    hidden_for_recipient = hidden_for_recipient OR recipient_id = $2
+WHERE id = $1
+
+-- name: delete
+DELETE FROM direct_messages WHERE id = $1

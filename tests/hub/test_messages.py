@@ -1,0 +1,170 @@
+"""hub.messages without HTTP: what is published, metrics, races and fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from db.pool import create_pool
+from hub import messages
+from hub.errors import Conflict, InvalidInput, NotFound
+from hub.models import MessageSend
+from hub.services import Services
+from hub.settings import Settings
+from pubsub.memory import MemoryBroker
+from tests.conftest import SECRET
+
+TIMEOUT = 10
+
+
+class Published:
+    """Everything the broker was handed, per channel, decoded."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, list[dict[str, Any]]] = {}
+
+    def __call__(self, channel: str, message: bytes) -> None:
+        self.frames.setdefault(channel, []).append(orjson.loads(message))
+
+    def of(self, user: str) -> list[dict[str, Any]]:
+        return self.frames.get(f"user:{user}", [])
+
+
+@pytest.fixture
+async def published() -> Published:
+    return Published()
+
+
+@pytest.fixture
+async def svc(database_url: str, tmp_path: Any, published: Published) -> AsyncIterator[Services]:
+    """Services on this test's database with an in-memory broker listening to u1..u3."""
+    settings = Settings(database_url=database_url, data_dir=tmp_path, jwt_secret=SECRET)
+    pool = await create_pool(database_url, 1, 6)
+    broker = MemoryBroker()
+
+    async def nothing() -> None:
+        return None
+
+    await broker.start(published, nothing)
+    for user in ("u1", "u2", "u3"):
+        await broker.subscribe(f"user:{user}")
+    try:
+        yield Services(settings, pool, broker)
+    finally:
+        await broker.stop()
+        await pool.close()
+
+
+def msg(recipient: str, body: str = "hi", client_id: str | None = None) -> MessageSend:
+    return MessageSend(recipient_id=recipient, body=body, client_id=client_id)
+
+
+async def send(svc: Services, sender: str, body: MessageSend) -> tuple[dict[str, Any], bool]:
+    return await asyncio.wait_for(messages.send(svc, sender, body), TIMEOUT)
+
+
+def metric(svc: Services, name: str) -> float:
+    value = svc.metrics.registry.get_sample_value(name)
+    return 0.0 if value is None else value
+
+
+async def test_send_publishes_the_committed_events_to_both_parties(
+    svc: Services, published: Published
+) -> None:
+    message, created = await send(svc, "u1", msg("u2", "hello"))
+    assert created
+    wire = orjson.loads(orjson.dumps(message, option=orjson.OPT_UTC_Z))
+    assert published.of("u1") == [{"type": "message.created", "seq": 1, "data": wire}]
+    to_recipient = published.of("u2")
+    assert [(f["type"], f["seq"]) for f in to_recipient] == [
+        ("message.created", 1), ("notification.created", 2)
+    ]
+    assert to_recipient[0]["data"] == wire
+    assert to_recipient[1]["data"]["data"]["message_id"] == message["id"]
+    assert wire["created_at"].endswith("Z")
+
+
+async def test_a_replayed_send_publishes_and_counts_nothing(
+    svc: Services, published: Published
+) -> None:
+    first, _ = await send(svc, "u1", msg("u2", client_id="c-1"))
+    again, created = await send(svc, "u1", msg("u2", client_id="c-1"))
+    assert (again, created) == (first, False)
+    assert len(published.of("u1")) == 1
+    assert metric(svc, "notifyhub_messages_sent_total") == 1
+    assert metric(svc, "notifyhub_notifications_created_total") == 1
+
+
+async def test_five_concurrent_sends_with_one_client_id_create_one_message(
+    svc: Services,
+) -> None:
+    results = await asyncio.gather(*(send(svc, "u1", msg("u2", "x", "race")) for _ in range(5)))
+    assert sorted(created for _, created in results) == [False] * 4 + [True]
+    assert len({m["id"] for m, _ in results}) == 1
+    assert metric(svc, "notifyhub_messages_sent_total") == 1
+
+
+async def test_reusing_a_client_id_for_other_content_is_a_conflict(svc: Services) -> None:
+    await send(svc, "u1", msg("u2", "a", "c-1"))
+    with pytest.raises(Conflict):
+        await send(svc, "u1", msg("u2", "b", "c-1"))
+
+
+async def test_sending_to_yourself_is_invalid_input(svc: Services) -> None:
+    with pytest.raises(InvalidInput):
+        await send(svc, "u1", msg("u1"))
+
+
+async def test_a_suppressed_notification_is_counted_not_stored(
+    svc: Services, published: Published
+) -> None:
+    await svc.pool.execute(
+        "INSERT INTO preferences (user_id, prefs) VALUES ('u2', $1)", {"muted": True}
+    )
+    await send(svc, "u1", msg("u2"))
+    assert [f["type"] for f in published.of("u2")] == ["message.created"]
+    assert metric(svc, "notifyhub_notifications_suppressed_total") == 1
+    assert metric(svc, "notifyhub_notifications_created_total") == 0
+
+
+async def test_a_broken_new_message_template_falls_back_to_fixed_wording(
+    svc: Services, published: Published
+) -> None:
+    await svc.pool.execute("UPDATE templates SET body = '{missing}' WHERE key = 'new_message'")
+    message, created = await send(svc, "u1", msg("u2", "still delivered"))
+    assert created
+    note = published.of("u2")[1]["data"]
+    assert (note["title"], note["body"], note["link"]) == (
+        "New message from u1", "still delivered", "/messages/u1"
+    )
+    assert note["data"]["message_id"] == message["id"]
+
+
+async def test_deleting_for_everyone_frees_the_client_id(svc: Services) -> None:
+    first, _ = await send(svc, "u1", msg("u2", "a", "c-1"))
+    await messages.delete(svc, "u1", first["id"], for_everyone=True)
+    second, created = await send(svc, "u1", msg("u2", "b", "c-1"))
+    assert created and second["id"] != first["id"]
+
+
+async def test_delete_for_everyone_skips_a_recipient_who_already_hid_it(
+    svc: Services, published: Published
+) -> None:
+    message, _ = await send(svc, "u1", msg("u2"))
+    await messages.delete(svc, "u2", message["id"])
+    await messages.delete(svc, "u1", message["id"], for_everyone=True)
+    deleted = {u: [f["data"] for f in published.of(u) if f["type"] == "message.deleted"]
+               for u in ("u1", "u2")}
+    assert deleted == {"u1": [{"id": message["id"]}], "u2": [{"id": message["id"]}]}
+    with pytest.raises(NotFound):
+        await messages.delete(svc, "u2", message["id"])
+
+
+async def test_mark_read_ignores_ids_outside_the_id_range(svc: Services) -> None:
+    message, _ = await send(svc, "u2", msg("u1"))
+    result = await messages.mark_read(svc, "u1", ids=[-1, 0, 2**70, message["id"]])
+    assert result == {"updated": 1}
