@@ -19,6 +19,8 @@ from db.embedded import EmbeddedPostgres
 from db.migrate import migrate
 from db.pool import connect, create_pool
 from hub import cleanup
+from hub.announcements import run_scheduler as run_announcement_scheduler
+from hub.node import Node
 from hub.services import Services
 from hub.settings import Settings
 from hub.tokens import Tokens
@@ -54,6 +56,7 @@ def create_app(settings: Settings) -> Starlette:
         dsn, embedded = await open_database(settings)
         tasks: list[asyncio.Task[Any]] = []
         pool = None
+        node: Node | None = None
         broker = make_broker(settings)
         try:
             conn = await connect(dsn)
@@ -65,14 +68,22 @@ def create_app(settings: Settings) -> Starlette:
                 log.info("applied migrations %s", ", ".join(applied))
             pool = await create_pool(dsn, settings.db_pool_min, settings.db_pool_max)
             services = Services(settings, pool, broker)
+            node = Node(services)
             app.state.services = services
-            await broker.start(_ignore_message, _nothing)
+            app.state.node = node
+            await broker.start(node.on_message, node.on_reconnect)
+            await node.start()
             tasks.append(asyncio.create_task(cleanup.run_forever(services), name="cleanup"))
+            tasks.append(
+                asyncio.create_task(run_announcement_scheduler(services), name="announcements")
+            )
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if node is not None:
+                await node.stop()
             await broker.stop()
             if pool is not None:
                 await pool.close()
@@ -92,6 +103,7 @@ def create_app(settings: Settings) -> Starlette:
     if settings.demo_mode:
         routes.extend(ops.demo_routes)
     middleware = [
+        Middleware(ops.HttpMetrics),
         Middleware(
             CORSMiddleware,
             allow_origins=settings.allowed_origins,
@@ -108,11 +120,3 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.tokens = Tokens(settings)
     return app
-
-
-def _ignore_message(channel: str, message: bytes) -> None:
-    """Until the live layer subscribes, nothing listens on this instance."""
-
-
-async def _nothing() -> None:
-    return None

@@ -1,6 +1,126 @@
-"""Operational routes (being written)."""
+"""Operational routes (health, readiness, metrics, OpenAPI), the demo token route, and
+the HTTP metrics middleware. None of them needs credentials."""
 
-from starlette.routing import BaseRoute
+from __future__ import annotations
 
-routes: list[BaseRoute] = []
-demo_routes: list[BaseRoute] = []
+import time
+
+import asyncpg
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.jsonio import json_response, query_bool
+from api.openapi import document
+from api.problems import DB_DOWN
+from db.pool import ping
+from hub.errors import InvalidInput
+from hub.models import USER_ID_RE
+
+#: How long ``/ready`` waits for ``SELECT 1`` before calling the database down.
+DB_CHECK_TIMEOUT = 2.0
+#: Lifetime of ``/demo/token`` tokens; the demo page fetches a new one when it expires.
+DEMO_TOKEN_TTL = 3600
+#: The route label of requests that matched no route, so scanners cannot grow the labels.
+UNMATCHED = "<unmatched>"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+async def health(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    svc = request.app.state.services
+    database = await database_ok(svc.pool)
+    broker = svc.broker.healthy
+    svc.metrics.broker_healthy.set(1 if broker else 0)
+    body = {"database": "ok" if database else "down", "broker": "ok" if broker else "down"}
+    return json_response(body, status=200 if database and broker else 503)
+
+
+async def database_ok(pool: asyncpg.Pool, timeout: float = DB_CHECK_TIMEOUT) -> bool:
+    """Whether the database answers within ``timeout`` seconds."""
+    return await ping(pool, timeout)
+
+
+async def metrics(request: Request) -> Response:
+    svc = request.app.state.services
+    svc.metrics.broker_healthy.set(1 if svc.broker.healthy else 0)
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi_json(request: Request) -> Response:
+    return json_response(document())
+
+
+async def demo_token(request: Request) -> Response:
+    user_id = request.query_params.get("user_id", "")
+    if not USER_ID_RE.match(user_id):
+        raise InvalidInput(
+            "user_id must be 1-128 characters of A-Za-z0-9_.:@-",
+            errors=[{"loc": ["query", "user_id"], "msg": "not a valid user id"}],
+        )
+    admin = query_bool(request, "admin")
+    token = request.app.state.tokens.issue(user_id, admin=admin, ttl=DEMO_TOKEN_TTL)
+    response = json_response({"user_id": user_id, "token": token, "expires_in": DEMO_TOKEN_TTL})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+class HttpMetrics:
+    """Pure ASGI middleware counting HTTP requests by method, route template and status.
+
+    Latency is measured to the response headers, so a long-lived stream (SSE) is
+    counted when it starts instead of skewing the histogram when it ends. An exception
+    that escapes the app is counted with the status its handler answers (503 for the
+    database being down, else 500).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        started = False
+
+        async def send_and_count(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start" and not started:
+                started = True
+                _observe(scope, int(message["status"]), start)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_count)
+        except Exception as exc:
+            if not started:
+                _observe(scope, 503 if isinstance(exc, DB_DOWN) else 500, start)
+            raise
+
+
+def _observe(scope: Scope, status: int, start: float) -> None:
+    state = getattr(scope.get("app"), "state", None)
+    svc = getattr(state, "services", None)
+    if svc is None:  # before the lifespan opened the services
+        return
+    route = getattr(scope.get("route"), "path", None) or UNMATCHED
+    method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+    svc.metrics.http_requests.labels(method, route, str(status)).inc()
+    svc.metrics.http_latency.labels(method, route).observe(time.perf_counter() - start)
+
+
+routes: list[BaseRoute] = [
+    Route("/health", health, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+]
+demo_routes: list[BaseRoute] = [
+    Route("/demo/token", demo_token, methods=["GET"]),
+]

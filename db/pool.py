@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -40,3 +41,13 @@ async def connect(dsn: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
     await _init(conn)
     return conn
+
+
+async def ping(pool: asyncpg.Pool, timeout: float) -> bool:
+    """Whether ``SELECT 1`` answers within ``timeout`` seconds (pool wait included)."""
+    try:
+        async with asyncio.timeout(timeout), pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+    except Exception:
+        return False
+    return True

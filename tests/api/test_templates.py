@@ -1,0 +1,134 @@
+"""Notification templates over REST: admin only, safe placeholders (CONTRACT §3, §4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import SERVICE, auth
+
+ADMIN = auth("boss", admin=True)
+SEED_KEYS = {
+    "assignment_created", "assignment_due_soon", "grade_posted", "friend_request",
+    "group_invitation", "achievement_unlocked", "study_goal_milestone", "new_message",
+    "system_announcement",
+}
+
+
+async def put(client: httpx.AsyncClient, key: str, headers: dict[str, str] = ADMIN,
+              **body: Any) -> httpx.Response:
+    body.setdefault("type", "course_update")
+    body.setdefault("title", "Update in {course}")
+    return await client.put(f"/api/templates/{key}", json=body, headers=headers)
+
+
+async def test_the_nine_seed_templates_are_listed_by_key(client):
+    r = await client.get("/api/templates", headers=ADMIN)
+    assert r.status_code == 200
+    items = r.json()["items"]
+    assert {t["key"] for t in items} == SEED_KEYS
+    assert [t["key"] for t in items] == sorted(t["key"] for t in items)
+    for item in items:
+        assert set(item) == {"key", "type", "title", "body", "link"}
+    grade = next(t for t in items if t["key"] == "grade_posted")
+    assert grade["body"] == "Your grade for {assignment} is {grade}"
+    assert grade["link"] == "/grades/{grade_id}"
+
+
+async def test_api_key_can_list_templates(client):
+    assert (await client.get("/api/templates", headers=SERVICE)).status_code == 200
+
+
+async def test_plain_user_cannot_list_templates(client):
+    r = await client.get("/api/templates", headers=auth("u1"))
+    assert r.status_code == 403
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_listing_templates_without_credentials_is_401(client):
+    assert (await client.get("/api/templates")).status_code == 401
+
+
+async def test_put_creates_a_template_that_get_returns(client):
+    r = await put(client, "course_update", body="{teacher} posted in {course}",
+                  link="/courses/{course_id}")
+    assert r.status_code == 200
+    expected = {"key": "course_update", "type": "course_update",
+                "title": "Update in {course}", "body": "{teacher} posted in {course}",
+                "link": "/courses/{course_id}"}
+    assert r.json() == expected
+    assert (await client.get("/api/templates/course_update", headers=ADMIN)).json() == expected
+    listed = (await client.get("/api/templates", headers=ADMIN)).json()["items"]
+    assert expected in listed and len(listed) == 10
+
+
+async def test_put_replaces_an_existing_template(client):
+    r = await put(client, "grade_posted", type="grade_posted", title="New grade",
+                  body="{assignment}: {grade}")
+    assert r.status_code == 200
+    got = (await client.get("/api/templates/grade_posted", headers=ADMIN)).json()
+    assert got == {"key": "grade_posted", "type": "grade_posted", "title": "New grade",
+                   "body": "{assignment}: {grade}", "link": None}
+
+
+async def test_replaced_template_is_used_for_new_notifications(client):
+    await put(client, "grade_posted", type="grade_posted", title="Graded: {assignment}",
+              body="{grade}")
+    r = await client.post("/api/notifications", headers=SERVICE, json={
+        "user_id": "u1", "type": "grade_posted", "template": "grade_posted",
+        "data": {"assignment": "Essay 2", "grade": "A-"},
+    })
+    assert r.status_code == 201
+    [item] = r.json()["items"]
+    assert (item["title"], item["body"], item["link"]) == ("Graded: Essay 2", "A-", None)
+
+
+async def test_getting_an_unknown_template_is_404(client):
+    assert (await client.get("/api/templates/nope", headers=ADMIN)).status_code == 404
+
+
+async def test_plain_user_cannot_put_template(client):
+    r = await put(client, "course_update", headers=auth("u1"))
+    assert r.status_code == 403
+    assert (await client.get("/api/templates/course_update", headers=ADMIN)).status_code == 404
+
+
+@pytest.mark.parametrize("placeholder", [
+    "{name.__class__}", "{0[0]}", "{x!r}", "{x:>99}", "{0}", "{}", "{data[secret]}", "{",
+])
+@pytest.mark.parametrize("field", ["title", "body", "link"])
+async def test_template_placeholders_other_than_plain_names_are_422(client, field,
+                                                                     placeholder):
+    r = await put(client, "evil", **{field: f"Hi {placeholder}"})
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    assert (await client.get("/api/templates/evil", headers=ADMIN)).status_code == 404
+
+
+async def test_escaped_braces_are_allowed_in_templates(client):
+    r = await put(client, "braces", title="Set {{x}} to {value}")
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("key", ["Bad", "has%20space", "x" * 101])
+async def test_bad_template_key_is_422(client, key):
+    assert (await put(client, key)).status_code == 422
+
+
+@pytest.mark.parametrize("body", [
+    {"title": ""},
+    {"type": ""},
+    {"title": "x" * 201},
+    {"extra": 1},
+])
+async def test_invalid_template_body_is_422(client, body):
+    r = await put(client, "course_update", **body)
+    assert r.status_code == 422
+    assert r.json()["errors"]
+
+
+async def test_template_without_title_is_422(client):
+    r = await client.put("/api/templates/k", json={"type": "t"}, headers=ADMIN)
+    assert r.status_code == 422
