@@ -1,6 +1,6 @@
 """Runs the benchmark scenarios against a real hub process and prints a Markdown report.
 
-The hub runs as ``python -m hub.cli serve`` on a throwaway PostgreSQL (pgserver) and,
+The hub runs as ``python -m api.cli serve`` on a throwaway PostgreSQL (pgserver) and,
 for the Redis scenario, a throwaway redis-server; clients are real WebSocket and HTTP
 clients in this process. Every loop is bounded in count and time and talks only to
 127.0.0.1.
@@ -60,7 +60,7 @@ async def hub_process(database_url: str, redis_url: str | None) -> AsyncIterator
     if redis_url:
         env["HUB_REDIS_URL"] = redis_url
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hub.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"

@@ -16,12 +16,12 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or join) the server and return its DSN."""
-        import pgserver
-
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             # pgserver asks platformdirs for a runtime dir; root has no XDG_RUNTIME_DIR.
             warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+            import pgserver
+
             self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
         return str(self._server.get_uri())
 

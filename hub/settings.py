@@ -67,6 +67,10 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("postgres", "postgresql"):
             raise ValueError("must be a postgresql:// URL")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError("has a bad port") from exc
         return value
 
     @field_validator("redis_url")

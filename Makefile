@@ -1,0 +1,62 @@
+# notifyhub: `make run` starts the hub, `make test` checks everything.
+# Needs GNU make and python3 >= 3.11 on PATH; everything else goes into $(VENV).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Extra arguments: `make run ARGS="--port 9000"`, `make test PYTEST_ARGS="-x tests/hub"`.
+ARGS ?=
+PYTEST_ARGS ?=
+
+# Stamps record what is installed, so a second `make run` starts at once; editing
+# pyproject.toml reinstalls.
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: run test lint pytest bench venv clean help
+
+help:
+	@echo "make run    create $(VENV), install notifyhub, start the hub (embedded PostgreSQL)"
+	@echo "make test   install the test tools, run ruff, mypy and the whole test suite"
+	@echo "make lint   ruff and mypy only"
+	@echo "make bench  run the load benchmarks against a real hub process (docs/benchmarks.md)"
+	@echo "make clean  remove $(VENV) and caches (keeps the data in .notifyhub)"
+
+run: $(RUN_STAMP)
+	$(BIN)/notifyhub serve $(ARGS)
+
+test: lint pytest
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+pytest: $(TEST_STAMP)
+	$(BIN)/pytest --durations=10 $(PYTEST_ARGS)
+
+# Starts its own throwaway PostgreSQL (and Redis with ARGS=--redis); see docs/benchmarks.md.
+bench: $(TEST_STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+venv: $(BIN)/python
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+		echo "notifyhub needs $(PYTHON) >= 3.11 on PATH (found: $$($(PYTHON) --version 2>&1))" >&2; \
+		exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing notifyhub into $(VENV) (the first time takes a minute)"
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+# The test install includes everything the run install has.
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing notifyhub and its test tools into $(VENV) (the first time takes a minute)"
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@ $(RUN_STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
