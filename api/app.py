@@ -15,12 +15,15 @@ from starlette.routing import BaseRoute
 
 from api import announcements, messages, notifications, ops, pages, sse, templates, ws
 from api.problems import HANDLERS
+from api.ratelimit import RateLimitMiddleware
 from db.embedded import EmbeddedPostgres
 from db.migrate import migrate
 from db.pool import connect, create_pool
 from hub import cleanup
 from hub.announcements import run_scheduler as run_announcement_scheduler
+from hub.ingest import Ingest
 from hub.node import Node
+from hub.ratelimit import RateLimiter
 from hub.services import Services
 from hub.settings import Settings
 from hub.tokens import Tokens
@@ -57,6 +60,7 @@ def create_app(settings: Settings) -> Starlette:
         tasks: list[asyncio.Task[Any]] = []
         pool = None
         node: Node | None = None
+        ingest: Ingest | None = None
         broker = make_broker(settings)
         try:
             conn = await connect(dsn)
@@ -73,12 +77,17 @@ def create_app(settings: Settings) -> Starlette:
             app.state.node = node
             await broker.start(node.on_message, node.on_reconnect)
             await node.start()
+            if settings.redis_url:
+                ingest = Ingest(services)
+                await ingest.start()  # returns at once, even while Redis is down
             tasks.append(asyncio.create_task(cleanup.run_forever(services), name="cleanup"))
             tasks.append(
                 asyncio.create_task(run_announcement_scheduler(services), name="announcements")
             )
             yield
         finally:
+            if ingest is not None:  # first: it still writes through the pool and broker
+                await ingest.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -109,7 +118,20 @@ def create_app(settings: Settings) -> Starlette:
             allow_origins=settings.allowed_origins,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "Last-Event-ID"],
-        )
+        ),
+        # Inside CORS (a browser can read the 429) and inside metrics (refusals counted).
+        Middleware(
+            RateLimitMiddleware,
+            limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+            write_limiter=RateLimiter(
+                settings.rate_limit_writes_per_second, settings.rate_limit_writes_burst
+            ),
+            ip_limiter=RateLimiter(settings.rate_limit_ip_per_second, settings.rate_limit_ip_burst),
+            api_key_limiter=RateLimiter(
+                settings.rate_limit_api_key_per_second, settings.rate_limit_api_key_burst
+            ),
+            api_keys=settings.api_keys,
+        ),
     ]
     app = Starlette(
         routes=routes,

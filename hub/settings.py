@@ -53,6 +53,17 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=15.0, gt=0)
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
+    # Rate limits (docs/rate-limits.md); a rate of 0 disables that limit.
+    rate_limit_per_second: float = Field(default=20.0, ge=0)
+    rate_limit_burst: int = Field(default=60, ge=1)
+    rate_limit_ip_per_second: float = Field(default=100.0, ge=0)
+    rate_limit_ip_burst: int = Field(default=300, ge=1)
+    rate_limit_writes_per_second: float = Field(default=5.0, ge=0)
+    rate_limit_writes_burst: int = Field(default=50, ge=1)
+    rate_limit_api_key_per_second: float = Field(default=1000.0, ge=0)
+    rate_limit_api_key_burst: int = Field(default=2000, ge=1)
+    ws_frames_per_second: float = Field(default=20.0, ge=0)
+    ws_frames_burst: int = Field(default=40, ge=1)
 
     @field_validator("api_keys", "allowed_origins", mode="before")
     @classmethod

@@ -1,0 +1,148 @@
+"""Redis ingest, the domain side: payload bytes → NotificationCreate → stored, in batches.
+
+``pubsub.ingest`` reads the ``ingest`` stream and the ``publish`` channel and hands
+batches of ``(entry_id, payload)`` to an ``Applier``, which returns one outcome per
+entry: ``None`` (applied) or why the entry is rejected (it is then dead-lettered).
+Infrastructure failures (database down) raise instead, so nothing is acknowledged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+from pydantic import ValidationError
+
+from hub import notifications
+from hub.errors import HubError, InvalidInput
+from hub.models import NotificationCreate
+from hub.services import Services
+from pubsub.ingest import Entry, Outcome, PublishChannelIngest, StreamIngest
+
+Source = Literal["stream", "publish"]
+#: Idempotency keys given to stream entries that bring none; reserved for ingest.
+STREAM_KEY_PREFIX = "stream:"
+#: A transaction is closed once its entries reach this many recipients, so a burst of
+#: large fan-outs does not hold every recipient's counter lock for long.
+CHUNK_RECIPIENTS = 1000
+
+
+def parse(entry_id: str | None, payload: bytes | None, max_bytes: int) -> NotificationCreate:
+    """The request in ``payload``; a stream entry without a key gets ``stream:<id>``."""
+    if payload is None:
+        raise InvalidInput("the entry has no payload field")
+    if len(payload) > max_bytes:
+        raise InvalidInput(f"the payload is larger than {max_bytes} bytes")
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise InvalidInput("the payload is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidInput("the payload must be a JSON object")
+    try:
+        request = NotificationCreate.model_validate(value)
+    except ValidationError as exc:
+        errors = [
+            {"loc": list(e["loc"]), "msg": str(e["msg"]).removeprefix("Value error, ")}
+            for e in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise InvalidInput("the request is not valid", errors) from None
+    if request.idempotency_key is None and entry_id is not None:
+        request = request.model_copy(update={"idempotency_key": STREAM_KEY_PREFIX + entry_id})
+    return request
+
+
+def describe(exc: HubError) -> str:
+    """One line for the dead-letter ``error`` field: the detail, then each bad field."""
+    fields = [
+        f"{'.'.join(str(part) for part in e.get('loc') or ['body'])}: {e.get('msg')}"
+        for e in getattr(exc, "errors", [])
+    ]
+    return "; ".join([exc.detail, *fields])
+
+
+class Applier:
+    """Applies batches of ingest entries for ``source``; the callback of ``pubsub.ingest``.
+
+    Entries are validated first; the valid ones are created in one transaction per
+    chunk, each under a savepoint, so an entry the database rejects (unknown template,
+    bad characters) is dead-lettered while the others commit. Events are published
+    after commit. Raises when the database itself fails: the caller retries the batch,
+    and idempotency keys make the retry create nothing twice.
+    """
+
+    def __init__(self, svc: Services, source: Source) -> None:
+        self.svc, self.source = svc, source
+
+    async def __call__(self, entries: list[Entry]) -> list[Outcome]:
+        outcomes: list[Outcome] = [None] * len(entries)
+        chunk: list[tuple[int, NotificationCreate]] = []
+        recipients = 0
+        for n, (entry_id, payload) in enumerate(entries):
+            try:
+                request = parse(entry_id, payload, self.svc.settings.max_body_bytes)
+            except InvalidInput as exc:
+                outcomes[n] = describe(exc)
+                continue
+            chunk.append((n, request))
+            recipients += len(request.recipients())
+            if recipients >= CHUNK_RECIPIENTS:
+                await self._apply(chunk, outcomes)
+                chunk, recipients = [], 0
+        if chunk:
+            await self._apply(chunk, outcomes)
+        return outcomes
+
+    def dead_lettered(self, count: int) -> None:
+        """Count entries that ``pubsub.ingest`` wrote to the dead-letter stream."""
+        self.svc.metrics.ingest_dead.inc(count)
+
+    async def _apply(
+        self, chunk: list[tuple[int, NotificationCreate]], outcomes: list[Outcome]
+    ) -> None:
+        created: list[notifications.Created] = []
+        async with self.svc.pool.acquire() as conn, conn.transaction():
+            for n, request in chunk:
+                try:
+                    async with conn.transaction():  # a savepoint: one bad entry rolls back alone
+                        created.append(await notifications.create_in(conn, request))
+                except HubError as exc:
+                    outcomes[n] = describe(exc)
+                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+                    outcomes[n] = f"rejected by the database: {exc}"
+        fresh = [c for c in created if not c.replayed]
+        metrics = self.svc.metrics
+        metrics.ingest_applied.labels(source=self.source).inc(len(fresh))
+        metrics.notifications_created.inc(sum(len(c.items) for c in fresh))
+        metrics.notifications_suppressed.inc(sum(len(c.suppressed) for c in fresh))
+        await self.svc.publish([event for c in created for event in c.events])
+
+
+def make_applier(svc: Services, source: Source = "stream") -> Applier:
+    """The ``apply`` callback for ``pubsub.ingest`` readers of ``source``."""
+    return Applier(svc, source)
+
+
+class Ingest:
+    """Both Redis ingest paths of one hub instance; started when ``HUB_REDIS_URL`` is set."""
+
+    def __init__(self, svc: Services, **stream_options: Any) -> None:
+        url = svc.settings.redis_url
+        assert url is not None, "Redis ingest needs HUB_REDIS_URL"
+        prefix = svc.settings.redis_prefix
+        stream, publish = make_applier(svc, "stream"), make_applier(svc, "publish")
+        self.stream = StreamIngest(
+            url, prefix, stream, on_dead=stream.dead_lettered, **stream_options
+        )
+        self.publish = PublishChannelIngest(url, prefix, publish, on_dead=publish.dead_lettered)
+
+    async def start(self) -> None:
+        """Start consuming in the background; never fails because Redis is down."""
+        await self.stream.start()
+        await self.publish.start()
+
+    async def stop(self) -> None:
+        """Stop both readers; call before the pool and the broker close."""
+        await self.stream.stop()
+        await self.publish.stop()

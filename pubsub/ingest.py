@@ -1,0 +1,368 @@
+"""Redis ingest for backend services: the ``{prefix}ingest`` stream and ``{prefix}publish``.
+
+This module owns the Redis side only; what an entry means is decided by an ``Apply``
+callback (``hub.ingest``), which gets a batch of ``(entry_id, payload)`` and returns one
+outcome per entry: ``None`` when it was applied, else an error message. An entry with
+an error goes to ``{prefix}ingest:dead`` (fields ``payload``, ``error``, ``source``,
+``id``) in the same MULTI that acknowledges it. When ``apply`` raises (the database is
+down), nothing is acknowledged: the batch is retried, with backoff, until it succeeds.
+
+Stream guarantees: at-least-once delivery; the effect is exactly-once because every
+entry carries an idempotency key (the applier defaults it to the stream id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import ResponseError
+
+log = logging.getLogger("notifyhub")
+
+GROUP = "notifyhub"
+#: ``(stream entry id, or None for a channel message; payload, or None if absent)``
+Entry = tuple[str | None, bytes | None]
+#: One per entry: ``None`` = applied, a string = why it was rejected.
+Outcome = str | None
+Apply = Callable[[list[Entry]], Awaitable[list[Outcome]]]
+#: A stream entry as read: ``(id, fields)``; no fields = deleted while pending.
+RawEntry = tuple[str, dict[bytes, bytes]]
+#: Told how many entries were just written to the dead-letter stream.
+DeadHook = Callable[[int], None]
+#: A consumer with nothing pending and idle this long is a dead instance's leftover.
+STALE_CONSUMER_MS = 3_600_000
+
+
+def consumer_name() -> str:
+    """A consumer name unique to this process: ``host-pid-random``."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): 0.1 s doubling to 5 s, jittered."""
+    return min(5.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def _entries(reply: Any) -> list[RawEntry]:
+    """The entries of a one-stream XREADGROUP reply (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    rows = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+    if rows and isinstance(rows[0], list):  # RESP3 map values come wrapped once more
+        rows = rows[0]
+    return [(i.decode(), f or {}) for i, f in rows]
+
+
+def _stream_id(value: bytes | str) -> tuple[int, int]:
+    ms, _, seq = (value.decode() if isinstance(value, bytes) else value).partition("-")
+    return int(ms), int(seq or 0)
+
+
+class _Runner:
+    """A background task that reconnects with backoff and never crashes the app."""
+
+    name = "ingest"
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Begin consuming in the background; returns at once, even if Redis is down."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        """Cancel promptly; an unfinished batch stays pending in Redis for redelivery."""
+        task, self._task = self._task, None
+        # Cancel again until it ends: a library may swallow one cancellation (Python
+        # 3.11's wait_for does when the awaited call completes at the same moment).
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.5)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("%s ended with an error", self.name, exc_info=task.exception())
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                await self._serve()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if time.monotonic() - started > 10:
+                    attempt = 0
+                log.warning("%s: %s: %s; reconnecting", self.name, type(exc).__name__, exc)
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+
+    async def _serve(self) -> None:
+        raise NotImplementedError
+
+
+class StreamIngest(_Runner):
+    """Consumes ``{prefix}ingest`` in group ``notifyhub``; acks only what ``apply`` settled.
+
+    On (re)connect it creates the group if needed and first re-reads this consumer's own
+    pending entries. Every few seconds it takes over entries idle longer than
+    ``claim_idle_ms`` (XAUTOCLAIM) from consumers that died, dead-letters entries
+    delivered more than ``max_deliveries`` times (poison), and trims entries every group
+    has acknowledged.
+    """
+
+    name = "stream-ingest"
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        apply: Apply,
+        *,
+        consumer: str | None = None,
+        claim_idle_ms: int = 30_000,
+        batch: int = 100,
+        block_ms: int = 1000,
+        max_deliveries: int = 5,
+        on_dead: DeadHook | None = None,
+    ) -> None:
+        super().__init__()
+        self.url, self.key, self.dead_key = url, f"{prefix}ingest", f"{prefix}ingest:dead"
+        self.consumer = consumer or consumer_name()
+        self.claim_idle_ms, self.batch, self.block_ms = claim_idle_ms, batch, block_ms
+        self.max_deliveries = max_deliveries
+        self.claim_interval = min(5.0, claim_idle_ms / 2000)
+        self._apply, self._on_dead = apply, on_dead
+        # The batch being settled survives reconnects, so a Redis blip neither re-applies
+        # it from scratch nor bumps its delivery count by re-reading it.
+        self._held: tuple[list[RawEntry], list[Outcome] | None] | None = None
+        self._client: redis.Redis | None = None
+
+    async def _serve(self) -> None:
+        # No socket_timeout: redis-py then sends through wait_for, which can swallow a
+        # cancellation on Python 3.11; reads are bounded by asyncio.timeout instead.
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=5, socket_keepalive=True)
+        self._client = client
+        try:
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+                await client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
+            if self._held is not None:  # a batch cut off by the last disconnect
+                entries, outcomes = self._held
+                if outcomes is None:  # not known to be applied: again (it is idempotent)
+                    await self._handle(entries, redelivered=True)
+                else:
+                    await self._settle(entries, outcomes)
+            await self._consume()
+        finally:
+            self._client = None
+            await client.aclose()
+
+    @property
+    def _redis(self) -> redis.Redis:
+        assert self._client is not None, "only used while serving"
+        return self._client
+
+    async def _consume(self) -> None:
+        own_pending = True
+        next_tick = time.monotonic() + self.claim_interval
+        while True:
+            if time.monotonic() >= next_tick:
+                await self._takeover()
+                await self._housekeep()
+                next_tick = time.monotonic() + self.claim_interval
+            cursor = "0" if own_pending else ">"
+            block = None if own_pending else min(self.block_ms, int(self.claim_interval * 1000))
+            async with asyncio.timeout((block or 0) / 1000 + 10):  # a half-open socket
+                reply = await self._redis.xreadgroup(
+                    GROUP, self.consumer, {self.key: cursor}, count=self.batch, block=block
+                )
+            entries = _entries(reply)
+            if own_pending and not entries:
+                own_pending = False
+            elif entries:
+                await self._handle(entries, redelivered=own_pending)
+
+    async def _takeover(self) -> None:
+        """Claim entries a dead consumer left idle; bounded per tick so reads go on."""
+        cursor: bytes | str = "0-0"
+        for _ in range(10):
+            reply = await self._redis.xautoclaim(
+                self.key, GROUP, self.consumer, self.claim_idle_ms, cursor, count=self.batch
+            )
+            cursor, claimed = reply[0], reply[1]
+            if claimed:
+                log.info("%s took over %d idle entries", self.consumer, len(claimed))
+                await self._handle(_entries([[self.key, claimed]]), redelivered=True)
+            if _stream_id(cursor) == (0, 0):
+                return
+
+    async def _handle(self, entries: list[RawEntry], *, redelivered: bool) -> None:
+        """Apply a batch (retrying while ``apply`` raises), then ack and dead-letter it."""
+        outcomes: list[Outcome] = [None] * len(entries)
+        todo: list[int] = []
+        counts = await self._deliveries(entries) if redelivered else {}
+        for n, (entry_id, fields) in enumerate(entries):
+            if not fields:
+                continue  # deleted from the stream (XDEL/trim) while pending: just ack
+            if counts.get(entry_id, 0) > self.max_deliveries:
+                outcomes[n] = (f"delivered {counts[entry_id]} times without being "
+                               "acknowledged; dead-lettered as a poison entry")
+            else:
+                todo.append(n)
+        self._held = (entries, None)
+        batch: list[Entry] = [(entries[n][0], entries[n][1].get(b"payload")) for n in todo]
+        attempt = 0
+        while batch:
+            try:
+                results = await self._apply(batch)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s: applying %d entries failed (%r); retrying",
+                            self.name, len(batch), exc)
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+                await self._renew([e for e, _ in entries])
+        else:
+            results = []
+        for n, outcome in zip(todo, results, strict=True):
+            outcomes[n] = outcome
+        await self._settle(entries, outcomes)
+
+    async def _renew(self, ids: list[Any]) -> None:
+        """Reset the idle time of held entries so no one takes them over while we retry.
+
+        XCLAIM with JUSTID leaves the delivery count alone, so a long database outage
+        does not turn valid entries into "poison".
+        """
+        try:
+            await self._redis.xclaim(self.key, GROUP, self.consumer, 0, ids, justid=True)
+        except Exception as exc:
+            log.debug("%s: lease renewal failed: %r", self.name, exc)
+
+    async def _settle(self, entries: list[RawEntry], outcomes: list[Outcome]) -> None:
+        """Dead-letter the rejected entries and ack the whole batch, in one MULTI."""
+        self._held = (entries, outcomes)
+        dead = 0
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for (entry_id, fields), error in zip(entries, outcomes, strict=True):
+                if error is not None:
+                    dead += 1
+                    pipe.xadd(self.dead_key, {
+                        "payload": fields.get(b"payload", b""), "error": error[:2000],
+                        "source": "stream", "id": entry_id,
+                    })
+                    log.warning("ingest entry %s dead-lettered: %s", entry_id, error)
+            pipe.xack(self.key, GROUP, *[entry_id for entry_id, _ in entries])
+            await pipe.execute()
+        self._held = None
+        if dead and self._on_dead is not None:
+            self._on_dead(dead)
+
+    async def _deliveries(self, entries: list[RawEntry]) -> dict[str, int]:
+        """How many times each of ``entries`` has been delivered (XPENDING)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry_id, _ in entries:
+                pipe.xpending_range(self.key, GROUP, entry_id, entry_id, 1)
+            replies = await pipe.execute()
+        return {
+            row["message_id"].decode(): int(row["times_delivered"])
+            for reply in replies for row in reply
+        }
+
+    async def _housekeep(self) -> None:
+        """Trim entries every group has acked; forget consumers long gone with nothing held."""
+        groups: list[dict[str, Any]] = await self._redis.xinfo_groups(self.key)
+        floor: tuple[int, int] | None = None
+        for group in groups:
+            low = _stream_id(group["last-delivered-id"])
+            if group["pending"]:
+                summary = await self._redis.xpending(self.key, group["name"])
+                if summary["min"] is not None:
+                    low = min(low, _stream_id(summary["min"]))
+            floor = low if floor is None else min(floor, low)
+        if floor is not None and floor > (0, 0):
+            await self._redis.xtrim(self.key, minid=f"{floor[0]}-{floor[1]}", approximate=True)
+        stale = max(STALE_CONSUMER_MS, 10 * self.claim_idle_ms)
+        for consumer in await self._redis.xinfo_consumers(self.key, GROUP):
+            if not consumer["pending"] and consumer["idle"] > stale:
+                await self._redis.xgroup_delconsumer(self.key, GROUP, consumer["name"])
+
+
+class PublishChannelIngest(_Runner):
+    """Subscribes ``{prefix}publish`` (fire-and-forget) and applies each message.
+
+    Messages that arrive together are applied as one batch. Rejected messages, and
+    messages that could not be applied at all, go to ``{prefix}ingest:dead`` so they
+    are not lost; the subscriber itself goes on.
+    """
+
+    name = "publish-ingest"
+
+    def __init__(
+        self, url: str, prefix: str, apply: Apply, *, batch: int = 100,
+        on_dead: DeadHook | None = None,
+    ) -> None:
+        super().__init__()
+        self.url, self.channel = url, f"{prefix}publish"
+        self.dead_key = f"{prefix}ingest:dead"
+        self.batch = batch
+        self._apply, self._on_dead = apply, on_dead
+
+    async def _serve(self) -> None:
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=5)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.channel)
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                payloads = [message["data"]]
+                while len(payloads) < self.batch:
+                    message = await pubsub.get_message(timeout=0.0)
+                    if message is None:
+                        break
+                    payloads.append(message["data"])
+                await self._handle(client, payloads)
+        finally:
+            await pubsub.aclose()
+            await client.aclose()
+
+    async def _handle(self, client: redis.Redis, payloads: list[bytes]) -> None:
+        try:
+            outcomes = await self._apply([(None, p) for p in payloads])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Fire-and-forget has no redelivery: park the messages for a replay instead.
+            outcomes = [f"not applied: {exc!r}"] * len(payloads)
+        dead = [(p, e) for p, e in zip(payloads, outcomes, strict=True) if e is not None]
+        if not dead:
+            return
+        for _, error in dead:
+            log.warning("publish message dead-lettered: %s", error)
+        try:
+            async with client.pipeline(transaction=True) as pipe:
+                for payload, error in dead:
+                    pipe.xadd(self.dead_key, {
+                        "payload": payload, "error": error[:2000], "source": "publish",
+                    })
+                await pipe.execute()
+        except Exception:
+            log.error("could not dead-letter %d publish messages: %r", len(dead),
+                      [p[:200] for p, _ in dead], exc_info=True)
+            raise
+        if self._on_dead is not None:
+            self._on_dead(len(dead))

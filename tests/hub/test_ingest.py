@@ -1,0 +1,295 @@
+"""Redis ingest end to end: real Redis stream/channel → hub.ingest → real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+import pytest
+import redis.asyncio as redis
+
+from db.pool import create_pool
+from hub.events import user_channel
+from hub.ingest import Applier, Ingest, make_applier
+from hub.services import Services
+from hub.settings import Settings
+from pubsub.ingest import GROUP, Entry, Outcome, StreamIngest
+from pubsub.memory import MemoryBroker
+from tests.conftest import SECRET
+
+TIMEOUT = 15
+
+
+async def eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
+    """Poll ``check`` (sync or async) until it gives something truthy; fail after ``timeout``."""
+
+    async def poll() -> Any:
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result
+            await asyncio.sleep(0.02)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+@pytest.fixture
+async def svc(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIterator[Services]:
+    pool = await asyncio.wait_for(create_pool(database_url), TIMEOUT)
+    settings = Settings(database_url=database_url, jwt_secret=SECRET, redis_url=redis_url,
+                        redis_prefix=redis_prefix)
+    yield Services(settings, pool, MemoryBroker())
+    await asyncio.wait_for(pool.close(), TIMEOUT)
+
+
+@pytest.fixture
+async def r(redis_url: str) -> AsyncIterator[redis.Redis]:
+    """The test's own client; its socket timeout bounds every command it sends."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=TIMEOUT)
+    yield client
+    await client.aclose()
+
+
+class Counting:
+    """Wraps an applier: records batch sizes and can fail the first ``failures`` calls."""
+
+    def __init__(self, inner: Applier, failures: int = 0) -> None:
+        self.inner, self.failures = inner, failures
+        self.sizes: list[int] = []
+        self.raised = 0
+
+    async def __call__(self, entries: list[Entry]) -> list[Outcome]:
+        self.sizes.append(len(entries))
+        if self.failures:
+            self.failures -= 1
+            self.raised += 1
+            raise ConnectionError("database is down")
+        try:
+            return await self.inner(entries)
+        except Exception:
+            self.raised += 1
+            raise
+
+
+@asynccontextmanager
+async def stream_ingest(svc: Services, apply: Any, **options: Any) -> AsyncIterator[StreamIngest]:
+    s = svc.settings
+    assert s.redis_url
+    options.setdefault("claim_idle_ms", 200)
+    ingest = StreamIngest(s.redis_url, s.redis_prefix, apply, **options)
+    await asyncio.wait_for(ingest.start(), TIMEOUT)
+    try:
+        yield ingest
+    finally:
+        await asyncio.wait_for(ingest.stop(), TIMEOUT)
+
+
+async def xadd(r: redis.Redis, svc: Services, body: Any) -> str:
+    payload = body if isinstance(body, bytes) else orjson.dumps(body)
+    entry_id = await asyncio.wait_for(
+        r.xadd(f"{svc.settings.redis_prefix}ingest", {"payload": payload}), TIMEOUT
+    )
+    return entry_id.decode()
+
+
+async def count(svc: Services, user_id: str) -> int:
+    return int(await asyncio.wait_for(
+        svc.pool.fetchval("SELECT count(*) FROM notifications WHERE user_id = $1", user_id),
+        TIMEOUT,
+    ))
+
+
+async def none_pending(r: redis.Redis, svc: Services) -> bool:
+    summary = await r.xpending(f"{svc.settings.redis_prefix}ingest", GROUP)
+    return int(summary["pending"]) == 0
+
+
+async def dead_letters(r: redis.Redis, svc: Services) -> list[dict[bytes, bytes]]:
+    return [f for _, f in await r.xrange(f"{svc.settings.redis_prefix}ingest:dead")]
+
+
+async def test_a_stream_entry_is_stored_published_and_acknowledged(
+    svc: Services, r: redis.Redis
+) -> None:
+    received: list[bytes] = []
+    await svc.broker.start(lambda channel, message: received.append(message), _nothing)
+    await svc.broker.subscribe(user_channel("u1"))
+    async with stream_ingest(svc, make_applier(svc)):
+        await xadd(r, svc, {"user_id": "u1", "type": "grade_posted", "template": "grade_posted",
+                            "data": {"grade": "A-", "assignment": "Essay 2", "grade_id": 5}})
+        await eventually(lambda: count(svc, "u1"))
+        await eventually(lambda: none_pending(r, svc))
+    row = await svc.pool.fetchrow("SELECT type, body FROM notifications WHERE user_id = 'u1'")
+    assert (row["type"], row["body"]) == ("grade_posted", "Your grade for Essay 2 is A-")
+    assert [orjson.loads(m)["type"] for m in received] == ["notification.created"]
+    assert svc.metrics.ingest_applied.labels(source="stream")._value.get() == 1
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def test_an_entry_without_a_key_is_applied_once_even_if_delivered_twice(
+    svc: Services, r: redis.Redis
+) -> None:
+    key = f"{svc.settings.redis_prefix}ingest"
+    await r.xgroup_create(key, GROUP, id="0", mkstream=True)
+    entry_id = await xadd(r, svc, {"user_id": "u1", "type": "t", "title": "once"})
+    # Consumer "dead-1" reads the entry, commits it, and dies before acknowledging.
+    reply = await asyncio.wait_for(r.xreadgroup(GROUP, "dead-1", {key: ">"}), TIMEOUT)
+    payload = reply[0][1][0][1][b"payload"]
+    applier = make_applier(svc)
+    assert await asyncio.wait_for(applier([(entry_id, payload)]), TIMEOUT) == [None]
+    assert await asyncio.wait_for(applier([(entry_id, payload)]), TIMEOUT) == [None]
+    async with stream_ingest(svc, applier):  # takes the entry over and applies it again
+        await eventually(lambda: none_pending(r, svc))
+    assert await count(svc, "u1") == 1
+
+
+async def test_entries_sharing_an_idempotency_key_create_one_notification(
+    svc: Services, r: redis.Redis
+) -> None:
+    body = {"user_id": "u1", "type": "t", "title": "hi", "idempotency_key": "order-7"}
+    async with stream_ingest(svc, make_applier(svc)):
+        await xadd(r, svc, body)
+        await xadd(r, svc, body)
+        await xadd(r, svc, {"user_id": "u2", "type": "t", "title": "after"})
+        await eventually(lambda: count(svc, "u2"))
+        await eventually(lambda: none_pending(r, svc))
+    assert await count(svc, "u1") == 1
+
+
+async def test_invalid_entries_are_dead_lettered_and_valid_ones_in_the_same_batch_stored(
+    svc: Services, r: redis.Redis
+) -> None:
+    bad = [
+        b"{not json",
+        orjson.dumps({"user_id": "u1", "type": "t"}),  # neither title nor template
+        orjson.dumps({"user_id": "u1", "type": "t", "template": "no_such_template"}),
+        orjson.dumps({"user_id": "u1", "type": "t", "title": "nul \u0000 byte"}),
+    ]
+    good = {"user_id": "u1", "type": "t", "title": "still applied"}
+    applier = make_applier(svc)
+    counting = Counting(applier)
+    for payload in bad:  # queued before the reader starts, so they arrive as one batch
+        await xadd(r, svc, payload)
+    await xadd(r, svc, good)
+    async with stream_ingest(svc, counting, on_dead=applier.dead_lettered):
+        await eventually(lambda: count(svc, "u1"))
+        await eventually(lambda: none_pending(r, svc))
+        letters = await eventually(lambda: _at_least(dead_letters(r, svc), 4))
+    assert counting.sizes == [5]
+    assert [f[b"payload"] for f in letters] == bad
+    errors = [f[b"error"].decode() for f in letters]
+    assert "not valid JSON" in errors[0]
+    assert "template or title is required" in errors[1]
+    assert "unknown template" in errors[2]
+    assert "rejected by the database" in errors[3]
+    assert svc.metrics.ingest_dead._value.get() == 4
+    title = await svc.pool.fetchval("SELECT title FROM notifications WHERE user_id = 'u1'")
+    assert title == "still applied"
+
+
+async def _at_least(letters: Any, n: int) -> Any:
+    found = await letters
+    return found if len(found) >= n else None
+
+
+async def test_a_burst_of_300_entries_is_stored_in_batches(svc: Services, r: redis.Redis) -> None:
+    counting = Counting(make_applier(svc))
+    key = f"{svc.settings.redis_prefix}ingest"
+    async with stream_ingest(svc, counting):
+        async with r.pipeline(transaction=False) as pipe:
+            for n in range(300):
+                body = {"user_id": f"u{n % 7}", "type": "t", "title": f"n{n}"}
+                pipe.xadd(key, {"payload": orjson.dumps(body)})
+            await asyncio.wait_for(pipe.execute(), TIMEOUT)
+        await eventually(lambda: _total(svc, 300))
+        await eventually(lambda: none_pending(r, svc))
+    assert max(counting.sizes) > 1
+    seqs = await svc.pool.fetch(
+        "SELECT user_id, array_agg(seq ORDER BY seq) AS seqs FROM user_events GROUP BY user_id"
+    )
+    for row in seqs:  # every user's log is still gap-free
+        assert row["seqs"] == list(range(1, len(row["seqs"]) + 1))
+
+
+async def _total(svc: Services, n: int) -> bool:
+    return int(await svc.pool.fetchval("SELECT count(*) FROM notifications")) == n
+
+
+async def test_entries_wait_while_the_database_is_down_and_are_applied_after(
+    svc: Services, r: redis.Redis, pg_admin_dsn: str
+) -> None:
+    name = urlsplit(svc.settings.database_url or "").path.lstrip("/")
+    admin = await asyncio.wait_for(
+        asyncpg.connect(pg_admin_dsn, command_timeout=TIMEOUT), TIMEOUT
+    )
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        counting = Counting(make_applier(svc))
+        async with stream_ingest(svc, counting, claim_idle_ms=30_000):
+            await xadd(r, svc, {"user_id": "u1", "type": "t", "title": "waited"})
+            await eventually(lambda: counting.raised >= 2)
+            assert not await asyncio.wait_for(none_pending(r, svc), TIMEOUT)
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await eventually(lambda: none_pending(r, svc))
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    assert await count(svc, "u1") == 1
+    assert await asyncio.wait_for(dead_letters(r, svc), TIMEOUT) == []
+
+
+async def test_a_dead_consumers_entries_are_taken_over_and_stored(
+    svc: Services, r: redis.Redis
+) -> None:
+    key = f"{svc.settings.redis_prefix}ingest"
+    await r.xgroup_create(key, GROUP, id="0", mkstream=True)
+    for n in range(3):
+        await xadd(r, svc, {"user_id": "u1", "type": "t", "title": f"n{n}"})
+    await asyncio.wait_for(r.xreadgroup(GROUP, "dead-1", {key: ">"}, count=10), TIMEOUT)
+    async with stream_ingest(svc, make_applier(svc)):
+        await eventually(lambda: none_pending(r, svc))
+    assert await count(svc, "u1") == 3
+
+
+async def test_publish_channel_stores_messages_and_goes_on_after_an_invalid_one(
+    svc: Services, r: redis.Redis
+) -> None:
+    channel = f"{svc.settings.redis_prefix}publish"
+    ingest = Ingest(svc, claim_idle_ms=200)
+    await asyncio.wait_for(ingest.start(), TIMEOUT)
+    try:
+        await eventually(lambda: _subscribed(r, channel))
+        await r.publish(channel, orjson.dumps({"user_id": "u1", "type": "t", "title": "one"}))
+        await r.publish(channel, b'{"user_id": "u1"}')
+        await r.publish(channel, orjson.dumps({"user_id": "u1", "type": "t", "title": "two"}))
+        await eventually(lambda: _count_is(svc, "u1", 2))
+        letters = await eventually(lambda: dead_letters(r, svc))
+    finally:
+        await asyncio.wait_for(ingest.stop(), TIMEOUT)
+    assert letters[0][b"payload"] == b'{"user_id": "u1"}'
+    assert letters[0][b"source"] == b"publish"
+    assert b"type: Field required" in letters[0][b"error"]
+    assert svc.metrics.ingest_applied.labels(source="publish")._value.get() == 2
+    assert svc.metrics.ingest_dead._value.get() == 1
+
+
+async def _count_is(svc: Services, user_id: str, n: int) -> bool:
+    return await count(svc, user_id) == n
+
+
+async def _subscribed(r: redis.Redis, channel: str) -> bool:
+    return dict(await r.pubsub_numsub(channel)).get(channel.encode(), 0) > 0

@@ -1,0 +1,280 @@
+"""The Redis side of ingest against a real Redis, with a recording ``apply`` callback."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import redis.asyncio as redis
+
+from pubsub.ingest import GROUP, Entry, Outcome, PublishChannelIngest, StreamIngest
+
+TIMEOUT = 10
+
+
+class Recorder:
+    """An ``apply`` that records batches, rejects ``b"bad"`` and can fail a few times."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.batches: list[list[Entry]] = []
+        self.failures = failures
+        self.calls = 0
+
+    async def __call__(self, entries: list[Entry]) -> list[Outcome]:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database is down")
+        self.batches.append(entries)
+        return ["rejected: bad" if payload == b"bad" else None for _, payload in entries]
+
+    @property
+    def payloads(self) -> list[bytes | None]:
+        return [payload for batch in self.batches for _, payload in batch]
+
+
+async def eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
+    """Poll ``check`` (sync or async) until it gives something truthy; fail after ``timeout``."""
+
+    async def poll() -> Any:
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result
+            await asyncio.sleep(0.02)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+@pytest.fixture
+async def r(redis_url: str) -> AsyncIterator[redis.Redis]:
+    """The test's own client; its socket timeout bounds every command it sends."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=TIMEOUT)
+    yield client
+    await client.aclose()
+
+
+@asynccontextmanager
+async def running(ingest: StreamIngest | PublishChannelIngest) -> AsyncIterator[Any]:
+    await asyncio.wait_for(ingest.start(), TIMEOUT)
+    try:
+        yield ingest
+    finally:
+        await asyncio.wait_for(ingest.stop(), TIMEOUT)
+
+
+async def pending(r: redis.Redis, key: str) -> int:
+    return int((await r.xpending(key, GROUP))["pending"])
+
+
+async def dead_letters(r: redis.Redis, prefix: str) -> list[dict[bytes, bytes]]:
+    return [fields for _, fields in await r.xrange(f"{prefix}ingest:dead")]
+
+
+def stream(redis_url: str, prefix: str, apply: Any, **options: Any) -> StreamIngest:
+    options.setdefault("claim_idle_ms", 200)
+    return StreamIngest(redis_url, prefix, apply, **options)
+
+
+async def test_an_entry_is_applied_then_acknowledged(r: redis.Redis, redis_url: str,
+                                                     redis_prefix: str) -> None:
+    apply = Recorder()
+    async with running(stream(redis_url, redis_prefix, apply)):
+        entry_id = await r.xadd(f"{redis_prefix}ingest", {"payload": b"one"})
+        await eventually(lambda: apply.batches)
+        assert apply.batches == [[(entry_id.decode(), b"one")]]
+        await eventually(lambda: _none_pending(r, redis_prefix))
+
+
+async def _none_pending(r: redis.Redis, prefix: str) -> bool:
+    return await pending(r, f"{prefix}ingest") == 0
+
+
+async def test_rejected_entry_is_dead_lettered_and_the_next_one_still_applied(
+    r: redis.Redis, redis_url: str, redis_prefix: str
+) -> None:
+    apply = Recorder()
+    dead: list[int] = []
+    async with running(stream(redis_url, redis_prefix, apply, on_dead=dead.append)):
+        bad_id = await r.xadd(f"{redis_prefix}ingest", {"payload": b"bad"})
+        await r.xadd(f"{redis_prefix}ingest", {"other": b"no payload field"})
+        await r.xadd(f"{redis_prefix}ingest", {"payload": b"good"})
+        await eventually(lambda: b"good" in apply.payloads)
+        await eventually(lambda: _none_pending(r, redis_prefix))
+    assert apply.payloads == [b"bad", None, b"good"]
+    letters = await asyncio.wait_for(dead_letters(r, redis_prefix), TIMEOUT)
+    assert letters[0] == {b"payload": b"bad", b"error": b"rejected: bad",
+                          b"source": b"stream", b"id": bad_id}
+    assert sum(dead) == 1
+
+
+async def test_entries_stay_pending_while_apply_fails_and_are_applied_after_recovery(
+    r: redis.Redis, redis_url: str, redis_prefix: str
+) -> None:
+    apply = Recorder(failures=3)
+    async with running(stream(redis_url, redis_prefix, apply, claim_idle_ms=30_000)):
+        await r.xadd(f"{redis_prefix}ingest", {"payload": b"x"})
+        await eventually(lambda: apply.calls >= 2)
+        assert await asyncio.wait_for(pending(r, f"{redis_prefix}ingest"), TIMEOUT) == 1
+        await eventually(lambda: apply.batches)
+        await eventually(lambda: _none_pending(r, redis_prefix))
+    assert apply.payloads == [b"x"]
+    assert await asyncio.wait_for(dead_letters(r, redis_prefix), TIMEOUT) == []
+
+
+async def test_a_burst_is_applied_in_batches(r: redis.Redis, redis_url: str,
+                                             redis_prefix: str) -> None:
+    async with r.pipeline(transaction=False) as pipe:
+        for n in range(300):
+            pipe.xadd(f"{redis_prefix}ingest", {"payload": str(n).encode()})
+        await asyncio.wait_for(pipe.execute(), TIMEOUT)
+    apply = Recorder()
+    async with running(stream(redis_url, redis_prefix, apply, batch=100)):
+        await eventually(lambda: len(apply.payloads) == 300)
+    assert apply.payloads == [str(n).encode() for n in range(300)]
+    assert max(len(batch) for batch in apply.batches) == 100
+
+
+async def test_entries_of_a_dead_consumer_are_taken_over(r: redis.Redis, redis_url: str,
+                                                         redis_prefix: str) -> None:
+    key = f"{redis_prefix}ingest"
+    await r.xgroup_create(key, GROUP, id="0", mkstream=True)
+    ids = [await r.xadd(key, {"payload": f"p{n}".encode()}) for n in range(3)]
+    # "dead-1" reads the entries and dies without acknowledging them.
+    await asyncio.wait_for(r.xreadgroup(GROUP, "dead-1", {key: ">"}, count=10), TIMEOUT)
+    apply = Recorder()
+    async with running(stream(redis_url, redis_prefix, apply, consumer="alive-1")):
+        await eventually(lambda: len(apply.payloads) == 3)
+        await eventually(lambda: _none_pending(r, redis_prefix))
+    assert sorted(entry_id for batch in apply.batches for entry_id, _ in batch) == [
+        i.decode() for i in ids
+    ]
+
+
+async def test_an_entry_delivered_too_often_is_dead_lettered_as_poison(
+    r: redis.Redis, redis_url: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}ingest"
+    await r.xgroup_create(key, GROUP, id="0", mkstream=True)
+    await r.xadd(key, {"payload": b"crashes everyone"})
+    await asyncio.wait_for(r.xreadgroup(GROUP, "dead-1", {key: ">"}, count=10), TIMEOUT)
+    for _ in range(5):  # redelivered again and again, never acknowledged
+        await asyncio.wait_for(r.xreadgroup(GROUP, "dead-1", {key: "0"}, count=10), TIMEOUT)
+    apply = Recorder()
+    async with running(stream(redis_url, redis_prefix, apply, max_deliveries=5)):
+        letters = await eventually(lambda: dead_letters(r, redis_prefix))
+        await eventually(lambda: _none_pending(r, redis_prefix))
+    assert apply.batches == []
+    assert letters[0][b"payload"] == b"crashes everyone"
+    assert b"poison" in letters[0][b"error"]
+
+
+async def test_acknowledged_entries_are_trimmed_from_the_stream(
+    r: redis.Redis, redis_url: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}ingest"
+    async with r.pipeline(transaction=False) as pipe:
+        for n in range(500):
+            pipe.xadd(key, {"payload": str(n).encode()})
+        await asyncio.wait_for(pipe.execute(), TIMEOUT)
+    apply = Recorder()
+    async with running(stream(redis_url, redis_prefix, apply)):
+        await eventually(lambda: len(apply.payloads) == 500)
+        await eventually(lambda: _shorter_than(r, key, 500))
+
+
+async def _shorter_than(r: redis.Redis, key: str, length: int) -> bool:
+    return int(await r.xlen(key)) < length
+
+
+async def test_ingest_goes_on_after_redis_restarts(
+    r: redis.Redis, redis_url: str, redis_prefix: str, redis_server: Any
+) -> None:
+    if redis_server is None:
+        pytest.skip("Redis is external")
+    apply = Recorder()
+    async with running(stream(redis_url, redis_prefix, apply)):
+        await r.xadd(f"{redis_prefix}ingest", {"payload": b"before"})
+        await eventually(lambda: apply.payloads == [b"before"])
+        await asyncio.wait_for(asyncio.to_thread(redis_server.kill), TIMEOUT)
+        await asyncio.sleep(0.3)  # let the reader notice
+        await asyncio.wait_for(asyncio.to_thread(redis_server.start), TIMEOUT + 5)
+        await r.connection_pool.disconnect()  # the test's own connection died too
+        await r.xadd(f"{redis_prefix}ingest", {"payload": b"after"})
+        await eventually(lambda: b"after" in apply.payloads, TIMEOUT + 10)
+    assert apply.payloads == [b"before", b"after"]
+
+
+async def test_stop_returns_promptly_while_waiting_for_entries(redis_url: str,
+                                                               redis_prefix: str) -> None:
+    ingest = stream(redis_url, redis_prefix, Recorder(), block_ms=60_000, claim_idle_ms=600_000)
+    await asyncio.wait_for(ingest.start(), TIMEOUT)
+    await asyncio.sleep(0.2)
+    await asyncio.wait_for(ingest.stop(), 2)
+
+
+async def test_stream_ingest_keeps_retrying_while_redis_is_unreachable() -> None:
+    ingest = StreamIngest("redis://127.0.0.1:1/0", "x:", Recorder())
+    await asyncio.wait_for(ingest.start(), TIMEOUT)
+    await asyncio.sleep(0.3)
+    await asyncio.wait_for(ingest.stop(), 2)
+
+
+async def _subscribed(r: redis.Redis, channel: str) -> bool:
+    return dict(await r.pubsub_numsub(channel)).get(channel.encode(), 0) > 0
+
+
+async def test_publish_channel_messages_are_applied_and_rejects_dead_lettered(
+    r: redis.Redis, redis_url: str, redis_prefix: str
+) -> None:
+    apply = Recorder()
+    dead: list[int] = []
+    channel = f"{redis_prefix}publish"
+    async with running(PublishChannelIngest(redis_url, redis_prefix, apply, on_dead=dead.append)):
+        await eventually(lambda: _subscribed(r, channel))
+        for payload in (b"a", b"bad", b"b"):
+            await r.publish(channel, payload)
+        await eventually(lambda: b"b" in apply.payloads)
+        letters = await eventually(lambda: dead_letters(r, redis_prefix))
+    assert apply.payloads == [b"a", b"bad", b"b"]
+    assert all(entry_id is None for batch in apply.batches for entry_id, _ in batch)
+    assert letters == [{b"payload": b"bad", b"error": b"rejected: bad", b"source": b"publish"}]
+    assert dead == [1]
+
+
+async def test_publish_messages_that_cannot_be_applied_are_parked_in_the_dead_letters(
+    r: redis.Redis, redis_url: str, redis_prefix: str
+) -> None:
+    apply = Recorder(failures=1)
+    channel = f"{redis_prefix}publish"
+    async with running(PublishChannelIngest(redis_url, redis_prefix, apply)):
+        await eventually(lambda: _subscribed(r, channel))
+        await r.publish(channel, b"lost?")
+        letters = await eventually(lambda: dead_letters(r, redis_prefix))
+        await r.publish(channel, b"next")
+        await eventually(lambda: b"next" in apply.payloads)
+    assert letters[0][b"payload"] == b"lost?"
+    assert letters[0][b"error"].startswith(b"not applied: ConnectionError")
+
+
+async def test_publish_channel_resubscribes_after_redis_restarts(
+    r: redis.Redis, redis_url: str, redis_prefix: str, redis_server: Any
+) -> None:
+    if redis_server is None:
+        pytest.skip("Redis is external")
+    apply = Recorder()
+    channel = f"{redis_prefix}publish"
+    async with running(PublishChannelIngest(redis_url, redis_prefix, apply)):
+        await eventually(lambda: _subscribed(r, channel))
+        await asyncio.wait_for(asyncio.to_thread(redis_server.kill), TIMEOUT)
+        await asyncio.wait_for(asyncio.to_thread(redis_server.start), TIMEOUT + 5)
+        await r.connection_pool.disconnect()  # the test's own connection died too
+        await eventually(lambda: _subscribed(r, channel), TIMEOUT + 10)
+        await r.publish(channel, b"after")
+        await eventually(lambda: apply.payloads == [b"after"])
