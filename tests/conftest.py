@@ -61,38 +61,38 @@ def pg_template(pg_admin_dsn: str) -> str:
     return TEMPLATE_DB
 
 
+@asynccontextmanager
+async def scratch_database(admin_dsn: str, prefix: str, template: str | None) -> AsyncIterator[str]:
+    """A new database (cloned from ``template`` when given), dropped afterwards."""
+    name = prefix + uuid.uuid4().hex[:16]
+    clone = f' TEMPLATE "{template}"' if template else ""
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"{clone}')
+    finally:
+        await admin.close()
+    try:
+        yield with_database(admin_dsn, name)
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
 @pytest.fixture
 async def database_url(pg_admin_dsn: str, pg_template: str) -> AsyncIterator[str]:
     """A fresh database of this test's own, cloned from the migrated template."""
-    name = "t_" + uuid.uuid4().hex[:16]
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    finally:
-        await admin.close()
-    yield with_database(pg_admin_dsn, name)
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(pg_admin_dsn, "t_", pg_template) as url:
+        yield url
 
 
 @pytest.fixture
 async def empty_database_url(pg_admin_dsn: str) -> AsyncIterator[str]:
     """A fresh database with no schema at all (for migration tests)."""
-    name = "e_" + uuid.uuid4().hex[:16]
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield with_database(pg_admin_dsn, name)
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(pg_admin_dsn, "e_", None) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
