@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
 from api import announcements, messages, notifications, ops, pages, sse, templates, ws
-from api.problems import HANDLERS
+from api.problems import HANDLERS, CatchAll
 from api.ratelimit import RateLimitMiddleware
 from db.embedded import EmbeddedPostgres
 from db.migrate import migrate
@@ -132,6 +132,7 @@ def create_app(settings: Settings) -> Starlette:
             ),
             api_keys=settings.api_keys,
         ),
+        Middleware(CatchAll),
     ]
     app = Starlette(
         routes=routes,

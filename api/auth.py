@@ -39,7 +39,7 @@ def _bearer(conn: HTTPConnection, allow_query: bool) -> str | None:
 def authenticate(conn: HTTPConnection, *, allow_query_token: bool = False) -> Principal:
     """The caller of ``conn``; Unauthorized if there are no valid credentials."""
     key = conn.headers.get("x-api-key")
-    if key is not None:
+    if key:
         keys: list[str] = conn.app.state.settings.api_keys
         if any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
             return Principal(user_id=None, admin=True)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.problems import validation_errors
-from hub.errors import InvalidInput, PayloadTooLarge
+from hub.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from hub.models import validate
 
 M = TypeVar("M", bound=BaseModel)
+_DIGITS = re.compile(r"^[0-9]+$")
+#: Media types a JSON body may be sent as; a missing Content-Type is accepted too.
+_JSON_TYPES = re.compile(r"^application/([a-z0-9.+-]+\+)?json$")
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -24,6 +28,9 @@ def json_response(body: Any, status: int = 200) -> Response:
 async def read_body(request: Request) -> bytes:
     """The request body, refusing more than the configured limit without buffering it."""
     limit: int = request.app.state.settings.max_body_bytes
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media and not _JSON_TYPES.match(media):
+        raise UnsupportedMediaType("send the body as application/json")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
@@ -36,9 +43,14 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request, model: type[M]) -> M:
-    """The body parsed as JSON and validated as ``model``; InvalidInput otherwise."""
+async def read_json(request: Request, model: type[M], *, optional: bool = False) -> M:
+    """The body parsed as JSON and validated as ``model``; InvalidInput otherwise.
+
+    With ``optional``, an empty body stands for ``{}``.
+    """
     raw = await read_body(request)
+    if optional and not raw.strip():
+        raw = b"{}"
     try:
         value = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
@@ -48,12 +60,7 @@ async def read_json(request: Request, model: type[M]) -> M:
 
 def parse(model: type[M], value: Any) -> M:
     """Validate ``value`` as ``model``; InvalidInput listing the fields otherwise."""
-    if not isinstance(value, dict):
-        raise InvalidInput("the body must be a JSON object")
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        raise InvalidInput("the request is not valid", validation_errors(exc)) from None
+    return validate(model, value)
 
 
 def query_int(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
@@ -61,11 +68,10 @@ def query_int(request: Request, name: str, default: int | None, lo: int, hi: int
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
+    if not _DIGITS.match(raw) or len(raw) > 19:
         raise InvalidInput(f"{name} must be an integer",
-                           [{"loc": ["query", name], "msg": "not an integer"}]) from None
+                           [{"loc": ["query", name], "msg": "not an integer"}])
+    value = int(raw)
     if not lo <= value <= hi:
         raise InvalidInput(f"{name} must be between {lo} and {hi}",
                            [{"loc": ["query", name], "msg": f"must be {lo}..{hi}"}])
@@ -88,10 +94,9 @@ def path_int(request: Request, name: str) -> int:
     from hub.errors import NotFound
 
     raw = request.path_params[name]
-    try:
-        value = int(raw)
-    except ValueError:
-        raise NotFound("no such object") from None
+    if not _DIGITS.match(raw) or len(raw) > 19:
+        raise NotFound("no such object")
+    value = int(raw)
     if not 0 < value < 2**63:
         raise NotFound("no such object")
     return value

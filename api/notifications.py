@@ -18,8 +18,10 @@ async def list_notifications(request: Request) -> Response:
     params = request.query_params
     type_ = params.get("type") or None
     query = params.get("q") or None
-    if query is not None and len(query) > 200:
-        raise InvalidInput("q is at most 200 characters")
+    for name, value in (("q", query), ("type", type_)):
+        if value is not None and (len(value) > 200 or "\x00" in value):
+            raise InvalidInput(f"{name} must be at most 200 characters, without NUL",
+                               [{"loc": ["query", name], "msg": "too long or contains NUL"}])
     page = await notifications.page(
         request.app.state.services.pool,
         user,
@@ -50,15 +52,9 @@ async def mark_read(request: Request) -> Response:
 
 async def mark_all_read(request: Request) -> Response:
     user = require_user(request)
-    body = await read_json(request, MarkAllRead) if await _has_body(request) else MarkAllRead()
+    body = await read_json(request, MarkAllRead, optional=True)
     result = await notifications.mark_all_read(request.app.state.services, user, body.before_id)
     return json_response(result)
-
-
-async def _has_body(request: Request) -> bool:
-    return request.headers.get("content-length", "0") != "0" or (
-        "transfer-encoding" in request.headers
-    )
 
 
 async def unread_count(request: Request) -> Response:

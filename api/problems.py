@@ -12,8 +12,10 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub import errors
+from hub.models import validation_errors
 
 log = logging.getLogger("notifyhub")
 
@@ -23,6 +25,7 @@ STATUS: dict[type[errors.HubError], int] = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
     errors.InvalidInput: 422,
     errors.RateLimited: 429,
     errors.Unavailable: 503,
@@ -31,6 +34,7 @@ STATUS: dict[type[errors.HubError], int] = {
 TITLES = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
+    415: "Unsupported Media Type",
     422: "Invalid Input", 429: "Too Many Requests", 500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -58,14 +62,6 @@ def problem(status: int, detail: str, errors_: list[dict[str, Any]] | None = Non
         body["errors"] = errors_
     return Response(orjson.dumps(body), status_code=status, headers=dict(headers or {}),
                     media_type="application/problem+json")
-
-
-def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """Pydantic errors as ``{"loc","msg"}`` entries (no input echoed back)."""
-    return [
-        {"loc": list(e["loc"]), "msg": str(e["msg"]).removeprefix("Value error, ")}
-        for e in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
 
 
 def status_of(exc: errors.HubError) -> int:
@@ -102,9 +98,44 @@ async def unexpected(request: Request, exc: Exception) -> Response:
     return problem(500, "an unexpected error occurred")
 
 
-HANDLERS = {
+# Starlette re-raises whatever reaches its outermost ``Exception`` handler (and the
+# server then drops the connection), so unexpected errors are answered by CatchAll,
+# an inner middleware, and only specific classes are registered here.
+HANDLERS: dict[Any, Any] = {
     errors.HubError: hub_error,
     ValidationError: pydantic_error,
     HTTPException: http_error,
-    Exception: unexpected,
+    **{cls: unexpected for cls in DB_DOWN},
 }
+
+
+class CatchAll:
+    """Answers any error that escaped the handlers with a problem+json 500 (or 503).
+
+    Once a response has started (a stream), nothing can be sent: the error is logged
+    and the connection ends.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started:
+                log.exception("error after the response started on %s", scope.get("path"))
+                return
+            response = await unexpected(Request(scope), exc)
+            await response(scope, receive, send)

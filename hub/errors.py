@@ -6,6 +6,7 @@
     ├── NotFound          missing, or not the caller's (never reveals which)
     ├── Conflict          the request clashes with stored state
     ├── PayloadTooLarge   a body or frame over its limit
+    ├── UnsupportedMediaType  a body that is not JSON
     ├── InvalidInput      validation failed; ``errors`` lists the fields
     ├── RateLimited       too many requests
     └── Unavailable       a dependency (database, broker) is down
@@ -44,6 +45,10 @@ class Conflict(HubError):
 
 class PayloadTooLarge(HubError):
     title = "Payload Too Large"
+
+
+class UnsupportedMediaType(HubError):
+    title = "Unsupported Media Type"
 
 
 class InvalidInput(HubError):

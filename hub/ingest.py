@@ -12,11 +12,10 @@ from typing import Any, Literal
 
 import asyncpg
 import orjson
-from pydantic import ValidationError
 
 from hub import notifications
 from hub.errors import HubError, InvalidInput
-from hub.models import NotificationCreate
+from hub.models import NotificationCreate, validate
 from hub.services import Services
 from pubsub.ingest import Entry, Outcome, PublishChannelIngest, StreamIngest
 
@@ -38,16 +37,7 @@ def parse(entry_id: str | None, payload: bytes | None, max_bytes: int) -> Notifi
         value = orjson.loads(payload)
     except orjson.JSONDecodeError:
         raise InvalidInput("the payload is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise InvalidInput("the payload must be a JSON object")
-    try:
-        request = NotificationCreate.model_validate(value)
-    except ValidationError as exc:
-        errors = [
-            {"loc": list(e["loc"]), "msg": str(e["msg"]).removeprefix("Value error, ")}
-            for e in exc.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        raise InvalidInput("the request is not valid", errors) from None
+    request = validate(NotificationCreate, value, "the payload")
     if request.idempotency_key is None and entry_id is not None:
         request = request.model_copy(update={"idempotency_key": STREAM_KEY_PREFIX + entry_id})
     return request

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from hub.errors import InvalidInput
 
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 MAX_DATA_BYTES = 16 * 1024
@@ -38,8 +48,58 @@ Level = Literal["info", "warning", "critical"]
 Digest = Literal["off", "hourly", "daily"]
 
 
+def _nul_path(value: Any, path: list[Any]) -> list[Any] | None:
+    """Where in ``value`` a NUL character hides (PostgreSQL text cannot store it)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return [*path, key]
+            found = _nul_path(item, [*path, key])
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item, [*path, index])
+            if found is not None:
+                return found
+    return None
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Input models: no unknown fields, no type coercion ("1" is not 1), no NUL characters."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        where = _nul_path(value, [])
+        if where is not None:
+            raise ValueError(f"NUL characters are not allowed (at {'.'.join(map(str, where))})")
+        return value
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic errors as ``{"loc","msg"}`` entries (no input echoed back)."""
+    return [
+        {"loc": list(e["loc"]), "msg": str(e["msg"]).removeprefix("Value error, ")}
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def validate(model: type[M], value: Any, what: str = "the body") -> M:
+    """``value`` (decoded JSON) validated as ``model``; InvalidInput listing the fields."""
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise InvalidInput("the request is not valid", validation_errors(exc)) from None
 
 
 # ---- notifications -------------------------------------------------------------------
@@ -233,8 +293,15 @@ class AnnouncementCreate(Strict):
     title: str = Field(min_length=1, max_length=200)
     body: str = Field(default="", max_length=2000)
     level: Level = "info"
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    starts_at: datetime | None = Field(default=None, strict=False)
+    ends_at: datetime | None = Field(default=None, strict=False)
+
+    @field_validator("starts_at", "ends_at", mode="before")
+    @classmethod
+    def _iso_text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("must be an ISO 8601 timestamp with a time zone")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Any:
@@ -242,6 +309,8 @@ class AnnouncementCreate(Strict):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise ValueError(f"{name} must include a time zone")
+            if value is not None and not 2000 <= value.year <= 9999:
+                raise ValueError(f"{name} must be between the years 2000 and 9999")
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise ValueError("ends_at must be after starts_at")
         return self

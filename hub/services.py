@@ -36,15 +36,17 @@ class Services:
         for event in published:
             try:
                 await self.broker.publish(user_channel(event.user_id), event.encode())
-            except Exception:
+            except Exception as exc:
+                # Expected while the broker is down: one line, no traceback per event.
                 self.metrics.broker_publish_errors.inc()
-                log.warning("broker publish failed for %s seq %s; clients will gap-fill",
-                            event.user_id, event.seq, exc_info=True)
+                log.warning("broker publish failed for %s seq %s (%s); clients will gap-fill",
+                            event.user_id, event.seq, exc)
         return published
 
     async def broadcast(self, type_: str, data: Any) -> None:
         """Send an ephemeral (``seq: null``) event to everyone connected, best effort."""
         try:
             await self.broker.publish(BROADCAST, encode(type_, None, data))
-        except Exception:
-            log.warning("broker broadcast of %s failed", type_, exc_info=True)
+        except Exception as exc:
+            self.metrics.broker_publish_errors.inc()
+            log.warning("broker broadcast of %s failed: %s", type_, exc)

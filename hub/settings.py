@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
@@ -122,6 +123,17 @@ class Settings(BaseSettings):
             raise ValueError("must be a PEM public key (RSA or EC)") from None
         return value
 
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in (
+                "", "/"
+            ) or parts.query:
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return [origin.rstrip("/") for origin in value]
+
     @field_validator("redis_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
@@ -149,12 +161,19 @@ def load_settings(**overrides: Any) -> Settings:
 def demo_secret(settings: Settings) -> str:
     """The demo-mode HS256 secret, created once and kept in the data directory."""
     path = settings.data_dir / "jwt_secret"
-    if path.exists():
-        value = path.read_text().strip()
-        if len(value) >= MIN_SECRET_BYTES:
-            return value
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
-    path.write_text(value)
-    path.chmod(0o600)
-    return value
+    try:
+        if path.exists():
+            value = path.read_text().strip()
+            if len(value) >= MIN_SECRET_BYTES:
+                return value
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        # Created 0600 from the start: the secret is never readable by others.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        return value
+    except OSError as exc:
+        raise SettingsError(
+            f"HUB_DATA_DIR: cannot keep the demo secret in {path}: {exc.strerror or exc}"
+        ) from None

@@ -68,8 +68,12 @@ class Tokens:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token expired") from None
-        except jwt.PyJWTError as exc:
+        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError, jwt.MissingRequiredClaimError,
+                jwt.ImmatureSignatureError, jwt.InvalidSignatureError,
+                jwt.InvalidAlgorithmError) as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("invalid token") from None
         sub = payload.get("sub")
         if not isinstance(sub, str) or not USER_ID_RE.match(sub):
             raise Unauthorized("invalid token: sub is not a valid user id")

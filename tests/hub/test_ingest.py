@@ -192,7 +192,7 @@ async def test_invalid_entries_are_dead_lettered_and_valid_ones_in_the_same_batc
     assert "not valid JSON" in errors[0]
     assert "template or title is required" in errors[1]
     assert "unknown template" in errors[2]
-    assert "rejected by the database" in errors[3]
+    assert "NUL characters are not allowed" in errors[3]
     assert svc.metrics.ingest_dead._value.get() == 4
     title = await svc.pool.fetchval("SELECT title FROM notifications WHERE user_id = 'u1'")
     assert title == "still applied"

@@ -1,0 +1,103 @@
+"""Bad input gets a clear problem+json answer, never a 500 or a dropped connection."""
+
+from __future__ import annotations
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from api.problems import HANDLERS, CatchAll
+from tests.conftest import SERVICE, auth
+
+
+async def test_nul_characters_anywhere_in_a_body_are_422(client):
+    bodies = [
+        {"user_id": "u1", "type": "t", "title": "a\u0000b"},
+        {"user_id": "u1", "type": "t", "title": "t", "data": {"k": ["ok", "x\u0000"]}},
+        {"user_id": "u1", "type": "t", "title": "t", "data": {"k\u0000": 1}},
+    ]
+    for body in bodies:
+        r = await client.post("/api/notifications", json=body, headers=SERVICE)
+        assert r.status_code == 422, body
+        assert "NUL" in str(r.json()["errors"])
+
+
+async def test_nul_in_query_is_422(client):
+    for query in ("q=%00", "type=a%00"):
+        r = await client.get(f"/api/notifications?{query}", headers=auth("u1"))
+        assert r.status_code == 422, query
+
+
+async def test_types_are_not_coerced(client):
+    r = await client.put("/api/notifications/preferences", json={"muted": "yes"},
+                         headers=auth("u1"))
+    assert r.status_code == 422
+    r = await client.post("/api/notifications/mark-read", json={"ids": ["1"]}, headers=auth("u1"))
+    assert r.status_code == 422
+    r = await client.post("/api/announcements", json={"title": "x", "starts_at": 0},
+                          headers=SERVICE)
+    assert r.status_code == 422
+
+
+async def test_timestamps_outside_the_supported_range_are_422(client):
+    for stamp in ("0001-01-01T00:00:00+01:00", "1999-12-31T23:00:00Z"):
+        r = await client.post("/api/announcements", json={"title": "x", "starts_at": stamp},
+                              headers=SERVICE)
+        assert r.status_code == 422, stamp
+
+
+async def test_announcement_timestamps_accept_iso_text(client):
+    r = await client.post("/api/announcements",
+                          json={"title": "x", "starts_at": "2026-01-01T00:00:00Z"},
+                          headers=SERVICE)
+    assert r.status_code == 201
+
+
+async def test_non_json_content_type_is_415(client):
+    r = await client.post("/api/notifications", content=b'{"user_id":"u1"}',
+                          headers={**SERVICE, "Content-Type": "text/plain"})
+    assert r.status_code == 415
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_mark_all_read_accepts_an_empty_chunked_body(client):
+    async def empty():
+        yield b""
+
+    r = await client.post("/api/notifications/mark-all-read", content=empty(),
+                          headers=auth("u1"))
+    assert r.status_code == 200
+
+
+async def test_query_integers_are_plain_digits(client):
+    for bad in ["+5", "1_0", " 5", "٥"]:
+        r = await client.get("/api/notifications", params={"limit": bad}, headers=auth("u1"))
+        assert r.status_code == 422, bad
+
+
+async def test_unexpected_error_is_a_500_problem_and_the_connection_survives():
+    async def boom(request):
+        raise RuntimeError("bug")
+
+    async def fine(request):
+        from starlette.responses import PlainTextResponse
+
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/boom", boom), Route("/fine", fine)],
+                    middleware=[Middleware(CatchAll)], exception_handlers=HANDLERS)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        r = await client.get("/boom")
+        assert r.status_code == 500
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "bug" not in r.text
+        assert (await client.get("/fine")).text == "ok"
+
+
+async def test_database_down_is_503(app, client):
+    await app.state.services.pool.close()
+    r = await client.get("/api/notifications", headers=auth("u1"))
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
