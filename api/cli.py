@@ -29,7 +29,9 @@ import asyncpg
 import orjson
 import uvicorn
 from pydantic import ValidationError
+from starlette.applications import Starlette
 
+from api.server import HubServer, server_config
 from db.migrate import migrate
 from db.pool import connect, create_pool
 from hub import notifications
@@ -81,10 +83,24 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_rename_uvicorn)
+        handler.addFilter(_redact_tokens)
     # pgserver logs every pg_ctl call with its full output at INFO.
     logging.getLogger("pgserver").setLevel(max(logging.WARNING, logging.getLogger().level))
     # pgserver asks platformdirs for a runtime dir; root has no XDG_RUNTIME_DIR.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+
+
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
+
+
+def _redact_tokens(record: logging.LogRecord) -> bool:
+    # Browsers must put the JWT in ?token= (WebSocket, EventSource): never log it.
+    if isinstance(record.args, tuple):
+        record.args = tuple(
+            _TOKEN_IN_URL.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+            for a in record.args
+        )
+    return True
 
 
 def _rename_uvicorn(record: logging.LogRecord) -> bool:
@@ -161,20 +177,19 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         )
     from api.app import create_app
 
-    app = _GuardedLifespan(create_app(settings))
-    config = uvicorn.Config(
+    hub_app = create_app(settings)
+    app = _GuardedLifespan(hub_app)
+    # WebSocket limits, keepalive and the shutdown grace period come from api.server.
+    config = server_config(
         app,
-        host=args.host,
-        port=args.port,
-        lifespan="on",
-        ws_per_message_deflate=settings.ws_per_message_deflate,
-        ws_max_size=settings.ws_max_frame_bytes,
-        timeout_graceful_shutdown=10,
+        args.host,
+        args.port,
+        settings,
         log_config=None,  # logging.basicConfig in main() formats uvicorn's records too
         log_level=logging.getLogger().level,
         access_log=args.access_log,
     )
-    server = _Server(config, lambda port: _print_banner(settings, args.host, port))
+    server = _Server(config, hub_app, lambda port: _print_banner(settings, args.host, port))
     try:
         server.run()  # with uvicorn's loop choice (uvloop when installed)
     except SystemExit:
@@ -188,11 +203,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, announcing readiness and exiting normally on SIGTERM/SIGINT."""
+class _Server(HubServer):
+    """The hub's server (drains live connections first on exit), announcing readiness
+    and exiting normally on SIGTERM/SIGINT."""
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[int], None]) -> None:
-        super().__init__(config)
+    def __init__(
+        self, config: uvicorn.Config, app: Starlette, on_ready: Callable[[int], None]
+    ) -> None:
+        super().__init__(config, app)
         self._on_ready = on_ready
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:

@@ -1,5 +1,300 @@
-"""Routes for ws (being written)."""
+"""The WebSocket endpoint ``/ws`` (CONTRACT §5): admission, then one reader and one writer.
 
-from starlette.routing import BaseRoute
+Refusals happen after the handshake (accept, then close at once with 4401/4403/4400)
+because a browser never sees the status of a refused handshake, only a close code.
+The writer drains the connection's outbox; the reader answers client frames. When
+either ends, or the node closes the outbox (slow, expired, draining), both stop.
+"""
 
-routes: list[BaseRoute] = []
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import orjson
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from api.auth import authenticate
+from api.jsonio import parse
+from hub import errors, messages, notifications
+from hub.connection import Close, Connection, Verdict, parse_since
+from hub.events import encode, user_channel
+from hub.models import MarkRead, MessageSend, Strict, UserId
+from hub.node import DB_DOWN, Node
+from hub.ratelimit import Bucket
+
+log = logging.getLogger("notifyhub")
+
+#: How long closing may wait for a client that does not read before giving up on it.
+CLOSE_TIMEOUT = 5.0
+#: At most one typing frame per connection per this many seconds; extra ones are dropped.
+TYPING_INTERVAL = 0.5
+PONG = encode("pong", None, {})
+ERROR_CODES: dict[type[errors.HubError], str] = {
+    errors.Unauthorized: "unauthorized",
+    errors.Forbidden: "forbidden",
+    errors.NotFound: "not_found",
+    errors.Conflict: "conflict",
+    errors.PayloadTooLarge: "too_large",
+    errors.InvalidInput: "invalid_input",
+    errors.RateLimited: "rate_limited",
+    errors.Unavailable: "unavailable",
+}
+
+
+class Typing(Strict):
+    to: UserId
+
+
+class Admission(NamedTuple):
+    user_id: str
+    expires_at: float | None
+    since: int | None
+
+
+def error_frame(code: str, message: str, **extra: Any) -> bytes:
+    """An ``error`` frame; ``extra`` adds fields such as ``client_id`` or ``errors``."""
+    return encode("error", None, {"code": code, "message": message, **extra})
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
+    """A missing Origin (non-browser client), the hub's own, or one of ``allowed``.
+
+    Same origin compares host and port with the Host header, not the scheme: behind a
+    TLS-terminating proxy the hub sees ws:// while the page is https://.
+    """
+    if origin is None:
+        return True
+    origin = origin.strip().lower().rstrip("/")
+    if "*" in allowed or origin in {o.strip().lower().rstrip("/") for o in allowed}:
+        return True
+    if not host:
+        return False
+    page, server = urlsplit(origin), urlsplit("//" + host.strip().lower())
+    if page.scheme not in ("http", "https") or not page.hostname:
+        return False
+    default = 443 if page.scheme == "https" else 80
+    try:
+        return page.hostname == server.hostname and (page.port or default) == (
+            server.port or default
+        )
+    except ValueError:  # a port that is not a number
+        return False
+
+
+def _admit(websocket: WebSocket) -> Admission | tuple[Close, str]:
+    """An Admission to go ahead, or ``(code, reason)`` to refuse."""
+    settings = websocket.app.state.settings
+    headers = websocket.headers
+    if not origin_allowed(headers.get("origin"), headers.get("host"), settings.allowed_origins):
+        return Close.FORBIDDEN, "origin not allowed"
+    try:
+        principal = authenticate(websocket, allow_query_token=True)
+    except errors.Unauthorized as exc:
+        return Close.UNAUTHORIZED, exc.detail[:120]
+    if principal.user_id is None:
+        return Close.FORBIDDEN, "live connections are for users; use a user token"
+    try:
+        since = parse_since(websocket.query_params.get("since"))
+    except errors.InvalidInput as exc:
+        return Close.BAD_REQUEST, exc.detail
+    return Admission(principal.user_id, principal.expires_at, since)
+
+
+async def live(websocket: WebSocket) -> None:
+    """``GET /ws``: admit, attach to the node, run reader and writer, close with the code."""
+    node: Node = websocket.app.state.node
+    admitted = _admit(websocket)
+    try:
+        await websocket.accept()
+    except (WebSocketDisconnect, OSError):
+        return  # the client left during the handshake
+    if not isinstance(admitted, Admission):
+        await _close(websocket, *admitted)
+        return
+    conn = node.connection(admitted.user_id, "ws", admitted.expires_at)
+    try:
+        await node.attach(conn, admitted.since)
+    except (errors.Unavailable, *DB_DOWN) as exc:
+        log.warning("live connection for %s refused: %s", admitted.user_id, exc)
+        await _close(websocket, Close.TRY_AGAIN, "unavailable; reconnect with since")
+        return
+    except Exception:
+        log.exception("live connection for %s failed", admitted.user_id)
+        await _close(websocket, Close.INTERNAL, "internal error")
+        return
+    try:
+        await _serve(websocket, node, conn)
+    finally:
+        code, reason = conn.outbox.close_code, conn.outbox.close_reason
+        await node.detach(conn)
+    if code is not None:
+        await _close(websocket, code, reason)
+
+
+async def _serve(websocket: WebSocket, node: Node, conn: Connection) -> None:
+    reader = asyncio.create_task(_read(websocket, node, conn), name="ws-reader")
+    writer = asyncio.create_task(_write(websocket, conn), name="ws-writer")
+    try:
+        await asyncio.wait(
+            {reader, writer, conn.outbox.closed_future}, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        reader.cancel()
+        writer.cancel()
+        await asyncio.wait({reader, writer})
+    for task in (reader, writer):
+        if not task.cancelled() and task.exception() is not None:
+            log.error("websocket %s failed", task.get_name(), exc_info=task.exception())
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close unless the client is already gone; never wait long on one that does not read."""
+    if websocket.application_state != WebSocketState.CONNECTED:
+        return
+    try:
+        await asyncio.wait_for(websocket.close(code, reason), CLOSE_TIMEOUT)
+    except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+        pass  # gone, or never reading: uvicorn drops the transport when we return
+
+
+async def _write(websocket: WebSocket, conn: Connection) -> None:
+    outbox = conn.outbox
+    try:
+        while (frame := await outbox.get()) is not None:
+            await websocket.send_text(frame.decode())
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return  # the client left, or uvicorn already closed the socket (e.g. 1009)
+
+
+async def _read(websocket: WebSocket, node: Node, conn: Connection) -> None:
+    settings = websocket.app.state.settings
+    limit: int = settings.ws_max_frame_bytes
+    bucket = Bucket(settings.ws_frames_per_second, settings.ws_frames_burst)
+    commands = _Commands(node, conn)
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        raw: str | bytes = message.get("text") or message.get("bytes") or b""
+        if _size(raw, limit) > limit:
+            conn.close(Close.TOO_BIG, "frame too large")
+            return
+        allowed, retry_after = bucket.allow()
+        if allowed:
+            reply = await commands.handle(raw)
+        elif bucket.refused > bucket.burst:
+            conn.close(Close.POLICY, "too many frames")
+            return
+        else:
+            reply = error_frame("rate_limited", "too many frames; slow down",
+                                retry_after=round(retry_after, 3), **_client_id(raw))
+        if reply is not None and conn.send(reply) is not Verdict.DELIVERED:
+            node.slow(conn)
+            return
+
+
+def _size(raw: str | bytes, limit: int) -> int:
+    if isinstance(raw, bytes) or len(raw) * 4 <= limit:
+        return len(raw)  # a str of n characters is at most 4n bytes of UTF-8
+    return len(raw.encode())
+
+
+def _client_id(raw: str | bytes | dict[str, Any]) -> dict[str, str]:
+    """``{"client_id": ...}`` of a frame that has a string one, else ``{}``."""
+    if isinstance(raw, dict):
+        frame: Any = raw
+    else:
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return {}
+    client_id = frame.get("client_id") if isinstance(frame, dict) else None
+    return {"client_id": client_id} if isinstance(client_id, str) else {}
+
+
+class _Commands:
+    """Answers one connection's client frames; each handler returns the reply, if any."""
+
+    def __init__(self, node: Node, conn: Connection) -> None:
+        self.svc = node.svc
+        self.user_id = conn.user_id
+        self.typed_at = float("-inf")
+
+    async def handle(self, raw: str | bytes) -> bytes | None:
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return error_frame("invalid_json", "the frame is not valid JSON")
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            return error_frame("invalid_frame", 'a frame is a JSON object with a string "type"')
+        kind = frame["type"]
+        extra = _client_id(frame)
+        handler = HANDLERS.get(kind)
+        if handler is None:
+            return error_frame("unknown_type", f"unknown frame type {kind[:100]!r}", **extra)
+        data = frame.get("data")
+        try:
+            if data is not None and not isinstance(data, dict):
+                raise errors.InvalidInput('"data" must be a JSON object')
+            reply: bytes | None = await handler(self, frame, data or {}, extra)
+            return reply
+        except errors.InvalidInput as exc:
+            return error_frame("invalid_input", exc.detail, errors=exc.errors, **extra)
+        except errors.HubError as exc:
+            return error_frame(ERROR_CODES.get(type(exc), "error"), exc.detail, **extra)
+        except DB_DOWN as exc:
+            log.warning("websocket %s failed: %s", kind, exc)
+            return error_frame("unavailable", "the database is unavailable; retry", **extra)
+        except Exception:
+            log.exception("websocket %s failed", kind)
+            return error_frame("internal", "an unexpected error occurred", **extra)
+
+    async def ping(self, frame: dict[str, Any], data: dict[str, Any], extra: Any) -> bytes:
+        return PONG
+
+    async def message_send(self, frame: dict[str, Any], data: dict[str, Any], extra: Any) -> bytes:
+        fields = dict(data)
+        if "client_id" in frame:
+            fields["client_id"] = frame["client_id"]
+        body = parse(MessageSend, fields)
+        message, _ = await messages.send(self.svc, self.user_id, body)
+        # message.created reaches both parties through their event logs, as for REST.
+        return encode("ack", None, {"client_id": body.client_id, "message": message})
+
+    async def mark_read(
+        self, frame: dict[str, Any], data: dict[str, Any], extra: dict[str, str]
+    ) -> bytes | None:
+        body = parse(MarkRead, data)
+        result = await notifications.mark_read(self.svc, self.user_id, body.ids)
+        # notifications.read arrives through the log; an ack only when a client_id asks.
+        return encode("ack", None, {**extra, **result}) if extra else None
+
+    async def typing(self, frame: dict[str, Any], data: dict[str, Any], extra: Any) -> None:
+        to = parse(Typing, data).to
+        if to == self.user_id:
+            raise errors.InvalidInput("typing goes to the other party, not yourself")
+        now = time.monotonic()
+        if now - self.typed_at < TYPING_INTERVAL:
+            return
+        self.typed_at = now
+        try:
+            await self.svc.broker.publish(
+                user_channel(to), encode("typing", None, {"user_id": self.user_id})
+            )
+        except Exception as exc:  # ephemeral: a lost typing indicator is harmless
+            log.debug("typing publish failed: %s", exc)
+
+
+HANDLERS: dict[str, Any] = {
+    "ping": _Commands.ping,
+    "message.send": _Commands.message_send,
+    "notifications.mark_read": _Commands.mark_read,
+    "typing": _Commands.typing,
+}
+
+routes: list[BaseRoute] = [WebSocketRoute("/ws", live)]

@@ -71,6 +71,11 @@ async def delete(conn: Conn, user_id: str, id_: int) -> bool:
     return await conn.fetchval(Q.delete, id_, user_id) is not None
 
 
+async def delete_for_message(conn: Conn, user_id: str, message_id: int) -> list[int]:
+    """Delete ``user_id``'s ``new_message`` notifications about ``message_id``; their ids."""
+    return [r["id"] for r in await conn.fetch(Q.delete_for_message, user_id, message_id)]
+
+
 async def claim_request(conn: Conn, key: str) -> bool:
     """Claim idempotency ``key`` in this transaction; False if it was used before.
 

@@ -189,4 +189,7 @@ async def delete(svc: Services, user_id: str, id_: int, *, for_everyone: bool = 
         events = await event_log.append(
             conn, [(user, "message.deleted", {"id": id_}) for user in users]
         )
+        if for_everyone:
+            # The recipient's new_message notification quotes the text: it goes too.
+            events += await notifications.forget_message(conn, row["recipient_id"], id_)
     await svc.publish(events)

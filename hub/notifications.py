@@ -136,6 +136,18 @@ async def _mark(
     return {"updated": len(changed), "unread_count": unread}
 
 
+async def forget_message(conn: asyncpg.Connection, user_id: str, message_id: int) -> list[Event]:
+    """Inside the caller's transaction, delete ``user_id``'s notifications quoting a
+    direct message that was removed for everyone; returns the events to publish."""
+    ids = await store.delete_for_message(conn, user_id, message_id)
+    if not ids:
+        return []
+    unread = await store.unread_count(conn, user_id)
+    return await event_log.append(
+        conn, [(user_id, "notification.deleted", {"id": i, "unread_count": unread}) for i in ids]
+    )
+
+
 async def delete(svc: Services, user_id: str, id_: int) -> None:
     """Delete ``user_id``'s notification ``id_``; NotFound if it is not theirs."""
     async with svc.pool.acquire() as conn, conn.transaction():

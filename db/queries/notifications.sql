@@ -56,3 +56,9 @@ DELETE FROM notifications WHERE read_at < now() - make_interval(days => $1)
 
 -- name: prune_requests
 DELETE FROM notification_requests WHERE created_at < now() - make_interval(days => $1)
+
+-- name: delete_for_message
+-- The new_message notifications that quote direct message $2.
+DELETE FROM notifications
+WHERE user_id = $1 AND type = 'new_message' AND data->>'message_id' = $2::bigint::text
+RETURNING id

@@ -1,0 +1,316 @@
+"""The live node: fans broker messages out to local connections, resumes and fills gaps.
+
+Ordering rests on one property of the event log: a user's seq is allocated under that
+user's counter row lock, so when event N+1 is visible (or published), event N is
+committed. A connection that sees seq jump therefore reads the missing range from the
+log; one that connects with ``since`` subscribes first and reads the log second, so
+every event lands in the log read, in the live stream, or both (duplicates are dropped
+by seq). Fan-out (``on_message``) is synchronous: it never awaits a client and never
+starts a task per message; at most one catch-up task runs per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import asyncpg
+import orjson
+
+from db import events as event_log
+from db import notifications as inbox
+from hub.connection import Close, Connection, Verdict, start_point
+from hub.errors import Unavailable
+from hub.events import BROADCAST, encode, user_channel
+from hub.registry import Registry
+from hub.services import Services
+from hub.tokens import LEEWAY_SECONDS
+
+log = logging.getLogger("notifyhub")
+
+USER_PREFIX = user_channel("")
+#: Events read from the log per query during replay and gap fill.
+PAGE = 500
+#: Connections closed per second while draining, so clients do not return all at once.
+DRAIN_RATE = 500.0
+#: A log read that finds nothing newer than a held frame retries this fast, at most.
+RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)
+DB_DOWN = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+class Node:
+    """Owns this instance's connections (``registry``) and their delivery guarantees."""
+
+    def __init__(self, svc: Services, *, expiry_leeway: float = LEEWAY_SECONDS) -> None:
+        self.svc = svc
+        self.registry = Registry()
+        #: Seconds after a token's ``exp`` that its connection is closed (4401); the
+        #: same leeway the token was verified with, so a connection lives exactly as
+        #: long as its token would still be accepted.
+        self.expiry_leeway = expiry_leeway
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def connection(self, user_id: str, transport: str, expires_at: float | None) -> Connection:
+        """A new connection with this instance's outbox limits (not attached yet)."""
+        s = self.svc.settings
+        return Connection(
+            user_id, transport, max_events=s.outbox_max_events, max_bytes=s.outbox_max_bytes,
+            expires_at=expires_at,
+        )
+
+    async def start(self) -> None:
+        """Receive broadcasts (announcements); call after the broker started."""
+        await self.svc.broker.subscribe(BROADCAST)
+
+    async def stop(self) -> None:
+        """Close every connection (1001) and stop their catch-ups; for the app's shutdown."""
+        self.draining = True
+        tasks = []
+        for conn in list(self.registry):
+            conn.close(Close.GOING_AWAY, "server shutting down")
+            if conn.task is not None and not conn.task.done():
+                conn.task.cancel()
+                tasks.append(conn.task)
+        if tasks:
+            await asyncio.wait(tasks)
+
+    # ---- connect and disconnect ------------------------------------------------------
+
+    async def attach(self, conn: Connection, since: int | None) -> None:
+        """Register ``conn``, queue ``hello``, then replay from ``since`` and go live.
+
+        ``since`` None means only events newer than now. A ``since`` the log cannot
+        serve (pruned, or ahead of it) gets a ``resync`` frame and continues from now.
+        The replay runs in the connection's catch-up task, beside the writer.
+        Raises Unavailable while draining; on any failure the connection is detached.
+        """
+        if self.draining:
+            raise Unavailable("this instance is shutting down; reconnect")
+        user = conn.user_id
+        try:
+            async with self.registry.guard(user):
+                first = self.registry.add(conn)
+                self._idle.clear()
+                self.svc.metrics.connections.labels(conn.transport).inc()
+                if self.draining:
+                    # drain() sets the flag and lists connections in one step: one added
+                    # after that list would never be closed.
+                    self._forget(conn)
+                    raise Unavailable("this instance is shutting down; reconnect")
+                if first:
+                    try:
+                        # Subscribed before the log is read: nothing falls between the two.
+                        await self.svc.broker.subscribe(user_channel(user))
+                    except BaseException:
+                        # Unregistered before the guard is released, so the user's next
+                        # connection sees itself as first and subscribes again.
+                        self._forget(conn)
+                        raise
+            async with (
+                self.svc.pool.acquire() as db,
+                # One snapshot: unread_count counts exactly the events up to last_seq.
+                db.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                head, first_kept = await event_log.bounds(db, user)
+                unread = await inbox.unread_count(db, user)
+            hello = {"user_id": user, "last_seq": head, "unread_count": unread}
+            conn.send(encode("hello", None, hello))
+            start, reason = start_point(since, head, first_kept)
+            if reason is not None:
+                conn.send(encode("resync", None, {"reason": reason}))
+            conn.last_seq = conn.start_seq = start
+            conn.greeted = True
+            if start == head and not conn.recheck:
+                # Nothing to replay: held live frames (if any) merge now, without a query.
+                self._after_merge(conn, conn.go_live())
+            else:
+                self._catch_up(conn)
+            self._schedule_expiry(conn)
+        except BaseException:
+            await self.detach(conn)
+            raise
+
+    async def detach(self, conn: Connection) -> None:
+        """Forget ``conn`` (idempotent); unsubscribes its user's channel with the last one."""
+        conn.close(Close.NORMAL)
+        task = conn.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait({task})
+        user = conn.user_id
+        async with self.registry.guard(user):
+            if conn in self.registry and self._forget(conn):
+                try:
+                    await self.svc.broker.unsubscribe(user_channel(user))
+                except Exception:
+                    log.warning("unsubscribing %s failed", user, exc_info=True)
+
+    def _forget(self, conn: Connection) -> bool:
+        last = self.registry.remove(conn)
+        self.svc.metrics.connections.labels(conn.transport).dec()
+        if not self.registry:
+            self._idle.set()
+        return last
+
+    async def drain(self, seconds: float) -> None:
+        """Close every connection with 1001, spread over up to ``seconds``, and wait.
+
+        Spreading (``DRAIN_RATE`` per second, at most ``seconds``) keeps thousands of
+        clients from reconnecting to the other instances in the same instant. Returns
+        once every connection is detached, or ``seconds`` + 1 s after starting.
+        """
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        conns = [conn for conn in self.registry if not conn.closed]
+        if conns:
+            step = min(seconds, len(conns) / DRAIN_RATE) / len(conns)
+            for i, conn in enumerate(conns):
+                delay = started + i * step - loop.time()
+                if delay > 0.01:
+                    await asyncio.sleep(delay)
+                conn.close(Close.GOING_AWAY, "server shutting down")
+        remaining = started + seconds + 1.0 - loop.time()
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(0.1, remaining))
+        except TimeoutError:
+            log.warning("%d live connections did not finish draining", len(self.registry))
+
+    # ---- fan-out ---------------------------------------------------------------------
+
+    def on_message(self, channel: str, payload: bytes) -> None:
+        """Broker handler: offer ``payload`` (the same bytes) to each local recipient."""
+        if channel == BROADCAST:
+            targets: tuple[Connection, ...] = tuple(self.registry)
+            seq = None
+        elif channel.startswith(USER_PREFIX):
+            targets = self.registry.of(channel[len(USER_PREFIX):])
+            if not targets:
+                return
+            try:
+                seq = seq_of(payload)
+            except ValueError:
+                log.warning("dropped a malformed frame on %s", channel)
+                return
+        else:
+            return
+        for conn in targets:
+            verdict = conn.offer(seq, payload)
+            if verdict is Verdict.DELIVERED:
+                self.svc.metrics.events_delivered.inc()
+            elif verdict is Verdict.GAP:
+                self.svc.metrics.gap_fills.inc()
+                self._catch_up(conn)
+            elif verdict is Verdict.SLOW:
+                self.slow(conn)
+
+    async def on_reconnect(self) -> None:
+        """Broker handler after a reconnect: every connection re-reads the log."""
+        for conn in list(self.registry):
+            if conn.closed:
+                continue
+            if conn.greeted:
+                self._catch_up(conn)
+            else:
+                conn.recheck = True  # attach reads the log instead of going live directly
+
+    def slow(self, conn: Connection) -> None:
+        """Close ``conn`` as too slow (4008); its queued frames are freed at once."""
+        if conn.close(Close.TOO_SLOW, "too slow"):
+            self.svc.metrics.slow_disconnects.inc()
+
+    # ---- catch-up --------------------------------------------------------------------
+
+    def _catch_up(self, conn: Connection) -> None:
+        conn.catching_up = True
+        if conn.task is not None and not conn.task.done():
+            conn.recheck = True  # the running catch-up reads the log once more
+            return
+        conn.task = asyncio.get_running_loop().create_task(
+            self._run_catch_up(conn), name=f"catch-up {conn.user_id}"
+        )
+
+    async def _run_catch_up(self, conn: Connection) -> None:
+        attempt = 0
+        try:
+            while not conn.closed:
+                conn.recheck = False
+                before = conn.last_seq
+                if not await self._read_log(conn):
+                    return
+                if conn.recheck:
+                    continue
+                verdict = conn.go_live()
+                if verdict is not Verdict.GAP:
+                    self._after_merge(conn, verdict)
+                    return
+                # A held frame is ahead of everything the log returned: it was published
+                # before our read saw its predecessor's commit. Read again, gently.
+                attempt = 0 if conn.last_seq > before else attempt + 1
+                if attempt:
+                    await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS)) - 1])
+        except asyncio.CancelledError:
+            raise
+        except DB_DOWN as exc:
+            log.warning("catch-up for %s failed: %s", conn.user_id, exc)
+            conn.close(Close.TRY_AGAIN, "database unavailable")
+        except Exception:
+            log.exception("catch-up for %s failed", conn.user_id)
+            conn.close(Close.INTERNAL, "internal error")
+
+    async def _read_log(self, conn: Connection) -> bool:
+        """Queue logged events after ``conn.last_seq``; False if the connection ended."""
+        metrics = self.svc.metrics
+        while True:
+            rows = await event_log.since(self.svc.pool, conn.user_id, conn.last_seq, PAGE)
+            for row in rows:
+                if conn.closed:
+                    return False
+                seq = row["seq"]
+                if seq > conn.last_seq + 1:
+                    # Pruned under us (far beyond the kept history): refetch over REST.
+                    conn.send(encode("resync", None, {"reason": "history_pruned"}))
+                if not conn.outbox.has_room:
+                    await conn.outbox.wait_room()
+                    if conn.closed:
+                        return False
+                if conn.deliver(seq, encode(row["type"], seq, row["data"])) is Verdict.SLOW:
+                    self.slow(conn)
+                    return False
+                metrics.events_delivered.inc()
+            if len(rows) < PAGE:
+                return not conn.closed
+
+    def _after_merge(self, conn: Connection, verdict: Verdict) -> None:
+        if verdict is Verdict.GAP:
+            self._catch_up(conn)
+        elif verdict is Verdict.SLOW:
+            self.slow(conn)
+
+    def _schedule_expiry(self, conn: Connection) -> None:
+        if conn.expires_at is None or conn.closed:
+            return
+        delay = conn.expires_at + self.expiry_leeway - time.time()
+        conn.expiry = asyncio.get_running_loop().call_later(
+            max(0.0, delay), conn.close, Close.UNAUTHORIZED, "token expired"
+        )
+
+
+def seq_of(payload: bytes) -> int | None:
+    """The ``seq`` of an encoded event; ValueError if it is not one."""
+    try:
+        seq = orjson.loads(payload)["seq"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError("not an event") from exc
+    if seq is None or (type(seq) is int and seq > 0):
+        return seq
+    raise ValueError("bad seq")
