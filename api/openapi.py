@@ -184,6 +184,7 @@ ERROR_TEXT = {
     404: "missing, or not the caller's",
     409: "conflicts with stored state",
     413: "body too large",
+    415: "the body is not sent as application/json",
     422: "invalid input",
     429: "rate limited",
     503: "a dependency (database, broker) is down",
@@ -248,9 +249,11 @@ def _operation(op: Op, refs: Refs) -> dict[str, Any]:
     if op.security:
         errors.add(401)
     if op.request is not None:
-        errors |= {413, 422}
+        errors |= {413, 415, 422}
     if op.path.startswith("/api/"):
         errors.add(503)
+    if op.path not in ("/health", "/ready", "/metrics") and op.path != "/api/stream":
+        errors.add(429)  # api/ratelimit.py; answered with a Retry-After header
     problem = {"application/problem+json": {"schema": refs[(m.Problem, "serialization")]}}
     for status in sorted(errors - {int(s) for s in responses}):
         responses[str(status)] = {"description": ERROR_TEXT[status], "content": problem}

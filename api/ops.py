@@ -14,8 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.jsonio import json_response, query_bool
 from api.openapi import document
-from api.problems import DB_DOWN
-from db.pool import ping
+from db.pool import UNAVAILABLE, ping
 from hub.errors import InvalidInput
 from hub.models import USER_ID_RE
 
@@ -100,7 +99,7 @@ class HttpMetrics:
             await self.app(scope, receive, send_and_count)
         except Exception as exc:
             if not started:
-                _observe(scope, 503 if isinstance(exc, DB_DOWN) else 500, start)
+                _observe(scope, 503 if isinstance(exc, UNAVAILABLE) else 500, start)
             raise
 
 

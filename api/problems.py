@@ -6,7 +6,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import asyncpg
 import orjson
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
@@ -14,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from db.pool import UNAVAILABLE
 from hub import errors
 from hub.models import validation_errors
 
@@ -39,14 +39,6 @@ TITLES = {
     503: "Service Unavailable",
 }
 
-#: Exceptions meaning the database is unreachable rather than the request being wrong.
-DB_DOWN = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-)
 
 
 def problem(status: int, detail: str, errors_: list[dict[str, Any]] | None = None,
@@ -91,7 +83,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, DB_DOWN):
+    if isinstance(exc, UNAVAILABLE):
         log.warning("database unavailable: %s", exc)
         return problem(503, "the database is unavailable")
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -105,7 +97,7 @@ HANDLERS: dict[Any, Any] = {
     errors.HubError: hub_error,
     ValidationError: pydantic_error,
     HTTPException: http_error,
-    **{cls: unexpected for cls in DB_DOWN},
+    **{cls: unexpected for cls in UNAVAILABLE},
 }
 
 

@@ -18,9 +18,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from api.auth import authenticate
+from db.pool import UNAVAILABLE
 from hub.connection import Connection, parse_since
 from hub.errors import Forbidden, Unavailable
-from hub.node import DB_DOWN, Node
+from hub.node import Node
 
 log = logging.getLogger("notifyhub")
 
@@ -75,7 +76,7 @@ class Stream:
         conn = node.connection(principal.user_id, "sse", principal.expires_at)
         try:
             await node.attach(conn, since)
-        except DB_DOWN as exc:
+        except UNAVAILABLE as exc:
             raise Unavailable("the database is unavailable") from exc
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})

@@ -20,13 +20,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from api.auth import authenticate
 from api.jsonio import parse
+from db.pool import UNAVAILABLE
 from hub import errors, messages, notifications
 from hub.connection import Close, Connection, Verdict, parse_since
 from hub.events import encode, user_channel
 from hub.models import MarkRead, MessageSend, Strict, UserId
-from hub.node import DB_DOWN, Node
+from hub.node import Node
 from hub.ratelimit import Bucket
 
+#: Errors that mean a dependency is down: the client should retry, not give up.
+_DOWN: tuple[type[Exception], ...] = (errors.Unavailable, *UNAVAILABLE)
 log = logging.getLogger("notifyhub")
 
 #: How long closing may wait for a client that does not read before giving up on it.
@@ -119,7 +122,7 @@ async def live(websocket: WebSocket) -> None:
     conn = node.connection(admitted.user_id, "ws", admitted.expires_at)
     try:
         await node.attach(conn, admitted.since)
-    except (errors.Unavailable, *DB_DOWN) as exc:
+    except _DOWN as exc:
         log.warning("live connection for %s refused: %s", admitted.user_id, exc)
         await _close(websocket, Close.TRY_AGAIN, "unavailable; reconnect with since")
         return
@@ -247,7 +250,7 @@ class _Commands:
             return error_frame("invalid_input", exc.detail, errors=exc.errors, **extra)
         except errors.HubError as exc:
             return error_frame(ERROR_CODES.get(type(exc), "error"), exc.detail, **extra)
-        except DB_DOWN as exc:
+        except UNAVAILABLE as exc:
             log.warning("websocket %s failed: %s", kind, exc)
             return error_frame("unavailable", "the database is unavailable; retry", **extra)
         except Exception:

@@ -8,6 +8,15 @@ from typing import Any, TypeAlias
 import asyncpg
 import orjson
 
+#: Exceptions that mean the database is unreachable, not that a query was wrong.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
 #: Anything queries can run on: a pool, or a connection (possibly in a transaction).
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 

@@ -15,11 +15,11 @@ import asyncio
 import logging
 import time
 
-import asyncpg
 import orjson
 
 from db import events as event_log
 from db import notifications as inbox
+from db.pool import UNAVAILABLE
 from hub.connection import Close, Connection, Verdict, start_point
 from hub.errors import Unavailable
 from hub.events import BROADCAST, encode, user_channel
@@ -36,13 +36,6 @@ PAGE = 500
 DRAIN_RATE = 500.0
 #: A log read that finds nothing newer than a held frame retries this fast, at most.
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)
-DB_DOWN = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-)
 
 
 class Node:
@@ -260,7 +253,7 @@ class Node:
                     await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS)) - 1])
         except asyncio.CancelledError:
             raise
-        except DB_DOWN as exc:
+        except UNAVAILABLE as exc:
             log.warning("catch-up for %s failed: %s", conn.user_id, exc)
             conn.close(Close.TRY_AGAIN, "database unavailable")
         except Exception:
