@@ -357,12 +357,6 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
     result = asyncio.run(_create(settings, request))
     sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_UTC_Z) + b"\n")
     sys.stdout.flush()
-    if not settings.redis_url and result["items"]:
-        print(
-            "notifyhub: note: without HUB_REDIS_URL a running hub is not told; its clients "
-            "see this notification when they next fetch or reconnect",
-            file=sys.stderr,
-        )
     return 0
 
 

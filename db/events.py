@@ -69,6 +69,11 @@ async def last_seq(conn: Conn, user_id: str) -> int:
     return int(value)
 
 
+async def heads(conn: Conn, user_ids: list[str]) -> dict[str, int]:
+    """The newest seq of each of ``user_ids`` that has any event."""
+    return {r["user_id"]: r["last_seq"] for r in await conn.fetch(Q.heads, user_ids)}
+
+
 async def prune(conn: Conn, days: int, keep: int) -> int:
     """Delete events older than ``days`` beyond each user's newest ``keep``; return count."""
     status = await conn.execute(Q.prune, days, keep)

@@ -34,6 +34,8 @@ USER_PREFIX = user_channel("")
 PAGE = 500
 #: Connections closed per second while draining, so clients do not return all at once.
 DRAIN_RATE = 500.0
+#: Users per query of the periodic head check.
+HEAD_CHECK_BATCH = 1000
 #: A log read that finds nothing newer than a held frame retries this fast, at most.
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -51,6 +53,9 @@ class Node:
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._watcher: asyncio.Task[None] | None = None
+        #: Per connection, the log head seen by the previous head check while it lagged.
+        self._lagging: dict[Connection, int] = {}
 
     def connection(self, user_id: str, transport: str, expires_at: float | None) -> Connection:
         """A new connection with this instance's outbox limits (not attached yet)."""
@@ -61,13 +66,19 @@ class Node:
         )
 
     async def start(self) -> None:
-        """Receive broadcasts (announcements); call after the broker started."""
+        """Receive broadcasts (announcements) and watch the log heads; after broker start."""
         await self.svc.broker.subscribe(BROADCAST)
+        self._watcher = asyncio.get_running_loop().create_task(
+            self._watch_heads(self.svc.settings.head_check_seconds), name="head check"
+        )
 
     async def stop(self) -> None:
         """Close every connection (1001) and stop their catch-ups; for the app's shutdown."""
         self.draining = True
         tasks = []
+        if self._watcher is not None:
+            self._watcher.cancel()
+            tasks.append(self._watcher)
         for conn in list(self.registry):
             conn.close(Close.GOING_AWAY, "server shutting down")
             if conn.task is not None and not conn.task.done():
@@ -215,6 +226,45 @@ class Node:
                 self._catch_up(conn)
             else:
                 conn.recheck = True  # attach reads the log instead of going live directly
+
+    async def _watch_heads(self, interval: float) -> None:
+        """Every ``interval``, compare each local user's log head with their connections.
+
+        The broker is fire-and-forget: a publish that failed after commit, or an event
+        committed by a process this broker cannot reach (``notifyhub publish`` beside a
+        hub on the in-process broker), would otherwise wait for that user's next event.
+        A connection still behind a head seen one check earlier catches up from the log;
+        waiting one check leaves in-flight publishes time to arrive on their own.
+        """
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.check_heads()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("head check failed: %s", exc)
+
+    async def check_heads(self) -> int:
+        """One head check (see ``_watch_heads``); returns how many connections caught up."""
+        users = self.registry.user_ids()
+        lagging: dict[Connection, int] = {}
+        started = 0
+        for i in range(0, len(users), HEAD_CHECK_BATCH):
+            heads = await event_log.heads(self.svc.pool, users[i:i + HEAD_CHECK_BATCH])
+            for user, head in heads.items():
+                for conn in self.registry.of(user):
+                    if conn.closed or not conn.greeted or head <= conn.last_seq:
+                        continue
+                    seen = self._lagging.get(conn)
+                    if seen is not None and conn.last_seq < seen and not conn.catching_up:
+                        self.svc.metrics.gap_fills.inc()
+                        self._catch_up(conn)
+                        started += 1
+                    else:
+                        lagging[conn] = head
+        self._lagging = lagging
+        return started
 
     def slow(self, conn: Connection) -> None:
         """Close ``conn`` as too slow (4008); its queued frames are freed at once."""

@@ -46,6 +46,10 @@ class Registry:
         """Users with at least one connection here."""
         return len(self._by_user)
 
+    def user_ids(self) -> list[str]:
+        """A snapshot of the users with at least one connection here."""
+        return list(self._by_user)
+
     def of(self, user_id: str) -> tuple[Connection, ...]:
         """A snapshot of ``user_id``'s connections."""
         conns = self._by_user.get(user_id)

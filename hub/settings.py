@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     outbox_max_events: int = Field(default=1000, ge=1)
     outbox_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     heartbeat_seconds: float = Field(default=15.0, gt=0)
+    head_check_seconds: float = Field(default=2.0, gt=0)
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
     # Rate limits (docs/rate-limits.md); a rate of 0 disables that limit.

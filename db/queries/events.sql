@@ -35,3 +35,6 @@ USING user_counters c
 WHERE e.user_id = c.user_id
   AND e.created_at < now() - make_interval(days => $1)
   AND e.seq <= c.last_seq - $2
+
+-- name: heads
+SELECT user_id, last_seq FROM user_counters WHERE user_id = ANY($1::text[])
