@@ -132,6 +132,11 @@ async def live(websocket: WebSocket) -> None:
         return
     try:
         await _serve(websocket, node, conn)
+        if node.draining and conn.outbox.close_code is not None:
+            # Close before detach while draining: drain() returns once the registry is
+            # empty and uvicorn's own shutdown then fails every socket still open with
+            # 1012, so a detach that awaits (a Redis UNSUBSCRIBE) let 1012 beat our 1001.
+            await _close(websocket, conn.outbox.close_code, conn.outbox.close_reason)
     finally:
         code, reason = conn.outbox.close_code, conn.outbox.close_reason
         await node.detach(conn)

@@ -42,6 +42,16 @@ async def append(
     return out
 
 
+async def lock(conn: asyncpg.Connection, user_ids: list[str]) -> None:
+    """Lock the counters of ``user_ids`` in sorted order, inside the caller's transaction.
+
+    Lock order across the hub: counters (sorted) before anything else a transaction
+    appends events for; ``append`` alone sorts within one call, so a transaction that
+    appends in several steps calls this first.
+    """
+    await conn.execute(Q.lock_counters, sorted(set(user_ids)))
+
+
 async def since(
     conn: Conn, user_id: str, after: int, limit: int
 ) -> list[asyncpg.Record]:

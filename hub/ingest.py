@@ -13,6 +13,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
+from db import events as event_log
 from hub import notifications
 from hub.errors import HubError, InvalidInput
 from hub.models import NotificationCreate, validate
@@ -78,11 +79,26 @@ class Applier:
             chunk.append((n, request))
             recipients += len(request.recipients())
             if recipients >= CHUNK_RECIPIENTS:
-                await self._apply(chunk, outcomes)
+                await self._run(chunk, outcomes)
                 chunk, recipients = [], 0
         if chunk:
-            await self._apply(chunk, outcomes)
+            await self._run(chunk, outcomes)
         return outcomes
+
+    async def _run(
+        self, chunk: list[tuple[int, NotificationCreate]], outcomes: list[Outcome]
+    ) -> None:
+        if self.source == "stream":
+            await self._apply(chunk, outcomes)  # raising leaves the batch pending: retried
+            return
+        # Publish-channel messages have no idempotency key: a failure is reported for this
+        # chunk only, so chunks that already committed are not dead-lettered (and
+        # duplicated by a replay).
+        try:
+            await self._apply(chunk, outcomes)
+        except Exception as exc:
+            for n, _ in chunk:
+                outcomes[n] = f"not applied: {exc or type(exc).__name__}"
 
     def dead_lettered(self, count: int) -> None:
         """Count entries that ``pubsub.ingest`` wrote to the dead-letter stream."""
@@ -93,6 +109,10 @@ class Applier:
     ) -> None:
         created: list[notifications.Created] = []
         async with self.svc.pool.acquire() as conn, conn.transaction():
+            # Every recipient of the chunk is locked up front in one sorted order; entry by
+            # entry, the locks would be taken in entry order and could deadlock with
+            # other writers.
+            await event_log.lock(conn, [u for _, r in chunk for u in r.recipients()])
             for n, request in chunk:
                 try:
                     async with conn.transaction():  # a savepoint: one bad entry rolls back alone

@@ -186,10 +186,10 @@ async def delete(svc: Services, user_id: str, id_: int, *, for_everyone: bool = 
         else:
             await store.hide(conn, user_id, id_)
             users = [user_id]
-        events = await event_log.append(
-            conn, [(user, "message.deleted", {"id": id_}) for user in users]
-        )
+        changes = [(user, "message.deleted", {"id": id_}) for user in users]
         if for_everyone:
             # The recipient's new_message notification quotes the text: it goes too.
-            events += await notifications.forget_message(conn, row["recipient_id"], id_)
+            # Its rows are deleted before any counter is locked (the hub's lock order).
+            changes += await notifications.forget_message(conn, row["recipient_id"], id_)
+        events = await event_log.append(conn, changes)
     await svc.publish(events)

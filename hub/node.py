@@ -12,6 +12,7 @@ starts a task per message; at most one catch-up task runs per connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -116,8 +117,13 @@ class Node:
                         await self.svc.broker.subscribe(user_channel(user))
                     except BaseException:
                         # Unregistered before the guard is released, so the user's next
-                        # connection sees itself as first and subscribes again.
-                        self._forget(conn)
+                        # connection sees itself as first and subscribes again; a
+                        # cancelled subscribe may still have gone through: undo it.
+                        if self._forget(conn):
+                            with contextlib.suppress(Exception):
+                                await asyncio.shield(
+                                    self.svc.broker.unsubscribe(user_channel(user))
+                                )
                         raise
             async with (
                 self.svc.pool.acquire() as db,

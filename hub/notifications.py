@@ -44,6 +44,9 @@ async def create(svc: Services, request: NotificationCreate) -> Created:
 
 async def create_in(conn: asyncpg.Connection, request: NotificationCreate) -> Created:
     """``create`` inside the caller's transaction; the caller publishes ``events``."""
+    # Counters first, in sorted order, before the idempotency claim: the hub-wide lock
+    # order that keeps concurrent writers (and ingest batches) from deadlocking.
+    await event_log.lock(conn, request.recipients())
     key = request.idempotency_key
     if key is not None and not await store.claim_request(conn, key):
         ids, suppressed = await store.get_request(conn, key)
@@ -136,16 +139,20 @@ async def _mark(
     return {"updated": len(changed), "unread_count": unread}
 
 
-async def forget_message(conn: asyncpg.Connection, user_id: str, message_id: int) -> list[Event]:
+async def forget_message(
+    conn: asyncpg.Connection, user_id: str, message_id: int
+) -> list[tuple[str, str, dict[str, Any]]]:
     """Inside the caller's transaction, delete ``user_id``'s notifications quoting a
-    direct message that was removed for everyone; returns the events to publish."""
+    direct message that was removed for everyone; returns the events to append.
+
+    The caller appends them: rows are locked before counters, the order every
+    notification write uses.
+    """
     ids = await store.delete_for_message(conn, user_id, message_id)
     if not ids:
         return []
     unread = await store.unread_count(conn, user_id)
-    return await event_log.append(
-        conn, [(user_id, "notification.deleted", {"id": i, "unread_count": unread}) for i in ids]
-    )
+    return [(user_id, "notification.deleted", {"id": i, "unread_count": unread}) for i in ids]
 
 
 async def delete(svc: Services, user_id: str, id_: int) -> None:

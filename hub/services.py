@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,6 +16,9 @@ from hub.settings import Settings
 from pubsub.broker import Broker
 
 log = logging.getLogger("notifyhub")
+
+#: The longest a write waits for the broker after its commit, for all its events.
+PUBLISH_DEADLINE = 2.0
 
 
 @dataclass
@@ -33,20 +37,38 @@ class Services:
         and swallowed: connected clients find the gap and fetch it from the database.
         """
         published = [UserEvent(*event) for event in events]
-        for event in published:
-            try:
-                await self.broker.publish(user_channel(event.user_id), event.encode())
-            except Exception as exc:
-                # Expected while the broker is down: one line, no traceback per event.
-                self.metrics.broker_publish_errors.inc()
-                log.warning("broker publish failed for %s seq %s (%s); clients will gap-fill",
-                            event.user_id, event.seq, exc)
+        if not published:
+            return published
+        if not self.broker.healthy:
+            # Waiting on a broker that is down or hung would hold the caller's request
+            # after its commit; the head check and the reconnect catch-up deliver these.
+            self._lost(len(published), "the broker is down")
+            return published
+        sent = 0
+        try:
+            # One deadline for the whole batch, not one per event: a hung broker costs a
+            # write at most PUBLISH_DEADLINE seconds, however many users it touched.
+            async with asyncio.timeout(PUBLISH_DEADLINE):
+                for event in published:
+                    await self.broker.publish(user_channel(event.user_id), event.encode())
+                    sent += 1
+        except Exception as exc:
+            self._lost(len(published) - sent, str(exc) or type(exc).__name__)
         return published
+
+    def _lost(self, count: int, reason: str) -> None:
+        # Expected while the broker is down: one line per batch, no traceback.
+        self.metrics.broker_publish_errors.inc(count)
+        log.warning("%d event(s) not published (%s); clients will catch up from the log",
+                    count, reason)
 
     async def broadcast(self, type_: str, data: Any) -> None:
         """Send an ephemeral (``seq: null``) event to everyone connected, best effort."""
+        if not self.broker.healthy:
+            self._lost(1, f"the broker is down; {type_} not broadcast")
+            return
         try:
-            await self.broker.publish(BROADCAST, encode(type_, None, data))
+            async with asyncio.timeout(PUBLISH_DEADLINE):
+                await self.broker.publish(BROADCAST, encode(type_, None, data))
         except Exception as exc:
-            self.metrics.broker_publish_errors.inc()
-            log.warning("broker broadcast of %s failed: %s", type_, exc)
+            self._lost(1, f"{type_} not broadcast: {exc or type(exc).__name__}")

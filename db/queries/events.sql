@@ -38,3 +38,11 @@ WHERE e.user_id = c.user_id
 
 -- name: heads
 SELECT user_id, last_seq FROM user_counters WHERE user_id = ANY($1::text[])
+
+-- name: lock_counters
+-- Lock (creating if needed) the counter rows of users $1, in the order given (sorted by
+-- the caller): a transaction that will append events for several users takes all
+-- their locks up front, in one global order, so writers never deadlock.
+INSERT INTO user_counters AS c (user_id, last_seq)
+SELECT u, 0 FROM unnest($1::text[]) AS t(u)
+ON CONFLICT (user_id) DO UPDATE SET last_seq = c.last_seq
