@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     rate_limit_api_key_burst: int = Field(default=2000, ge=1)
     ws_frames_per_second: float = Field(default=20.0, ge=0)
     ws_frames_burst: int = Field(default=40, ge=1)
+    max_connections_per_user: int = Field(default=20, ge=1)
+    ingest_claim_idle_seconds: float = Field(default=30.0, gt=0)
+    ingest_stop_grace_seconds: float = Field(default=5.0, ge=0)
 
     @field_validator("api_keys", "allowed_origins", mode="before")
     @classmethod
