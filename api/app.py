@@ -134,6 +134,8 @@ def create_app(settings: Settings) -> Starlette:
         ),
         Middleware(CatchAll),
     ]
+    if settings.demo_mode:
+        middleware.insert(0, Middleware(ops.LoopbackHosts))
     app = Starlette(
         routes=routes,
         middleware=middleware,

@@ -7,6 +7,7 @@ import time
 
 import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.jsonio import json_response, query_bool
 from api.openapi import document
+from api.problems import problem
 from db.pool import UNAVAILABLE, ping
 from hub.errors import InvalidInput
 from hub.models import USER_ID_RE
@@ -123,3 +125,38 @@ routes: list[BaseRoute] = [
 demo_routes: list[BaseRoute] = [
     Route("/demo/token", demo_token, methods=["GET"]),
 ]
+
+
+#: Host names demo mode answers to (it binds loopback only, see api/cli.py).
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_name(host_header: str) -> str:
+    """The name part of a Host header: ``[::1]:8013`` → ``::1``, ``a:80`` → ``a``."""
+    if host_header.startswith("["):
+        return host_header[1:host_header.find("]")].lower()
+    return host_header.rsplit(":", 1)[0].lower()
+
+
+class LoopbackHosts:
+    """Demo mode only: refuses requests addressed to any host name but loopback.
+
+    Demo mode hands out tokens to anyone who asks (``/demo/token``), which is safe only
+    because it listens on loopback; a page on another site whose name is re-resolved
+    to 127.0.0.1 (DNS rebinding) would otherwise count as same-origin.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            if host_name(Headers(scope=scope).get("host", "")) not in LOOPBACK_HOSTS:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 4403})
+                else:
+                    response = problem(403, "demo mode answers only at localhost, 127.0.0.1 "
+                                            "or [::1]; set HUB_JWT_SECRET to serve other names")
+                    await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -76,7 +76,7 @@ async def test_http_metrics_count_requests_by_route_template_and_status(app):
     # Measure through the app's own middleware once it is wired in, else wrap the app.
     wired = any(mw.cls is HttpMetrics for mw in app.user_middleware)
     transport = httpx.ASGITransport(app=app if wired else HttpMetrics(app))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
         await c.get("/api/notifications/unread-count", headers=auth("u1"))
         await c.delete("/api/notifications/41", headers=auth("u1"))
         await c.delete("/api/notifications/42", headers=auth("u1"))
@@ -106,7 +106,7 @@ async def test_demo_mode_serves_tokens_that_the_hub_accepts(database_url, tmp_pa
     async with running_app(database_url=database_url, data_dir=data_dir) as app:
         assert (data_dir / "jwt_secret").exists()
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
             r = await c.get("/demo/token", params={"user_id": "alice"})
             assert r.status_code == 200
             assert r.headers["cache-control"] == "no-store"
@@ -126,7 +126,7 @@ async def test_demo_mode_serves_tokens_that_the_hub_accepts(database_url, tmp_pa
 async def test_demo_token_for_invalid_user_id_is_422(database_url, tmp_path):
     async with running_app(database_url=database_url, data_dir=tmp_path / "d") as app:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
             for params in ({"user_id": "not valid!"}, {"user_id": "x" * 129}, {}):
                 r = await c.get("/demo/token", params=params)
                 assert r.status_code == 422
@@ -136,3 +136,27 @@ async def test_demo_token_for_invalid_user_id_is_422(database_url, tmp_path):
 async def test_demo_token_route_does_not_exist_with_a_configured_secret(client):
     r = await client.get("/demo/token", params={"user_id": "alice"})
     assert r.status_code == 404
+
+
+async def test_demo_mode_refuses_host_names_other_than_loopback(database_url, tmp_path):
+    async with running_app(database_url=database_url, data_dir=tmp_path / "d") as app:
+        transport = httpx.ASGITransport(app=app)
+        for host, status in [("evil.example:8013", 403), ("127.0.0.1.evil.example", 403),
+                             ("localhost:8013", 200), ("[::1]:8013", 200), ("127.0.0.1", 200)]:
+            async with httpx.AsyncClient(transport=transport, base_url="http://x") as c:
+                r = await c.get("/demo/token", params={"user_id": "alice"},
+                                headers={"Host": host})
+                assert r.status_code == status, host
+
+
+async def test_configured_mode_serves_any_host_name(client):
+    r = await client.get("/health", headers={"Host": "hub.example.com"})
+    assert r.status_code == 200
+
+
+def test_host_name_strips_ports_and_brackets():
+    from api.ops import host_name
+
+    assert host_name("[::1]:8013") == "::1"
+    assert host_name("LocalHost:80") == "localhost"
+    assert host_name("127.0.0.1") == "127.0.0.1"
