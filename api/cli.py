@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("user_id", metavar="USER_ID")
     token.add_argument("--admin", action="store_true", help='add the "admin" role')
     token.add_argument(
-        "--ttl", type=_positive, default=3600, help="seconds until it expires (default 3600)"
+        "--ttl", type=_ttl, default=3600, help="seconds until it expires (default 3600)"
     )
     token.set_defaults(run=_token)
 
@@ -461,11 +461,16 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
-    return value
+#: The longest a token from ``notifyhub token`` may live: one year.
+MAX_TTL_SECONDS = 366 * 24 * 3600
+
+
+def _ttl(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= MAX_TTL_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of seconds from 1 to {MAX_TTL_SECONDS} (a year)"
+        )
+    return int(text)
 
 
 def _version() -> str:
