@@ -56,6 +56,11 @@ async def hub_process(database_url: str, redis_url: str | None) -> AsyncIterator
         "HUB_API_KEYS": API_KEY,
         "HUB_DB_POOL_MAX": "10",
         "HUB_OUTBOX_MAX_EVENTS": "10000",
+        # The load comes from one address and one API key: measure the hub, not the limiter.
+        "HUB_RATE_LIMIT_PER_SECOND": "0",
+        "HUB_RATE_LIMIT_IP_PER_SECOND": "0",
+        "HUB_RATE_LIMIT_WRITES_PER_SECOND": "0",
+        "HUB_RATE_LIMIT_API_KEY_PER_SECOND": "0",
     }
     if redis_url:
         env["HUB_REDIS_URL"] = redis_url

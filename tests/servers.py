@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +95,12 @@ class PostgresServer:
         self._server: Any = None
 
     def start(self) -> str:
-        import pgserver
+        with warnings.catch_warnings():
+            # pgserver asks platformdirs for a runtime dir; root has no XDG_RUNTIME_DIR.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+            import pgserver
 
-        self._server = pgserver.get_server(Path(self.dir) / "pgdata", cleanup_mode="delete")
+            self._server = pgserver.get_server(Path(self.dir) / "pgdata", cleanup_mode="delete")
         return str(self._server.get_uri())
 
     def close(self) -> None:
