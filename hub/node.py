@@ -46,7 +46,7 @@ class Node:
 
     def __init__(self, svc: Services, *, expiry_leeway: float = LEEWAY_SECONDS) -> None:
         self.svc = svc
-        self.registry = Registry()
+        self.registry = Registry(svc.settings.max_connections_per_user)
         #: Seconds after a token's ``exp`` that its connection is closed (4401); the
         #: same leeway the token was verified with, so a connection lives exactly as
         #: long as its token would still be accepted.
@@ -96,7 +96,9 @@ class Node:
         ``since`` None means only events newer than now. A ``since`` the log cannot
         serve (pruned, or ahead of it) gets a ``resync`` frame and continues from now.
         The replay runs in the connection's catch-up task, beside the writer.
-        Raises Unavailable while draining; on any failure the connection is detached.
+        Raises Unavailable while draining, and RateLimited when the user already has
+        ``max_connections_per_user`` connections here: both before any database work.
+        On any failure the connection is detached.
         """
         if self.draining:
             raise Unavailable("this instance is shutting down; reconnect")

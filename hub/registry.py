@@ -3,7 +3,9 @@
 The node subscribes a user's channel when ``add`` reports the user's first connection
 and unsubscribes when ``remove`` reports the last. Both calls, and the (un)subscribe
 that follows, run under ``guard(user_id)`` so a quick disconnect and reconnect cannot
-interleave into "connection registered, channel unsubscribed".
+interleave into "connection registered, channel unsubscribed". ``add`` also enforces
+the per-user connection cap: the check and the registration are one synchronous step,
+so concurrent connects of one user can never overshoot it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from hub.connection import Connection
+from hub.errors import RateLimited
 
 
 @dataclass(eq=False)
@@ -23,9 +26,10 @@ class _Guard:
 
 
 class Registry:
-    """The connections of this instance, grouped by user id."""
+    """The connections of this instance, grouped by user id, at most ``max_per_user`` each."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_per_user: int | None = None) -> None:
+        self.max_per_user = max_per_user
         self._by_user: dict[str, set[Connection]] = {}
         self._guards: dict[str, _Guard] = {}
         self._count = 0
@@ -55,11 +59,22 @@ class Registry:
         conns = self._by_user.get(user_id)
         return tuple(conns) if conns else ()
 
+    def count(self, user_id: str) -> int:
+        """How many connections ``user_id`` has here."""
+        return len(self._by_user.get(user_id, ()))
+
     def add(self, conn: Connection) -> bool:
-        """Register ``conn``; True if it is its user's first connection here."""
-        conns = self._by_user.setdefault(conn.user_id, set())
-        if conn in conns:
+        """Register ``conn``; True if it is its user's first connection here.
+
+        RateLimited (and nothing registered) when its user already has ``max_per_user``.
+        """
+        conns = self._by_user.get(conn.user_id)
+        if conns is None:
+            conns = self._by_user[conn.user_id] = set()
+        elif conn in conns:
             return False
+        elif self.max_per_user is not None and len(conns) >= self.max_per_user:
+            raise RateLimited(f"too many live connections: at most {self.max_per_user} per user")
         conns.add(conn)
         self._count += 1
         return len(conns) == 1
