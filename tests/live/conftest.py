@@ -30,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from api.server import HubServer, server_config
+from hub.events import encode, user_channel
 from tests.conftest import make_token
 
 T = 10.0
@@ -120,6 +121,23 @@ async def hub(settings_env: dict[str, Any]) -> AsyncIterator[LiveHub]:
     """A hub on this test's database, in-process broker."""
     async with live_hub(**settings_env) as running:
         yield running
+
+
+async def flood_until_slow(hub: LiveHub, user: str) -> Any:
+    """Publish 60 KB frames to ``user``'s only connection (whose client does not read)
+    until the node closes it as slow, then wait until it is forgotten; returns it."""
+    async with asyncio.timeout(T):
+        while len(hub.node.registry) == 0:
+            await asyncio.sleep(0.01)
+    [conn] = list(hub.node.registry)
+    big = encode("typing", None, {"pad": "x" * 60_000})
+    async with asyncio.timeout(30):
+        while not conn.closed:
+            await hub.svc.broker.publish(user_channel(user), big)
+            await asyncio.sleep(0)
+        while len(hub.node.registry):
+            await asyncio.sleep(0.01)
+    return conn
 
 
 def counted(svc: Any, name: str) -> float:

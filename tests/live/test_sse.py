@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from api.sse import sse_block
-from hub.events import encode, user_channel
+from hub.events import encode
 from tests.conftest import SERVICE, make_token
-from tests.live.conftest import LiveHub, T, counted, live_hub, sse_stream
+from tests.live.conftest import LiveHub, T, counted, flood_until_slow, live_hub, sse_stream
 
 
 async def notify(hub: LiveHub, user: str, title: str = "Grade posted") -> dict[str, Any]:
@@ -116,17 +116,7 @@ async def test_a_client_that_does_not_read_is_dropped_and_its_stream_ends(
 ) -> None:
     async with live_hub(**settings_env, outbox_max_events=20) as hub:
         async with sse_stream(hub.url, "u1") as sse:
-            async with asyncio.timeout(T):
-                while len(hub.node.registry) == 0:
-                    await asyncio.sleep(0.01)
-            [conn] = list(hub.node.registry)
-            big = encode("typing", None, {"pad": "x" * 60_000})
-            async with asyncio.timeout(30):
-                while not conn.closed:
-                    await hub.svc.broker.publish(user_channel("u1"), big)
-                    await asyncio.sleep(0)
-                while len(hub.node.registry):
-                    await asyncio.sleep(0.01)
+            conn = await flood_until_slow(hub, "u1")
             assert conn.outbox.close_code == 4008 and conn.outbox.nbytes == 0
             assert counted(hub.svc, "slow_client_disconnects") == 1
             # Reading again, the client gets what was in flight, then the end (clean, or

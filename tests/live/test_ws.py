@@ -11,13 +11,13 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from api.ws import origin_allowed
-from hub.events import encode, user_channel
 from tests.conftest import SERVICE, auth, make_token
 from tests.live.conftest import (
     LiveHub,
     T,
     closed_code,
     counted,
+    flood_until_slow,
     live_hub,
     recv,
     recv_until,
@@ -291,17 +291,7 @@ async def test_a_client_that_does_not_read_is_closed_with_4008(
     async with live_hub(**settings_env, outbox_max_events=20) as hub:
         # max_queue=1: the client library stops reading the socket after one frame.
         async with ws_connect(hub.ws_url("u1"), max_queue=1) as ws:
-            async with asyncio.timeout(T):
-                while len(hub.node.registry) == 0:
-                    await asyncio.sleep(0.01)
-            [conn] = list(hub.node.registry)
-            big = encode("typing", None, {"pad": "x" * 60_000})
-            async with asyncio.timeout(30):
-                while not conn.closed:
-                    await hub.svc.broker.publish(user_channel("u1"), big)
-                    await asyncio.sleep(0)
-                while len(hub.node.registry):
-                    await asyncio.sleep(0.01)
+            conn = await flood_until_slow(hub, "u1")
             assert conn.outbox.close_code == 4008
             assert conn.outbox.nbytes == 0 and len(conn.outbox) == 0
             assert counted(hub.svc, "slow_client_disconnects") == 1
