@@ -111,6 +111,13 @@ def create_app(settings: Settings) -> Starlette:
     ]
     if settings.demo_mode:
         routes.extend(ops.demo_routes)
+    tokens = Tokens(settings)
+    # Shared with ws.py and sse.py (app.state): live handshakes spend the address budget,
+    # WebSocket write frames the user's write budget, exactly as REST requests do.
+    ip_limiter = RateLimiter(settings.rate_limit_ip_per_second, settings.rate_limit_ip_burst)
+    write_limiter = RateLimiter(
+        settings.rate_limit_writes_per_second, settings.rate_limit_writes_burst
+    )
     middleware = [
         Middleware(ops.HttpMetrics),
         Middleware(
@@ -123,14 +130,13 @@ def create_app(settings: Settings) -> Starlette:
         Middleware(
             RateLimitMiddleware,
             limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
-            write_limiter=RateLimiter(
-                settings.rate_limit_writes_per_second, settings.rate_limit_writes_burst
-            ),
-            ip_limiter=RateLimiter(settings.rate_limit_ip_per_second, settings.rate_limit_ip_burst),
+            write_limiter=write_limiter,
+            ip_limiter=ip_limiter,
             api_key_limiter=RateLimiter(
                 settings.rate_limit_api_key_per_second, settings.rate_limit_api_key_burst
             ),
             api_keys=settings.api_keys,
+            tokens=tokens,
         ),
         Middleware(CatchAll),
     ]
@@ -143,5 +149,7 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.tokens = Tokens(settings)
+    app.state.tokens = tokens
+    app.state.ip_limiter = ip_limiter
+    app.state.write_limiter = write_limiter
     return app

@@ -12,10 +12,15 @@ Who is charged for a request (no JWT is verified here; the route still does that
   that key, under a separate and much higher limit (none when ``api_key_limiter`` is
   None); an invalid key is charged as an anonymous request and answered 401 by the app;
 - writes (POST, PUT, PATCH, DELETE) by users and anonymous callers are also charged to
-  ``write_limiter`` when one is given.
+  ``write_limiter`` when one is given: keyed by the *verified* user id (``user_key``)
+  when ``tokens`` is given and the token verifies, so every token and every WebSocket
+  of a user share one write budget (``ws.py`` charges ``message.send`` and
+  ``notifications.mark_read`` frames to the same limiter and key); else by the
+  credential hash, or the address when anonymous.
 
-``/health``, ``/ready``, ``/metrics`` and ``/static/…`` are never limited, and neither
-are WebSockets (``ws.py`` limits frames per connection with ``hub.ratelimit.Bucket``).
+``/health``, ``/ready``, ``/metrics`` and ``/static/…`` are never limited. WebSocket
+scopes pass through: ``ws.py`` charges its handshake to the same address limiter
+(``address_key``) and its write frames as above.
 """
 
 from __future__ import annotations
@@ -29,11 +34,24 @@ from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.problems import problem
+from hub.errors import Unauthorized
 from hub.ratelimit import RateLimiter
+from hub.tokens import Tokens
 
 EXEMPT_PATHS = frozenset({"/health", "/ready", "/metrics"})
 EXEMPT_PREFIXES = ("/static/",)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def user_key(user_id: str) -> str:
+    """The write-budget key of a verified user: the same for REST and WebSocket writes."""
+    return "user:" + user_id
+
+
+def address_key(scope: Scope) -> str:
+    """The address-budget key of an HTTP or WebSocket scope (its client IP)."""
+    client = scope.get("client")
+    return "ip:" + (client[0] if client else "unknown")
 
 
 def _digest(value: bytes) -> str:
@@ -47,7 +65,8 @@ class RateLimitMiddleware:
 
     ``limiter`` limits each user credential, and each client address too unless
     ``ip_limiter`` gives addresses a limit of their own; ``api_keys`` are the valid
-    service keys, limited by ``api_key_limiter`` (exempt when it is None).
+    service keys, limited by ``api_key_limiter`` (exempt when it is None). ``tokens``
+    lets writes be keyed by verified user id (see the module docstring).
     """
 
     def __init__(
@@ -59,6 +78,7 @@ class RateLimitMiddleware:
         ip_limiter: RateLimiter | None = None,
         api_key_limiter: RateLimiter | None = None,
         api_keys: Iterable[str] = (),
+        tokens: Tokens | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
@@ -66,6 +86,7 @@ class RateLimitMiddleware:
         self.ip_limiter = ip_limiter if ip_limiter is not None else limiter
         self.api_key_limiter = api_key_limiter
         self.api_keys = [key.encode() for key in api_keys]
+        self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _exempt(scope):
@@ -90,8 +111,7 @@ class RateLimitMiddleware:
                 return None
             allowed, retry = self.api_key_limiter.allow("key:" + _digest(api_key))
             return None if allowed else ("too many requests for this API key", retry)
-        client = scope.get("client")
-        ip = "ip:" + (client[0] if client else "unknown")
+        ip = address_key(scope)
         # The address first: a flood of garbage tokens then never reaches (and never
         # fills) the per-credential map.
         allowed, retry = self.ip_limiter.allow(ip)
@@ -104,10 +124,30 @@ class RateLimitMiddleware:
             if not allowed:
                 return "too many requests", retry
         if self.write_limiter is not None and scope["method"] in WRITE_METHODS:
+            if api_key is None and authorization is not None:
+                key = self._writer(authorization) or key
             allowed, retry = self.write_limiter.allow(key)
             if not allowed:
                 return "too many changes", retry
         return None
+
+    def _writer(self, authorization: bytes) -> str | None:
+        """``user_key`` of a credential that verifies, else None.
+
+        Only writes pay for this verification, and only once the address and credential
+        buckets let them through, so a flood of forged tokens costs at most the address
+        budget in signature checks. A forged token never verifies, so it cannot spend a
+        real user's write budget; it stays on its own credential key (the app answers 401).
+        """
+        if self.tokens is None:
+            return None
+        scheme, _, token = authorization.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        try:
+            return user_key(self.tokens.verify(token.strip()).user_id)
+        except Unauthorized:
+            return None
 
     def _valid_key(self, key: bytes) -> bool:
         return any(hmac.compare_digest(key, k) for k in self.api_keys)

@@ -1,9 +1,14 @@
 """The Server-Sent Events endpoint ``/api/stream`` (CONTRACT §5), a raw ASGI app.
 
 Auth and resume position are checked before the response starts, so a bad request
-gets a problem+json status. Then the connection's outbox is written as SSE blocks,
-with a comment line whenever ``heartbeat_seconds`` pass without one; the stream ends
-when the client leaves or the node closes the connection (slow, expired, draining).
+gets a problem+json status. Opening a stream is an HTTP request, so the rate-limit
+middleware has already charged it to the client address (and the credential): a
+handshake flood gets 429 before it gets here. ``node.attach`` refuses a user over
+``max_connections_per_user`` with RateLimited, before any database work: 429 as well.
+
+Then the connection's outbox is written as SSE blocks, with a comment line whenever
+``heartbeat_seconds`` pass without one; the stream ends when the client leaves or the
+node closes the connection (slow, expired, draining).
 """
 
 from __future__ import annotations

@@ -1,15 +1,20 @@
 """The WebSocket endpoint ``/ws`` (CONTRACT §5): admission, then one reader and one writer.
 
-Refusals happen after the handshake (accept, then close at once with 4401/4403/4400)
+Refusals happen after the handshake (accept, then close at once with 4401/4403/4400,
+or 4429 when the address is over its budget or the user has too many connections)
 because a browser never sees the status of a refused handshake, only a close code.
 The writer drains the connection's outbox; the reader answers client frames. When
 either ends, or the node closes the outbox (slow, expired, draining), both stop.
+
+Write frames (``message.send``, ``notifications.mark_read``) are charged to the app's
+shared write limiter under ``user_key``, the budget REST writes of the same user spend.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -20,13 +25,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from api.auth import authenticate
 from api.jsonio import parse
+from api.ratelimit import address_key, user_key
 from db.pool import UNAVAILABLE
 from hub import errors, messages, notifications
 from hub.connection import Close, Connection, Verdict, parse_since
 from hub.events import encode, user_channel
 from hub.models import MarkRead, MessageSend, Strict, UserId
 from hub.node import Node
-from hub.ratelimit import Bucket
+from hub.ratelimit import Bucket, RateLimiter
 
 #: Errors that mean a dependency is down: the client should retry, not give up.
 _DOWN: tuple[type[Exception], ...] = (errors.Unavailable, *UNAVAILABLE)
@@ -37,6 +43,8 @@ CLOSE_TIMEOUT = 5.0
 #: At most one typing frame per connection per this many seconds; extra ones are dropped.
 TYPING_INTERVAL = 0.5
 PONG = encode("pong", None, {})
+#: Client frames that change state: they spend the user's write budget, as REST writes do.
+WRITE_FRAMES = frozenset({"message.send", "notifications.mark_read"})
 ERROR_CODES: dict[type[errors.HubError], str] = {
     errors.Unauthorized: "unauthorized",
     errors.Forbidden: "forbidden",
@@ -89,9 +97,16 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> 
         return False
 
 
-def _admit(websocket: WebSocket) -> Admission | tuple[Close, str]:
+def _admit(websocket: WebSocket) -> Admission | tuple[int, str]:
     """An Admission to go ahead, or ``(code, reason)`` to refuse."""
-    settings = websocket.app.state.settings
+    state = websocket.app.state
+    settings = state.settings
+    # The address first, before any token check or database work, exactly like REST:
+    # a loop of handshakes (with or without valid tokens) is stopped here.
+    allowed, retry = state.ip_limiter.allow(address_key(websocket.scope))
+    if not allowed:
+        wait = max(1, math.ceil(retry))
+        return Close.TOO_MANY, f"too many connection attempts; retry in {wait} s"
     headers = websocket.headers
     if not origin_allowed(headers.get("origin"), headers.get("host"), settings.allowed_origins):
         return Close.FORBIDDEN, "origin not allowed"
@@ -122,6 +137,9 @@ async def live(websocket: WebSocket) -> None:
     conn = node.connection(admitted.user_id, "ws", admitted.expires_at)
     try:
         await node.attach(conn, admitted.since)
+    except errors.RateLimited as exc:  # the per-user cap, checked before any database work
+        await _close(websocket, Close.TOO_MANY, exc.detail[:120])
+        return
     except _DOWN as exc:
         log.warning("live connection for %s refused: %s", admitted.user_id, exc)
         await _close(websocket, Close.TRY_AGAIN, "unavailable; reconnect with since")
@@ -183,7 +201,7 @@ async def _read(websocket: WebSocket, node: Node, conn: Connection) -> None:
     settings = websocket.app.state.settings
     limit: int = settings.ws_max_frame_bytes
     bucket = Bucket(settings.ws_frames_per_second, settings.ws_frames_burst)
-    commands = _Commands(node, conn)
+    commands = _Commands(node, conn, websocket.app.state.write_limiter)
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -228,9 +246,10 @@ def _client_id(raw: str | bytes | dict[str, Any]) -> dict[str, str]:
 class _Commands:
     """Answers one connection's client frames; each handler returns the reply, if any."""
 
-    def __init__(self, node: Node, conn: Connection) -> None:
+    def __init__(self, node: Node, conn: Connection, write_limiter: RateLimiter) -> None:
         self.svc = node.svc
         self.user_id = conn.user_id
+        self.write_limiter = write_limiter
         self.typed_at = float("-inf")
 
     async def handle(self, raw: str | bytes) -> bytes | None:
@@ -245,6 +264,12 @@ class _Commands:
         handler = HANDLERS.get(kind)
         if handler is None:
             return error_frame("unknown_type", f"unknown frame type {kind[:100]!r}", **extra)
+        if kind in WRITE_FRAMES:
+            # Charged before validation, as a REST write is charged before its body is read.
+            allowed, retry_after = self.write_limiter.allow(user_key(self.user_id))
+            if not allowed:
+                return error_frame("rate_limited", "too many changes; slow down",
+                                   retry_after=round(retry_after, 3), **extra)
         data = frame.get("data")
         try:
             if data is not None and not isinstance(data, dict):

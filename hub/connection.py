@@ -31,6 +31,7 @@ class Close(enum.IntEnum):
     UNAUTHORIZED = 4401  # no, bad or expired token
     FORBIDDEN = 4403  # origin not allowed, or an API key instead of a user token
     TOO_SLOW = 4008  # fell too far behind: reconnect with since
+    TOO_MANY = 4429  # too many connection attempts from the address, or connections of the user
 
 
 class Verdict(enum.Enum):
