@@ -8,7 +8,8 @@ Infrastructure failures (database down) raise instead, so nothing is acknowledge
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import asyncio
+from typing import Literal
 
 import asyncpg
 import orjson
@@ -135,17 +136,25 @@ def make_applier(svc: Services, source: Source = "stream") -> Applier:
 
 
 class Ingest:
-    """Both Redis ingest paths of one hub instance; started when ``HUB_REDIS_URL`` is set."""
+    """Both Redis ingest paths of one hub instance; started when ``HUB_REDIS_URL`` is set.
 
-    def __init__(self, svc: Services, **stream_options: Any) -> None:
-        url = svc.settings.redis_url
+    Takes over a dead instance's entries after ``HUB_INGEST_CLAIM_IDLE_SECONDS``; on
+    stop, settles what it holds for up to ``HUB_INGEST_STOP_GRACE_SECONDS``.
+    """
+
+    def __init__(self, svc: Services) -> None:
+        settings = svc.settings
+        url = settings.redis_url
         assert url is not None, "Redis ingest needs HUB_REDIS_URL"
-        prefix = svc.settings.redis_prefix
+        prefix, grace = settings.redis_prefix, settings.ingest_stop_grace_seconds
         stream, publish = make_applier(svc, "stream"), make_applier(svc, "publish")
         self.stream = StreamIngest(
-            url, prefix, stream, on_dead=stream.dead_lettered, **stream_options
+            url, prefix, stream, on_dead=stream.dead_lettered, grace=grace,
+            claim_idle_ms=max(1, round(settings.ingest_claim_idle_seconds * 1000)),
         )
-        self.publish = PublishChannelIngest(url, prefix, publish, on_dead=publish.dead_lettered)
+        self.publish = PublishChannelIngest(
+            url, prefix, publish, on_dead=publish.dead_lettered, grace=grace
+        )
 
     async def start(self) -> None:
         """Start consuming in the background; never fails because Redis is down."""
@@ -153,6 +162,8 @@ class Ingest:
         await self.publish.start()
 
     async def stop(self) -> None:
-        """Stop both readers; call before the pool and the broker close."""
-        await self.stream.stop()
-        await self.publish.stop()
+        """Stop both readers, each settling what it holds within the one grace period.
+
+        Call before the pool and the broker close: a batch in hand still writes to both.
+        """
+        await asyncio.gather(self.stream.stop(), self.publish.stop())

@@ -9,6 +9,11 @@ down), nothing is acknowledged: the batch is retried, with backoff, until it suc
 
 Stream guarantees: at-least-once delivery; the effect is exactly-once because every
 entry carries an idempotency key (the applier defaults it to the stream id).
+
+Stopping is graceful: a reader takes no new input once ``stop`` is called, and a batch
+already in hand gets up to ``grace`` seconds to be applied and acknowledged (dead
+letters written) before the reader is cancelled; what is then still unsettled stays
+pending in Redis and is taken over by another instance after ``claim_idle_ms``.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
 log = logging.getLogger("notifyhub")
@@ -69,42 +76,98 @@ def _stream_id(value: bytes | str) -> tuple[int, int]:
 
 
 class _Runner:
-    """A background task that reconnects with backoff and never crashes the app."""
+    """A background task that reconnects with backoff and never crashes the app.
+
+    ``stop`` is graceful: the reader stops taking input at once, and what it holds
+    (``_busy``) gets until ``grace`` seconds after the first ``stop`` to be settled.
+    """
 
     name = "ingest"
+    #: What becomes of entries still unsettled when the grace runs out (for the log).
+    unsettled_fate = "left pending for another instance to take over"
 
-    def __init__(self) -> None:
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
         self._task: asyncio.Task[None] | None = None
+        self._deadline: float | None = None  # loop time; set by the first stop()
+
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop`` was called: the reader takes no new input."""
+        return self._deadline is not None
 
     async def start(self) -> None:
         """Begin consuming in the background; returns at once, even if Redis is down."""
         if self._task is None:
+            self._deadline = None
             self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        """Cancel promptly; an unfinished batch stays pending in Redis for redelivery."""
-        task, self._task = self._task, None
+        """Take no new input; settle what is in hand for up to ``grace`` s, then cancel.
+
+        Returns within about ``grace`` seconds even while Redis or the database is down;
+        what is unsettled then stays pending in Redis. Safe to call again or
+        concurrently: every call returns once the reader has ended.
+        """
+        task = self._task
+        if task is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._deadline is None:
+            self._deadline = loop.time() + self.grace
+            if self._holding():
+                log.info("%s: stopping; settling %d entries in hand (up to %.1f s)",
+                         self.name, self._holding(), self.grace)
+        if self._busy() and not task.done():
+            with contextlib.suppress(Exception):  # waking is an optimisation only
+                async with asyncio.timeout_at(self._deadline):
+                    await self._wake(task)
+            await asyncio.wait([task], timeout=max(0.0, self._deadline - loop.time()))
+        if not task.done() and self._holding():
+            log.warning("%s: %d entries not settled within %.1f s; %s",
+                        self.name, self._holding(), self.grace, self.unsettled_fate)
         # Cancel again until it ends: a library may swallow one cancellation (Python
         # 3.11's wait_for does when the awaited call completes at the same moment).
-        while task is not None and not task.done():
+        while not task.done():
             task.cancel()
             await asyncio.wait([task], timeout=0.5)
-        if task is not None and not task.cancelled() and task.exception() is not None:
-            log.error("%s ended with an error", self.name, exc_info=task.exception())
+        if self._task is task:  # the first caller to get here reports the outcome
+            self._task = None
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s ended with an error", self.name, exc_info=task.exception())
+
+    def _holding(self) -> int:
+        """How many entries the reader has in hand, not yet settled."""
+        return 0
+
+    def _busy(self) -> bool:
+        """Whether cancelling now could strand input this reader was given."""
+        return self._holding() > 0
+
+    async def _wake(self, task: asyncio.Task[None]) -> None:
+        """Hurry a stopping reader that waits on Redis (e.g. a blocked read)."""
+
+    async def _pause(self, attempt: int) -> None:
+        """Back off before a retry; briefly while stopping, so a retry fits in the grace."""
+        delay = backoff(attempt)
+        await asyncio.sleep(min(delay, 0.25) if self.stopping else delay)
 
     async def _run(self) -> None:
         attempt = 0
         while True:
             started = time.monotonic()
             try:
-                await self._serve()
+                await self._serve()  # returns only once stopping, with nothing in hand
+                return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self.stopping and not self._holding():
+                    return  # nothing left to settle: no point in reconnecting
                 if time.monotonic() - started > 10:
                     attempt = 0
                 log.warning("%s: %s: %s; reconnecting", self.name, type(exc).__name__, exc)
-                await asyncio.sleep(backoff(attempt))
+                await self._pause(attempt)
                 attempt += 1
 
     async def _serve(self) -> None:
@@ -119,6 +182,10 @@ class StreamIngest(_Runner):
     ``claim_idle_ms`` (XAUTOCLAIM) from consumers that died, dead-letters entries
     delivered more than ``max_deliveries`` times (poison), and trims entries every group
     has acknowledged.
+
+    ``stop`` lets a read in flight return (a blocked XREADGROUP is woken with CLIENT
+    UNBLOCK) and settles what it returned, so entries delivered to a stopping instance
+    are acknowledged by it rather than left for a takeover ``claim_idle_ms`` later.
     """
 
     name = "stream-ingest"
@@ -135,8 +202,9 @@ class StreamIngest(_Runner):
         block_ms: int = 1000,
         max_deliveries: int = 5,
         on_dead: DeadHook | None = None,
+        grace: float = 5.0,
     ) -> None:
-        super().__init__()
+        super().__init__(grace)
         self.url, self.key, self.dead_key = url, f"{prefix}ingest", f"{prefix}ingest:dead"
         self.consumer = consumer or consumer_name()
         self.claim_idle_ms, self.batch, self.block_ms = claim_idle_ms, batch, block_ms
@@ -147,13 +215,22 @@ class StreamIngest(_Runner):
         # it from scratch nor bumps its delivery count by re-reading it.
         self._held: tuple[list[RawEntry], list[Outcome] | None] | None = None
         self._client: redis.Redis | None = None
+        self._reading = False  # an XREADGROUP/XAUTOCLAIM is in flight
+        self._connection_id: int | None = None  # CLIENT ID of the reader's connection
 
     async def _serve(self) -> None:
         # No socket_timeout: redis-py then sends through wait_for, which can swallow a
         # cancellation on Python 3.11; reads are bounded by asyncio.timeout instead.
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=5, socket_keepalive=True)
+        # One connection and no redis-py retries: a dropped connection ends this call
+        # (``_run`` reconnects), so the CLIENT ID that ``_wake`` unblocks stays current.
+        client = redis.Redis.from_url(
+            self.url, socket_connect_timeout=5, socket_keepalive=True,
+            single_connection_client=True, retry=Retry(NoBackoff(), 0),
+        )
         self._client = client
         try:
+            with contextlib.suppress(ResponseError):  # an ACL may forbid it: stop then waits
+                self._connection_id = await client.client_id()
             with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
                 await client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
             if self._held is not None:  # a batch cut off by the last disconnect
@@ -165,6 +242,7 @@ class StreamIngest(_Runner):
             await self._consume()
         finally:
             self._client = None
+            self._connection_id = None
             await client.aclose()
 
     @property
@@ -172,20 +250,54 @@ class StreamIngest(_Runner):
         assert self._client is not None, "only used while serving"
         return self._client
 
+    def _holding(self) -> int:
+        return len(self._held[0]) if self._held is not None else 0
+
+    def _busy(self) -> bool:
+        # A read in flight may deliver entries: cancelling it would strand them.
+        return self._reading or self._held is not None
+
+    @contextlib.contextmanager
+    def _delivering(self) -> Iterator[None]:
+        """Marks a read that may deliver entries; ``_handle`` holds them before it yields."""
+        self._reading = True
+        try:
+            yield
+        finally:
+            self._reading = False
+
+    async def _wake(self, task: asyncio.Task[None]) -> None:
+        """Make a blocked XREADGROUP return now, as if its BLOCK had timed out.
+
+        Sent from a connection of its own, and again while the read is in flight: the
+        read may reach Redis after an earlier CLIENT UNBLOCK did.
+        """
+        async with redis.Redis.from_url(
+            self.url, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        ) as client:
+            while self._reading and not task.done():
+                if self._connection_id is not None:
+                    await client.client_unblock(self._connection_id)
+                await asyncio.wait([task], timeout=0.05)
+
     async def _consume(self) -> None:
         own_pending = True
         next_tick = time.monotonic() + self.claim_interval
-        while True:
+        while not self.stopping:
             if time.monotonic() >= next_tick:
                 await self._takeover()
+                if self.stopping:
+                    return
                 await self._housekeep()
                 next_tick = time.monotonic() + self.claim_interval
+                continue
             cursor = "0" if own_pending else ">"
             block = None if own_pending else min(self.block_ms, int(self.claim_interval * 1000))
-            async with asyncio.timeout((block or 0) / 1000 + 10):  # a half-open socket
-                reply = await self._redis.xreadgroup(
-                    GROUP, self.consumer, {self.key: cursor}, count=self.batch, block=block
-                )
+            with self._delivering():
+                async with asyncio.timeout((block or 0) / 1000 + 10):  # a half-open socket
+                    reply = await self._redis.xreadgroup(
+                        GROUP, self.consumer, {self.key: cursor}, count=self.batch, block=block
+                    )
             entries = _entries(reply)
             if own_pending and not entries:
                 own_pending = False
@@ -196,9 +308,12 @@ class StreamIngest(_Runner):
         """Claim entries a dead consumer left idle; bounded per tick so reads go on."""
         cursor: bytes | str = "0-0"
         for _ in range(10):
-            reply = await self._redis.xautoclaim(
-                self.key, GROUP, self.consumer, self.claim_idle_ms, cursor, count=self.batch
-            )
+            if self.stopping:
+                return
+            with self._delivering():
+                reply = await self._redis.xautoclaim(
+                    self.key, GROUP, self.consumer, self.claim_idle_ms, cursor, count=self.batch
+                )
             cursor, claimed = reply[0], reply[1]
             if claimed:
                 log.info("%s took over %d idle entries", self.consumer, len(claimed))
@@ -208,6 +323,7 @@ class StreamIngest(_Runner):
 
     async def _handle(self, entries: list[RawEntry], *, redelivered: bool) -> None:
         """Apply a batch (retrying while ``apply`` raises), then ack and dead-letter it."""
+        self._held = (entries, None)  # first, before any await: ``stop`` must see it
         outcomes: list[Outcome] = [None] * len(entries)
         todo: list[int] = []
         counts = await self._deliveries(entries) if redelivered else {}
@@ -219,7 +335,6 @@ class StreamIngest(_Runner):
                                "acknowledged; dead-lettered as a poison entry")
             else:
                 todo.append(n)
-        self._held = (entries, None)
         batch: list[Entry] = [(entries[n][0], entries[n][1].get(b"payload")) for n in todo]
         attempt = 0
         while batch:
@@ -231,7 +346,7 @@ class StreamIngest(_Runner):
             except Exception as exc:
                 log.warning("%s: applying %d entries failed (%r); retrying",
                             self.name, len(batch), exc)
-                await asyncio.sleep(backoff(attempt))
+                await self._pause(attempt)
                 attempt += 1
                 await self._renew([e for e, _ in entries])
         else:
@@ -305,37 +420,47 @@ class PublishChannelIngest(_Runner):
 
     Messages that arrive together are applied as one batch. Rejected messages, and
     messages that could not be applied at all, go to ``{prefix}ingest:dead`` so they
-    are not lost; the subscriber itself goes on.
+    are not lost; the subscriber itself goes on. ``stop`` finishes the batch in hand
+    (applied, rejects dead-lettered); a message not yet read is not applied here.
     """
 
     name = "publish-ingest"
+    unsettled_fate = "they may not have been applied"
 
     def __init__(
         self, url: str, prefix: str, apply: Apply, *, batch: int = 100,
-        on_dead: DeadHook | None = None,
+        on_dead: DeadHook | None = None, grace: float = 5.0,
     ) -> None:
-        super().__init__()
+        super().__init__(grace)
         self.url, self.channel = url, f"{prefix}publish"
         self.dead_key = f"{prefix}ingest:dead"
         self.batch = batch
         self._apply, self._on_dead = apply, on_dead
+        self._payloads: list[bytes] | None = None  # the batch in hand
+
+    def _holding(self) -> int:
+        return len(self._payloads) if self._payloads is not None else 0
 
     async def _serve(self) -> None:
         client = redis.Redis.from_url(self.url, socket_connect_timeout=5)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self.channel)
-            while True:
+            while not self.stopping:
                 message = await pubsub.get_message(timeout=1.0)
                 if message is None:
                     continue
-                payloads = [message["data"]]
-                while len(payloads) < self.batch:
-                    message = await pubsub.get_message(timeout=0.0)
-                    if message is None:
-                        break
-                    payloads.append(message["data"])
-                await self._handle(client, payloads)
+                # Held from the moment it is read, so a stop in between waits for it.
+                payloads = self._payloads = [message["data"]]
+                try:
+                    while len(payloads) < self.batch and not self.stopping:
+                        message = await pubsub.get_message(timeout=0.0)
+                        if message is None:
+                            break
+                        payloads.append(message["data"])
+                    await self._handle(client, payloads)
+                finally:
+                    self._payloads = None  # settled, or lost with the connection (logged)
         finally:
             await pubsub.aclose()
             await client.aclose()

@@ -45,7 +45,8 @@ async def eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
 async def svc(database_url: str, redis_url: str, redis_prefix: str) -> AsyncIterator[Services]:
     pool = await asyncio.wait_for(create_pool(database_url), TIMEOUT)
     settings = Settings(database_url=database_url, jwt_secret=SECRET, redis_url=redis_url,
-                        redis_prefix=redis_prefix)
+                        redis_prefix=redis_prefix, ingest_claim_idle_seconds=0.2,
+                        ingest_stop_grace_seconds=3)
     yield Services(settings, pool, MemoryBroker())
     await asyncio.wait_for(pool.close(), TIMEOUT)
 
@@ -252,6 +253,39 @@ async def test_entries_wait_while_the_database_is_down_and_are_applied_after(
     assert await asyncio.wait_for(dead_letters(r, svc), TIMEOUT) == []
 
 
+async def test_stop_while_the_database_is_down_returns_after_the_grace_leaving_the_entry(
+    svc: Services, r: redis.Redis, pg_admin_dsn: str
+) -> None:
+    name = urlsplit(svc.settings.database_url or "").path.lstrip("/")
+    admin = await asyncio.wait_for(
+        asyncpg.connect(pg_admin_dsn, command_timeout=TIMEOUT), TIMEOUT
+    )
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        counting = Counting(make_applier(svc))
+        async with stream_ingest(svc, counting, claim_idle_ms=30_000, grace=0.3) as ingest:
+            await xadd(r, svc, {"user_id": "u1", "type": "t", "title": "kept"})
+            await eventually(lambda: counting.raised >= 1)
+            await asyncio.wait_for(ingest.stop(), TIMEOUT)  # not held up by the retries
+        assert not await asyncio.wait_for(none_pending(r, svc), TIMEOUT)
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        async with stream_ingest(svc, make_applier(svc), consumer=ingest.consumer):
+            await eventually(lambda: none_pending(r, svc))  # its own pending, re-read
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    assert await count(svc, "u1") == 1
+
+
+async def test_ingest_takes_takeover_idle_and_stop_grace_from_settings(svc: Services) -> None:
+    ingest = Ingest(svc)  # HUB_INGEST_CLAIM_IDLE_SECONDS=0.2, HUB_INGEST_STOP_GRACE_SECONDS=3
+    assert ingest.stream.claim_idle_ms == 200
+    assert ingest.stream.grace == ingest.publish.grace == 3
+
+
 async def test_a_dead_consumers_entries_are_taken_over_and_stored(
     svc: Services, r: redis.Redis
 ) -> None:
@@ -269,7 +303,7 @@ async def test_publish_channel_stores_messages_and_goes_on_after_an_invalid_one(
     svc: Services, r: redis.Redis
 ) -> None:
     channel = f"{svc.settings.redis_prefix}publish"
-    ingest = Ingest(svc, claim_idle_ms=200)
+    ingest = Ingest(svc)
     await asyncio.wait_for(ingest.start(), TIMEOUT)
     try:
         await eventually(lambda: _subscribed(r, channel))

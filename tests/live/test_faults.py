@@ -3,8 +3,6 @@ drained mid-stream, ingest taken over from a dead instance, a client that never 
 
 Hubs are ``notifyhub serve`` child processes (``tests.live.test_cluster.cluster``). Tests
 that kill Redis run their own ``RedisServer`` (AOF on); the session's is never touched.
-Run as a module (``python -m tests.live.test_faults serve …``) this file is the CLI with
-a short ingest takeover idle time, which settings do not expose (see ``_main``).
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import asyncio
 import contextlib
 import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,9 +33,8 @@ from tests.live.test_cluster import (
 )
 from tests.servers import RedisServer
 
-#: The ingest takeover idle time of hubs started with ``SHORT_CLAIM`` (default: 30 s).
-CLAIM_IDLE_MS = 1000
-SHORT_CLAIM = {"module": "tests.live.test_faults"}
+#: HUB_INGEST_CLAIM_IDLE_SECONDS of hubs in tests that wait for a takeover (default 30).
+SHORT_CLAIM = {"ingest_claim_idle_seconds": 1}
 
 
 class Creator:
@@ -257,8 +253,10 @@ async def test_sigterm_mid_stream_drains_and_nothing_committed_is_lost(
 ) -> None:
     ingest_count = 40
     async with (
+        # The default takeover idle (30 s): an entry A left unacknowledged would stay
+        # pending long after A is gone, not be quietly finished by B.
         cluster(tmp_path, database_url=database_url, redis_url=redis_url,
-                redis_prefix=redis_prefix, **SHORT_CLAIM) as (a, b),
+                redis_prefix=redis_prefix) as (a, b),
         http_client(a) as http_a,
         http_client(b) as http_b,
         creating([http_a, http_b], "u1", fragile=http_a) as creator,
@@ -276,7 +274,8 @@ async def test_sigterm_mid_stream_drains_and_nothing_committed_is_lost(
                 old = [Feed.of_ws(ws), Feed.of_sse(sse)]
                 running += old
                 await until(lambda: all(len(feed.seqs) >= 5 for feed in old))
-                # Backend entries arrive while A drains; A may hold some when it stops.
+                # Backend entries arrive while A drains; A may hold some when it stops,
+                # and then settles them before it exits.
                 ingest = asyncio.create_task(_add_entries(
                     redis, redis_prefix, "u1", ingest_count, pause=0.005
                 ))
@@ -286,6 +285,9 @@ async def test_sigterm_mid_stream_drains_and_nothing_committed_is_lost(
                         await feed.end()
                     assert ws.close_code == 1001
                     assert await a.wait(10) == 0, a.log()  # killed if it takes longer
+                    # Whatever A's ingest had read, it acknowledged: nothing is left
+                    # pending for a takeover.
+                    assert _consumer_of(a, await _pending(redis, redis_prefix)) == 0
                     await asyncio.wait_for(ingest, 20)
                 finally:
                     ingest.cancel()
@@ -301,8 +303,9 @@ async def test_sigterm_mid_stream_drains_and_nothing_committed_is_lost(
                 new = [Feed.of_ws(ws), Feed.of_sse(sse)]
                 running += new
                 created = await creator.stop()
-                # Every ingest entry is applied exactly once, A's leftovers by B.
+                # Every ingest entry is applied exactly once, by A or by B.
                 await until(lambda: _counted(database_url, "u1", "ingest-", ingest_count))
+                await until(lambda: _no_pending(redis, redis_prefix))
                 total = await last_seq(database_url, "u1")
                 for before, after in zip(old, new, strict=True):
                     await after.reach(total)
@@ -315,6 +318,38 @@ async def test_sigterm_mid_stream_drains_and_nothing_committed_is_lost(
             await redis.aclose()
     assert "Traceback" not in a.log(), a.log()
     no_tracebacks(b)
+    assert "took over" not in b.log()  # B never had to finish A's work
+
+
+async def test_sigterm_lets_an_instance_settle_the_ingest_batch_it_is_applying(
+    tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    n = 20
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        async with (
+            # Default takeover idle (30 s), so B cannot take A's batch during the test;
+            # a long grace, so A's stop waits for the lock however slow the machine is.
+            cluster(tmp_path, database_url=database_url, redis_url=redis_url,
+                    redis_prefix=redis_prefix, ingest_stop_grace_seconds=30) as (a, b),
+            _stalled_ingest(database_url, redis, redis_prefix, a, b, n) as lock,
+        ):
+            a.signal(signal.SIGTERM)
+            # A stops reading and waits for the batch it is applying (stalled on the lock).
+            await until(lambda: "stream-ingest: stopping; settling" in a.log())
+            assert _consumer_of(a, await _pending(redis, redis_prefix)) > 0
+            await lock.rollback()
+            assert await a.wait(30) == 0, a.log()
+            # A committed and acknowledged its batch before exiting: nothing of it is
+            # left pending, and B took nothing over.
+            assert _consumer_of(a, await _pending(redis, redis_prefix)) == 0
+            await until(lambda: _counted(database_url, "u1", "ingest-", n + 1))
+            await until(lambda: _no_pending(redis, redis_prefix))
+            assert await _count(database_url, "u1", "ingest-") == n + 1
+        assert "took over" not in b.log()
+        no_tracebacks(a, b)
+    finally:
+        await redis.aclose()
 
 
 # ---- ingest across processes ---------------------------------------------------------
@@ -551,29 +586,3 @@ async def test_a_client_that_never_reads_is_closed_and_hub_memory_stays_bounded(
 
 async def _slow_disconnects(http: httpx.AsyncClient) -> bool:
     return await metric(http, "notifyhub_slow_client_disconnects_total") > 0
-
-
-# ---- the CLI with a short takeover idle time -----------------------------------------
-
-
-def _main() -> int:
-    """``notifyhub`` whose stream ingest takes over entries idle ``CLAIM_IDLE_MS``.
-
-    The takeover idle time (``StreamIngest(claim_idle_ms=30000)``) is not a setting, so
-    tests that kill an instance would wait 30 s for the takeover; this wraps
-    ``hub.ingest.Ingest`` (which accepts stream options) and runs the real CLI.
-    """
-    from api.cli import main
-    from hub.ingest import Ingest
-
-    original = Ingest.__init__
-
-    def init(self: Ingest, svc: Any, **options: Any) -> None:
-        original(self, svc, **{"claim_idle_ms": CLAIM_IDLE_MS, **options})
-
-    Ingest.__init__ = init  # type: ignore[method-assign]
-    return main()
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

@@ -37,6 +37,21 @@ class Recorder:
         return [payload for batch in self.batches for _, payload in batch]
 
 
+class Gate:
+    """An ``apply`` that waits for ``release`` (maybe forever) before settling a batch."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.applied: list[Entry] = []
+
+    async def __call__(self, entries: list[Entry]) -> list[Outcome]:
+        self.entered.set()
+        await self.release.wait()
+        self.applied += entries
+        return ["rejected: bad" if payload == b"bad" else None for _, payload in entries]
+
+
 async def eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
     """Poll ``check`` (sync or async) until it gives something truthy; fail after ``timeout``."""
 
@@ -211,12 +226,92 @@ async def test_ingest_goes_on_after_redis_restarts(
     assert apply.payloads == [b"before", b"after"]
 
 
-async def test_stop_returns_promptly_while_waiting_for_entries(redis_url: str,
-                                                               redis_prefix: str) -> None:
-    ingest = stream(redis_url, redis_prefix, Recorder(), block_ms=60_000, claim_idle_ms=600_000)
+async def test_stop_wakes_a_blocked_read_instead_of_waiting_for_it(redis_url: str,
+                                                                 redis_prefix: str) -> None:
+    # The read blocks for 5 s and the grace is longer: only the wake-up returns it in time.
+    ingest = stream(redis_url, redis_prefix, Recorder(), block_ms=60_000, claim_idle_ms=600_000,
+                    grace=TIMEOUT)
     await asyncio.wait_for(ingest.start(), TIMEOUT)
     await asyncio.sleep(0.2)
     await asyncio.wait_for(ingest.stop(), 2)
+
+
+async def test_stop_lets_the_batch_being_applied_finish_and_be_acknowledged(
+    r: redis.Redis, redis_url: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}ingest"
+    async with r.pipeline(transaction=False) as pipe:  # queued first: they arrive as one batch
+        pipe.xadd(key, {"payload": b"good"})
+        pipe.xadd(key, {"payload": b"bad"})
+        good, bad = await asyncio.wait_for(pipe.execute(), TIMEOUT)
+    gate, dead = Gate(), []
+    ingest = stream(redis_url, redis_prefix, gate, on_dead=dead.append, grace=TIMEOUT)
+    await asyncio.wait_for(ingest.start(), TIMEOUT)
+    try:
+        await asyncio.wait_for(gate.entered.wait(), TIMEOUT)
+        stopping = asyncio.create_task(ingest.stop())
+        await eventually(lambda: ingest.stopping)
+        late = await r.xadd(key, {"payload": b"late"})  # added after stop: not this one's
+        assert not stopping.done()  # waiting for the batch, not cancelling it
+        gate.release.set()
+        await asyncio.wait_for(stopping, TIMEOUT)
+    finally:
+        gate.release.set()
+        await asyncio.wait_for(ingest.stop(), TIMEOUT)
+    assert gate.applied == [(good.decode(), b"good"), (bad.decode(), b"bad")]
+    assert await asyncio.wait_for(pending(r, key), TIMEOUT) == 0  # acked; "late" never read
+    [group] = await asyncio.wait_for(r.xinfo_groups(key), TIMEOUT)
+    assert group["last-delivered-id"] == bad != late
+    letters = await asyncio.wait_for(dead_letters(r, redis_prefix), TIMEOUT)
+    assert [f[b"payload"] for f in letters] == [b"bad"]
+    assert dead == [1]
+
+
+async def test_stop_gives_up_after_the_grace_and_leaves_the_batch_for_a_takeover(
+    r: redis.Redis, redis_url: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}ingest"
+    gate = Gate()  # never released: the apply never finishes
+    ingest = stream(redis_url, redis_prefix, gate, consumer="stuck-1", grace=0.2)
+    await asyncio.wait_for(ingest.start(), TIMEOUT)
+    try:
+        entry_id = await r.xadd(key, {"payload": b"p"})
+        await asyncio.wait_for(gate.entered.wait(), TIMEOUT)
+    finally:
+        await asyncio.wait_for(ingest.stop(), TIMEOUT)
+    assert gate.applied == []
+    summary = await asyncio.wait_for(r.xpending(key, GROUP), TIMEOUT)
+    assert summary["pending"] == 1
+    assert [c["name"] for c in summary["consumers"]] == [b"stuck-1"]
+    apply = Recorder()
+    async with running(stream(redis_url, redis_prefix, apply, consumer="next-1")):
+        await eventually(lambda: apply.payloads == [b"p"])
+        await eventually(lambda: _none_pending(r, redis_prefix))
+    assert apply.batches == [[(entry_id.decode(), b"p")]]
+
+
+async def test_stop_returns_after_the_grace_while_redis_hangs_before_the_ack(
+    r: redis.Redis, redis_url: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}ingest"
+    gate = Gate()
+    ingest = stream(redis_url, redis_prefix, gate, grace=0.3, claim_idle_ms=600_000)
+    await asyncio.wait_for(ingest.start(), TIMEOUT)
+    try:
+        await r.xadd(key, {"payload": b"p"})
+        await asyncio.wait_for(gate.entered.wait(), TIMEOUT)
+        # Writes (the XACK) hang for 30 s; the stop must not wait for them.
+        await r.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
+        try:
+            gate.release.set()
+            await asyncio.wait_for(ingest.stop(), TIMEOUT)
+            # Applied but not acknowledged: redelivered later (idempotent, see hub.ingest).
+            assert await asyncio.wait_for(pending(r, key), TIMEOUT) == 1
+        finally:
+            await r.execute_command("CLIENT", "UNPAUSE")
+    finally:
+        await asyncio.wait_for(ingest.stop(), TIMEOUT)
+    assert gate.applied and gate.applied[0][1] == b"p"
 
 
 async def test_stream_ingest_keeps_retrying_while_redis_is_unreachable() -> None:
@@ -244,6 +339,33 @@ async def test_publish_channel_messages_are_applied_and_rejects_dead_lettered(
         letters = await eventually(lambda: dead_letters(r, redis_prefix))
     assert apply.payloads == [b"a", b"bad", b"b"]
     assert all(entry_id is None for batch in apply.batches for entry_id, _ in batch)
+    assert letters == [{b"payload": b"bad", b"error": b"rejected: bad", b"source": b"publish"}]
+    assert dead == [1]
+
+
+async def test_publish_channel_stop_finishes_the_batch_in_hand_and_reads_no_more(
+    r: redis.Redis, redis_url: str, redis_prefix: str
+) -> None:
+    gate, dead = Gate(), []
+    channel = f"{redis_prefix}publish"
+    ingest = PublishChannelIngest(redis_url, redis_prefix, gate, on_dead=dead.append,
+                                  grace=TIMEOUT)
+    await asyncio.wait_for(ingest.start(), TIMEOUT)
+    try:
+        await eventually(lambda: _subscribed(r, channel))
+        await r.publish(channel, b"bad")
+        await asyncio.wait_for(gate.entered.wait(), TIMEOUT)
+        stopping = asyncio.create_task(ingest.stop())
+        await eventually(lambda: ingest.stopping)
+        await r.publish(channel, b"late")  # arrives after stop: not applied
+        assert not stopping.done()
+        gate.release.set()
+        await asyncio.wait_for(stopping, TIMEOUT)
+    finally:
+        gate.release.set()
+        await asyncio.wait_for(ingest.stop(), TIMEOUT)
+    assert gate.applied == [(None, b"bad")]
+    letters = await asyncio.wait_for(dead_letters(r, redis_prefix), TIMEOUT)
     assert letters == [{b"payload": b"bad", b"error": b"rejected: bad", b"source": b"publish"}]
     assert dead == [1]
 
