@@ -79,6 +79,7 @@ def create_app(settings: Settings) -> Starlette:
             await node.start()
             if settings.redis_url:
                 ingest = Ingest(services)
+                app.state.ingest = ingest  # api/server.py stops it at SIGTERM, beside the drain
                 await ingest.start()  # returns at once, even while Redis is down
             tasks.append(asyncio.create_task(cleanup.run_forever(services), name="cleanup"))
             tasks.append(

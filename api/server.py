@@ -9,6 +9,7 @@ stops accepting, closes every live connection with 1001 spread over a few second
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -68,8 +69,15 @@ class HubServer(uvicorn.Server):
         for sock in sockets or []:
             sock.close()
         node = getattr(self.hub_app.state, "node", None)
-        if node is not None and not self.force_exit:
-            await node.drain(self.drain_seconds)
+        ingest = getattr(self.hub_app.state, "ingest", None)
+        if not self.force_exit:
+            # Ingest stops reading now (other instances take new entries) and settles its
+            # batch while connections drain, so its grace overlaps the drain and the
+            # process still exits within its 10 s.
+            await asyncio.gather(
+                *([node.drain(self.drain_seconds)] if node is not None else []),
+                *([ingest.stop()] if ingest is not None else []),
+            )
         await super().shutdown(sockets=sockets)
 
 
