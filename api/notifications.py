@@ -10,7 +10,7 @@ from api.auth import require_admin, require_user
 from api.jsonio import json_response, path_int, query_bool, query_int, read_json
 from hub import notifications, preferences
 from hub.errors import InvalidInput
-from hub.models import MarkAllRead, MarkRead, NotificationCreate, Preferences
+from hub.models import MarkAllRead, MarkRead, NotificationCreate, Preferences, check_user_id
 
 
 async def list_notifications(request: Request) -> Response:
@@ -75,6 +75,18 @@ async def get_preferences(request: Request) -> Response:
     return json_response(prefs.model_dump(mode="json"))
 
 
+async def user_preferences(request: Request) -> Response:
+    """Another user's preferences, for the services that deliver email and push."""
+    require_admin(request)
+    user = request.path_params["user_id"]
+    try:
+        check_user_id(user)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), [{"loc": ["path", "user_id"], "msg": str(exc)}]) from None
+    prefs = await preferences.get(request.app.state.services.pool, user)
+    return json_response(prefs.model_dump(mode="json"))
+
+
 async def put_preferences(request: Request) -> Response:
     user = require_user(request)
     body = await read_json(request, Preferences)
@@ -91,4 +103,5 @@ routes = [
     Route("/api/notifications/preferences", get_preferences, methods=["GET"]),
     Route("/api/notifications/preferences", put_preferences, methods=["PUT"]),
     Route("/api/notifications/{id}", delete_notification, methods=["DELETE"]),
+    Route("/api/users/{user_id}/preferences", user_preferences, methods=["GET"]),
 ]

@@ -91,6 +91,10 @@ ROUTES: tuple[Op, ...] = (
     Op("PUT", "/api/notifications/preferences", "Replace the caller's preferences",
        "notifications", USER, request=m.Preferences, response=m.Preferences,
        errors=(403, 422)),
+    Op("GET", "/api/users/{user_id}/preferences",
+       "A user's preferences, for delivery workers (admin or API key)",
+       "notifications", ADMIN, response=m.Preferences, errors=(403, 422),
+       params=(Param("user_id", "path", USER_ID, "whose preferences", True),)),
     Op("DELETE", "/api/notifications/{id}", "Delete one of the caller's notifications",
        "notifications", USER, status=204, errors=(403, 404), params=(ID,)),
     # ---- direct messages ----

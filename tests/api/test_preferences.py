@@ -83,3 +83,14 @@ async def test_type_absent_follows_channels(client):
     prefs["types"] = {"friend_request": {"email": True}}
     await client.put("/api/notifications/preferences", json=prefs, headers=auth("u1"))
     assert (await create(client, ["u1"], "friend_request")).json()["suppressed"] == ["u1"]
+
+
+async def test_services_read_a_users_preferences_and_users_cannot(client):
+    await client.put("/api/notifications/preferences", json=FULL, headers=auth("u1"))
+    r = await client.get("/api/users/u1/preferences", headers=SERVICE)
+    assert r.status_code == 200 and r.json() == FULL
+    r = await client.get("/api/users/u2/preferences", headers=auth("admin", admin=True))
+    assert r.status_code == 200 and r.json()["digest"] == "off"
+    assert (await client.get("/api/users/u1/preferences", headers=auth("u2"))).status_code == 403
+    assert (await client.get("/api/users/u1/preferences")).status_code == 401
+    assert (await client.get("/api/users/bad%20id/preferences", headers=SERVICE)).status_code == 422
