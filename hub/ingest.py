@@ -1,8 +1,9 @@
 """Redis ingest, the domain side: payload bytes → NotificationCreate → stored, in batches.
 
-``pubsub.ingest`` reads the ``ingest`` stream and the ``publish`` channel and hands
-batches of ``(entry_id, payload)`` to an ``Applier``, which returns one outcome per
-entry: ``None`` (applied) or why the entry is rejected (it is then dead-lettered).
+``pubsub.ingest`` reads the ``ingest`` stream and ``pubsub.channel`` the ``publish``
+channel; both hand batches of ``(entry_id, payload)`` to an ``Applier``, which returns
+one outcome per entry: ``None`` (applied) or why the entry is rejected (it is then
+dead-lettered).
 Infrastructure failures (database down) raise instead, so nothing is acknowledged.
 """
 
@@ -19,7 +20,8 @@ from hub import notifications
 from hub.errors import HubError, InvalidInput
 from hub.models import NotificationCreate, validate
 from hub.services import Services
-from pubsub.ingest import Entry, Outcome, PublishChannelIngest, StreamIngest
+from pubsub.channel import PublishChannelIngest
+from pubsub.ingest import Entry, Outcome, StreamIngest
 
 Source = Literal["stream", "publish"]
 #: Idempotency keys given to stream entries that bring none; reserved for ingest.
@@ -55,7 +57,7 @@ def describe(exc: HubError) -> str:
 
 
 class Applier:
-    """Applies batches of ingest entries for ``source``; the callback of ``pubsub.ingest``.
+    """Applies batches of ingest entries for ``source``; the callback of the ``pubsub`` readers.
 
     Entries are validated first; the valid ones are created in one transaction per
     chunk, each under a savepoint, so an entry the database rejects (unknown template,
@@ -102,7 +104,7 @@ class Applier:
                 outcomes[n] = f"not applied: {exc or type(exc).__name__}"
 
     def dead_lettered(self, count: int) -> None:
-        """Count entries that ``pubsub.ingest`` wrote to the dead-letter stream."""
+        """Count entries that a ``pubsub`` reader wrote to the dead-letter stream."""
         self.svc.metrics.ingest_dead.inc(count)
 
     async def _apply(
@@ -131,7 +133,7 @@ class Applier:
 
 
 def make_applier(svc: Services, source: Source = "stream") -> Applier:
-    """The ``apply`` callback for ``pubsub.ingest`` readers of ``source``."""
+    """The ``apply`` callback for the ``pubsub`` readers of ``source``."""
     return Applier(svc, source)
 
 
@@ -139,7 +141,8 @@ class Ingest:
     """Both Redis ingest paths of one hub instance; started when ``HUB_REDIS_URL`` is set.
 
     Takes over a dead instance's entries after ``HUB_INGEST_CLAIM_IDLE_SECONDS``; on
-    stop, settles what it holds for up to ``HUB_INGEST_STOP_GRACE_SECONDS``.
+    stop, settles what it holds for up to ``HUB_INGEST_STOP_GRACE_SECONDS``. The
+    channel is read by whichever instance holds its leader lease (``pubsub.channel``).
     """
 
     def __init__(self, svc: Services) -> None:
@@ -152,8 +155,10 @@ class Ingest:
             url, prefix, stream, on_dead=stream.dead_lettered, grace=grace,
             claim_idle_ms=max(1, round(settings.ingest_claim_idle_seconds * 1000)),
         )
+        # One name per instance: the leader lease shows the stream consumer's name.
         self.publish = PublishChannelIngest(
-            url, prefix, publish, on_dead=publish.dead_lettered, grace=grace
+            url, prefix, publish, on_dead=publish.dead_lettered, grace=grace,
+            holder=self.stream.consumer,
         )
 
     async def start(self) -> None:

@@ -1,4 +1,4 @@
-"""Redis ingest for backend services: the ``{prefix}ingest`` stream and ``{prefix}publish``.
+"""Redis ingest for backend services: the ``{prefix}ingest`` stream, and what both readers share.
 
 This module owns the Redis side only; what an entry means is decided by an ``Apply``
 callback (``hub.ingest``), which gets a batch of ``(entry_id, payload)`` and returns one
@@ -14,6 +14,10 @@ Stopping is graceful: a reader takes no new input once ``stop`` is called, and a
 already in hand gets up to ``grace`` seconds to be applied and acknowledged (dead
 letters written) before the reader is cancelled; what is then still unsettled stays
 pending in Redis and is taken over by another instance after ``claim_idle_ms``.
+
+``Runner`` (a reconnecting background reader with that graceful stop), the callback
+types and ``reader_client`` are shared with ``pubsub.channel``, the ``{prefix}publish``
+reader.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ RawEntry = tuple[str, dict[bytes, bytes]]
 DeadHook = Callable[[int], None]
 #: A consumer with nothing pending and idle this long is a dead instance's leftover.
 STALE_CONSUMER_MS = 3_600_000
+#: Key of the dead-letter stream, after the prefix; both readers write to it.
+DEAD_LETTERS = "ingest:dead"
 
 
 def consumer_name() -> str:
@@ -58,6 +64,21 @@ def consumer_name() -> str:
 def backoff(attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (0-based): 0.1 s doubling to 5 s, jittered."""
     return min(5.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def reader_client(url: str, **options: Any) -> redis.Redis:
+    """A client for a reader's own connections, with no redis-py retries.
+
+    A dropped connection then ends the reader's turn (``Runner`` reconnects with
+    backoff) instead of being reconnected behind its back: the stream reader's CLIENT
+    ID stays current, and the channel reader is never resubscribed without knowing.
+    No socket_timeout: redis-py then sends through wait_for, which can swallow a
+    cancellation on Python 3.11; readers bound their waits with asyncio.timeout instead.
+    """
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=5, socket_keepalive=True, retry=Retry(NoBackoff(), 0),
+        **options,
+    )
 
 
 def _entries(reply: Any) -> list[RawEntry]:
@@ -75,7 +96,7 @@ def _stream_id(value: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-class _Runner:
+class Runner:
     """A background task that reconnects with backoff and never crashes the app.
 
     ``stop`` is graceful: the reader stops taking input at once, and what it holds
@@ -174,7 +195,7 @@ class _Runner:
         raise NotImplementedError
 
 
-class StreamIngest(_Runner):
+class StreamIngest(Runner):
     """Consumes ``{prefix}ingest`` in group ``notifyhub``; acks only what ``apply`` settled.
 
     On (re)connect it creates the group if needed and first re-reads this consumer's own
@@ -205,7 +226,7 @@ class StreamIngest(_Runner):
         grace: float = 5.0,
     ) -> None:
         super().__init__(grace)
-        self.url, self.key, self.dead_key = url, f"{prefix}ingest", f"{prefix}ingest:dead"
+        self.url, self.key, self.dead_key = url, f"{prefix}ingest", prefix + DEAD_LETTERS
         self.consumer = consumer or consumer_name()
         self.claim_idle_ms, self.batch, self.block_ms = claim_idle_ms, batch, block_ms
         self.max_deliveries = max_deliveries
@@ -219,14 +240,8 @@ class StreamIngest(_Runner):
         self._connection_id: int | None = None  # CLIENT ID of the reader's connection
 
     async def _serve(self) -> None:
-        # No socket_timeout: redis-py then sends through wait_for, which can swallow a
-        # cancellation on Python 3.11; reads are bounded by asyncio.timeout instead.
-        # One connection and no redis-py retries: a dropped connection ends this call
-        # (``_run`` reconnects), so the CLIENT ID that ``_wake`` unblocks stays current.
-        client = redis.Redis.from_url(
-            self.url, socket_connect_timeout=5, socket_keepalive=True,
-            single_connection_client=True, retry=Retry(NoBackoff(), 0),
-        )
+        # One connection, so the CLIENT ID that ``_wake`` unblocks is the reader's.
+        client = reader_client(self.url, single_connection_client=True)
         self._client = client
         try:
             with contextlib.suppress(ResponseError):  # an ACL may forbid it: stop then waits
@@ -413,81 +428,3 @@ class StreamIngest(_Runner):
         for consumer in await self._redis.xinfo_consumers(self.key, GROUP):
             if not consumer["pending"] and consumer["idle"] > stale:
                 await self._redis.xgroup_delconsumer(self.key, GROUP, consumer["name"])
-
-
-class PublishChannelIngest(_Runner):
-    """Subscribes ``{prefix}publish`` (fire-and-forget) and applies each message.
-
-    Messages that arrive together are applied as one batch. Rejected messages, and
-    messages that could not be applied at all, go to ``{prefix}ingest:dead`` so they
-    are not lost; the subscriber itself goes on. ``stop`` finishes the batch in hand
-    (applied, rejects dead-lettered); a message not yet read is not applied here.
-    """
-
-    name = "publish-ingest"
-    unsettled_fate = "they may not have been applied"
-
-    def __init__(
-        self, url: str, prefix: str, apply: Apply, *, batch: int = 100,
-        on_dead: DeadHook | None = None, grace: float = 5.0,
-    ) -> None:
-        super().__init__(grace)
-        self.url, self.channel = url, f"{prefix}publish"
-        self.dead_key = f"{prefix}ingest:dead"
-        self.batch = batch
-        self._apply, self._on_dead = apply, on_dead
-        self._payloads: list[bytes] | None = None  # the batch in hand
-
-    def _holding(self) -> int:
-        return len(self._payloads) if self._payloads is not None else 0
-
-    async def _serve(self) -> None:
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=5)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(self.channel)
-            while not self.stopping:
-                message = await pubsub.get_message(timeout=1.0)
-                if message is None:
-                    continue
-                # Held from the moment it is read, so a stop in between waits for it.
-                payloads = self._payloads = [message["data"]]
-                try:
-                    while len(payloads) < self.batch and not self.stopping:
-                        message = await pubsub.get_message(timeout=0.0)
-                        if message is None:
-                            break
-                        payloads.append(message["data"])
-                    await self._handle(client, payloads)
-                finally:
-                    self._payloads = None  # settled, or lost with the connection (logged)
-        finally:
-            await pubsub.aclose()
-            await client.aclose()
-
-    async def _handle(self, client: redis.Redis, payloads: list[bytes]) -> None:
-        try:
-            outcomes = await self._apply([(None, p) for p in payloads])
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # Fire-and-forget has no redelivery: park the messages for a replay instead.
-            outcomes = [f"not applied: {exc!r}"] * len(payloads)
-        dead = [(p, e) for p, e in zip(payloads, outcomes, strict=True) if e is not None]
-        if not dead:
-            return
-        for _, error in dead:
-            log.warning("publish message dead-lettered: %s", error)
-        try:
-            async with client.pipeline(transaction=True) as pipe:
-                for payload, error in dead:
-                    pipe.xadd(self.dead_key, {
-                        "payload": payload, "error": error[:2000], "source": "publish",
-                    })
-                await pipe.execute()
-        except Exception:
-            log.error("could not dead-letter %d publish messages: %r", len(dead),
-                      [p[:200] for p, _ in dead], exc_info=True)
-            raise
-        if self._on_dead is not None:
-            self._on_dead(len(dead))

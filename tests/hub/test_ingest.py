@@ -284,6 +284,7 @@ async def test_ingest_takes_takeover_idle_and_stop_grace_from_settings(svc: Serv
     ingest = Ingest(svc)  # HUB_INGEST_CLAIM_IDLE_SECONDS=0.2, HUB_INGEST_STOP_GRACE_SECONDS=3
     assert ingest.stream.claim_idle_ms == 200
     assert ingest.stream.grace == ingest.publish.grace == 3
+    assert ingest.publish.holder == ingest.stream.consumer  # one name per instance
 
 
 async def test_a_dead_consumers_entries_are_taken_over_and_stored(
@@ -327,3 +328,27 @@ async def _count_is(svc: Services, user_id: str, n: int) -> bool:
 
 async def _subscribed(r: redis.Redis, channel: str) -> bool:
     return dict(await r.pubsub_numsub(channel)).get(channel.encode(), 0) > 0
+
+
+async def test_two_instances_store_each_published_message_once(
+    svc: Services, r: redis.Redis
+) -> None:
+    channel = f"{svc.settings.redis_prefix}publish"
+    instances = [Ingest(svc), Ingest(svc)]
+    for ingest in instances:
+        await asyncio.wait_for(ingest.start(), TIMEOUT)
+    try:
+        await eventually(lambda: _subscribed(r, channel))
+        delivered = [
+            await r.publish(channel, orjson.dumps({"user_id": "u1", "type": "t", "title": f"n{n}"}))
+            for n in range(10)
+        ]
+        await eventually(lambda: _count_is(svc, "u1", 10))
+        assert [ingest.publish.leading for ingest in instances].count(True) == 1
+    finally:
+        for ingest in instances:
+            await asyncio.wait_for(ingest.stop(), TIMEOUT)
+    assert delivered == [1] * 10  # one subscriber: the instance holding the lease
+    titles = await svc.pool.fetch("SELECT title FROM notifications WHERE user_id = 'u1'")
+    assert sorted(row["title"] for row in titles) == sorted(f"n{n}" for n in range(10))
+    assert svc.metrics.ingest_applied.labels(source="publish")._value.get() == 10

@@ -1,4 +1,7 @@
-"""The Redis side of ingest against a real Redis, with a recording ``apply`` callback."""
+"""The Redis side of stream ingest against a real Redis, with a recording ``apply`` callback.
+
+The helpers here are shared with ``test_channel.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from pubsub.ingest import GROUP, Entry, Outcome, PublishChannelIngest, StreamIngest
+from pubsub.ingest import GROUP, Entry, Outcome, Runner, StreamIngest
 
 TIMEOUT = 10
 
@@ -76,7 +79,7 @@ async def r(redis_url: str) -> AsyncIterator[redis.Redis]:
 
 
 @asynccontextmanager
-async def running(ingest: StreamIngest | PublishChannelIngest) -> AsyncIterator[Any]:
+async def running(ingest: Runner) -> AsyncIterator[Any]:
     await asyncio.wait_for(ingest.start(), TIMEOUT)
     try:
         yield ingest
@@ -319,84 +322,3 @@ async def test_stream_ingest_keeps_retrying_while_redis_is_unreachable() -> None
     await asyncio.wait_for(ingest.start(), TIMEOUT)
     await asyncio.sleep(0.3)
     await asyncio.wait_for(ingest.stop(), 2)
-
-
-async def _subscribed(r: redis.Redis, channel: str) -> bool:
-    return dict(await r.pubsub_numsub(channel)).get(channel.encode(), 0) > 0
-
-
-async def test_publish_channel_messages_are_applied_and_rejects_dead_lettered(
-    r: redis.Redis, redis_url: str, redis_prefix: str
-) -> None:
-    apply = Recorder()
-    dead: list[int] = []
-    channel = f"{redis_prefix}publish"
-    async with running(PublishChannelIngest(redis_url, redis_prefix, apply, on_dead=dead.append)):
-        await eventually(lambda: _subscribed(r, channel))
-        for payload in (b"a", b"bad", b"b"):
-            await r.publish(channel, payload)
-        await eventually(lambda: b"b" in apply.payloads)
-        letters = await eventually(lambda: dead_letters(r, redis_prefix))
-    assert apply.payloads == [b"a", b"bad", b"b"]
-    assert all(entry_id is None for batch in apply.batches for entry_id, _ in batch)
-    assert letters == [{b"payload": b"bad", b"error": b"rejected: bad", b"source": b"publish"}]
-    assert dead == [1]
-
-
-async def test_publish_channel_stop_finishes_the_batch_in_hand_and_reads_no_more(
-    r: redis.Redis, redis_url: str, redis_prefix: str
-) -> None:
-    gate, dead = Gate(), []
-    channel = f"{redis_prefix}publish"
-    ingest = PublishChannelIngest(redis_url, redis_prefix, gate, on_dead=dead.append,
-                                  grace=TIMEOUT)
-    await asyncio.wait_for(ingest.start(), TIMEOUT)
-    try:
-        await eventually(lambda: _subscribed(r, channel))
-        await r.publish(channel, b"bad")
-        await asyncio.wait_for(gate.entered.wait(), TIMEOUT)
-        stopping = asyncio.create_task(ingest.stop())
-        await eventually(lambda: ingest.stopping)
-        await r.publish(channel, b"late")  # arrives after stop: not applied
-        assert not stopping.done()
-        gate.release.set()
-        await asyncio.wait_for(stopping, TIMEOUT)
-    finally:
-        gate.release.set()
-        await asyncio.wait_for(ingest.stop(), TIMEOUT)
-    assert gate.applied == [(None, b"bad")]
-    letters = await asyncio.wait_for(dead_letters(r, redis_prefix), TIMEOUT)
-    assert letters == [{b"payload": b"bad", b"error": b"rejected: bad", b"source": b"publish"}]
-    assert dead == [1]
-
-
-async def test_publish_messages_that_cannot_be_applied_are_parked_in_the_dead_letters(
-    r: redis.Redis, redis_url: str, redis_prefix: str
-) -> None:
-    apply = Recorder(failures=1)
-    channel = f"{redis_prefix}publish"
-    async with running(PublishChannelIngest(redis_url, redis_prefix, apply)):
-        await eventually(lambda: _subscribed(r, channel))
-        await r.publish(channel, b"lost?")
-        letters = await eventually(lambda: dead_letters(r, redis_prefix))
-        await r.publish(channel, b"next")
-        await eventually(lambda: b"next" in apply.payloads)
-    assert letters[0][b"payload"] == b"lost?"
-    assert letters[0][b"error"].startswith(b"not applied: ConnectionError")
-
-
-async def test_publish_channel_resubscribes_after_redis_restarts(
-    r: redis.Redis, redis_url: str, redis_prefix: str, redis_server: Any
-) -> None:
-    if redis_server is None:
-        pytest.skip("Redis is external")
-    apply = Recorder()
-    channel = f"{redis_prefix}publish"
-    async with running(PublishChannelIngest(redis_url, redis_prefix, apply)):
-        await eventually(lambda: _subscribed(r, channel))
-        await asyncio.wait_for(asyncio.to_thread(redis_server.kill), TIMEOUT)
-        await asyncio.wait_for(asyncio.to_thread(redis_server.start), TIMEOUT + 5)
-        await r.connection_pool.disconnect()  # the test's own connection died too
-        await eventually(lambda: _subscribed(r, channel), TIMEOUT + 10)
-        await r.publish(channel, b"after")
-        await eventually(lambda: apply.payloads == [b"after"])
