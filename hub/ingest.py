@@ -21,7 +21,8 @@ from hub.errors import HubError, InvalidInput
 from hub.models import NotificationCreate, validate
 from hub.services import Services
 from pubsub.channel import PublishChannelIngest
-from pubsub.ingest import Entry, Outcome, StreamIngest
+from pubsub.ingest import StreamIngest
+from pubsub.runner import Entry, Outcome
 
 Source = Literal["stream", "publish"]
 #: Idempotency keys given to stream entries that bring none; reserved for ingest.

@@ -41,7 +41,7 @@ import redis.asyncio as redis
 from redis.asyncio.client import PubSub
 from redis.commands.core import AsyncScript
 
-from pubsub.ingest import DEAD_LETTERS, Apply, DeadHook, Runner, consumer_name, reader_client
+from pubsub.runner import DEAD_LETTERS, Apply, DeadHook, Runner, consumer_name, reader_client
 
 log = logging.getLogger("notifyhub")
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,26 +19,15 @@ from hub.events import user_channel
 from hub.ingest import Applier, Ingest, make_applier
 from hub.services import Services
 from hub.settings import Settings
-from pubsub.ingest import GROUP, Entry, Outcome, StreamIngest
+from pubsub.ingest import GROUP, StreamIngest
 from pubsub.memory import MemoryBroker
+from pubsub.runner import Entry, Outcome
+from tests import waiting
 from tests.conftest import SECRET
 
 TIMEOUT = 15
-
-
-async def eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    """Poll ``check`` (sync or async) until it gives something truthy; fail after ``timeout``."""
-
-    async def poll() -> Any:
-        while True:
-            result = check()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return result
-            await asyncio.sleep(0.02)
-
-    return await asyncio.wait_for(poll(), timeout)
+#: Checks here wait on the database too: they get this module's longer bound.
+eventually = partial(waiting.eventually, timeout=TIMEOUT)
 
 
 @pytest.fixture
@@ -227,28 +216,44 @@ async def _total(svc: Services, n: int) -> bool:
     return int(await svc.pool.fetchval("SELECT count(*) FROM notifications")) == n
 
 
-async def test_entries_wait_while_the_database_is_down_and_are_applied_after(
-    svc: Services, r: redis.Redis, pg_admin_dsn: str
-) -> None:
+@asynccontextmanager
+async def database_down(
+    svc: Services, pg_admin_dsn: str
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """The test's database refuses connections and drops the open ones until restored.
+
+    Yields the function that lets connections in again; it is called on exit anyway.
+    """
     name = urlsplit(svc.settings.database_url or "").path.lstrip("/")
     admin = await asyncio.wait_for(
         asyncpg.connect(pg_admin_dsn, command_timeout=TIMEOUT), TIMEOUT
     )
+
+    async def restore() -> None:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
     try:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
         )
+        yield restore
+    finally:
+        await restore()
+        await admin.close()
+
+
+async def test_entries_wait_while_the_database_is_down_and_are_applied_after(
+    svc: Services, r: redis.Redis, pg_admin_dsn: str
+) -> None:
+    async with database_down(svc, pg_admin_dsn) as restore:
         counting = Counting(make_applier(svc))
         async with stream_ingest(svc, counting, claim_idle_ms=30_000):
             await xadd(r, svc, {"user_id": "u1", "type": "t", "title": "waited"})
             await eventually(lambda: counting.raised >= 2)
             assert not await asyncio.wait_for(none_pending(r, svc), TIMEOUT)
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await restore()
             await eventually(lambda: none_pending(r, svc))
-    finally:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        await admin.close()
     assert await count(svc, "u1") == 1
     assert await asyncio.wait_for(dead_letters(r, svc), TIMEOUT) == []
 
@@ -256,27 +261,16 @@ async def test_entries_wait_while_the_database_is_down_and_are_applied_after(
 async def test_stop_while_the_database_is_down_returns_after_the_grace_leaving_the_entry(
     svc: Services, r: redis.Redis, pg_admin_dsn: str
 ) -> None:
-    name = urlsplit(svc.settings.database_url or "").path.lstrip("/")
-    admin = await asyncio.wait_for(
-        asyncpg.connect(pg_admin_dsn, command_timeout=TIMEOUT), TIMEOUT
-    )
-    try:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-        )
+    async with database_down(svc, pg_admin_dsn) as restore:
         counting = Counting(make_applier(svc))
         async with stream_ingest(svc, counting, claim_idle_ms=30_000, grace=0.3) as ingest:
             await xadd(r, svc, {"user_id": "u1", "type": "t", "title": "kept"})
             await eventually(lambda: counting.raised >= 1)
             await asyncio.wait_for(ingest.stop(), TIMEOUT)  # not held up by the retries
         assert not await asyncio.wait_for(none_pending(r, svc), TIMEOUT)
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await restore()
         async with stream_ingest(svc, make_applier(svc), consumer=ingest.consumer):
             await eventually(lambda: none_pending(r, svc))  # its own pending, re-read
-    finally:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        await admin.close()
     assert await count(svc, "u1") == 1
 
 

@@ -1,8 +1,8 @@
 """The delivery guarantee across real hub processes sharing PostgreSQL and Redis.
 
 Each test runs two ``notifyhub serve`` child processes on one database and one Redis
-prefix, with real WebSocket and SSE clients. The helpers here (``cluster``, ``Feed``,
-``notify``) are reused by ``test_faults.py``.
+prefix, with real WebSocket and SSE clients. The helpers here (``cluster``, ``two_hubs``,
+``Feed``, ``notify``, ...) are reused by ``test_faults.py``.
 """
 
 from __future__ import annotations
@@ -50,6 +50,20 @@ async def cluster(
                 await hub.kill()
 
 
+@contextlib.asynccontextmanager
+async def two_hubs(
+    tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str, **settings: Any
+) -> AsyncIterator[tuple[HubProcess, HubProcess, httpx.AsyncClient, httpx.AsyncClient]]:
+    """A ``cluster`` of two hubs sharing one database and one Redis, and a client of each."""
+    async with (
+        cluster(tmp_path, database_url=database_url, redis_url=redis_url,
+                redis_prefix=redis_prefix, **settings) as (a, b),
+        http_client(a) as http_a,
+        http_client(b) as http_b,
+    ):
+        yield a, b, http_a, http_b
+
+
 def no_tracebacks(*hubs: HubProcess) -> None:
     """Fail on any traceback in the hubs' logs: an expected failure is one log line."""
     for hub in hubs:
@@ -82,6 +96,13 @@ async def until(check: Callable[[], Awaitable[bool] | bool], timeout: float = 20
             if result:
                 return
             await asyncio.sleep(0.02)
+
+
+async def greeted(*clients: ClientConnection | SSE) -> None:
+    """Read the ``hello`` that each WebSocket or SSE client gets first, in the order given."""
+    for client in clients:
+        first = await client.event() if isinstance(client, SSE) else await recv(client)
+        assert first["type"] == "hello"
 
 
 async def quiet(ws: ClientConnection) -> None:
@@ -178,10 +199,7 @@ async def test_events_from_either_instance_reach_clients_on_both_exactly_once(
     tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
 ) -> None:
     async with (
-        cluster(tmp_path, database_url=database_url, redis_url=redis_url,
-                redis_prefix=redis_prefix) as (a, b),
-        http_client(a) as http_a,
-        http_client(b) as http_b,
+        two_hubs(tmp_path, database_url, redis_url, redis_prefix) as (a, b, http_a, http_b),
         ws_connect(ws_url(a.url, "u1")) as u1_a,
         ws_connect(ws_url(b.url, "u1")) as u1_b,
         ws_connect(ws_url(b.url, "u2")) as u2_b,
@@ -189,9 +207,7 @@ async def test_events_from_either_instance_reach_clients_on_both_exactly_once(
         sse_stream(b.url, "u1") as u1_b_sse,
     ):
         sockets = (u1_a, u1_b, u2_b, u3_a)
-        for ws in sockets:
-            assert (await recv(ws))["type"] == "hello"  # subscribed on its instance
-        assert (await u1_b_sse.event())["type"] == "hello"
+        await greeted(*sockets, u1_b_sse)  # each subscribed on its instance
 
         # A notification created through A reaches u1 on A and on B.
         created = await notify(http_a, "u1", "from A")
@@ -246,17 +262,12 @@ async def test_concurrent_creates_through_both_instances_arrive_once_in_seq_orde
 ) -> None:
     n = 100
     async with (
-        cluster(tmp_path, database_url=database_url, redis_url=redis_url,
-                redis_prefix=redis_prefix) as (a, b),
-        http_client(a) as http_a,
-        http_client(b) as http_b,
+        two_hubs(tmp_path, database_url, redis_url, redis_prefix) as (a, b, http_a, http_b),
         ws_connect(ws_url(a.url, "u1")) as on_a,
         ws_connect(ws_url(b.url, "u1")) as on_b,
         sse_stream(b.url, "u1") as sse_b,
     ):
-        for ws in (on_a, on_b):
-            assert (await recv(ws))["type"] == "hello"
-        assert (await sse_b.event())["type"] == "hello"
+        await greeted(on_a, on_b, sse_b)
         async with feeds() as running:
             running += [Feed.of_ws(on_a), Feed.of_ws(on_b), Feed.of_sse(sse_b)]
             # Interleaved so that publishes from the two instances race each other.
@@ -275,12 +286,7 @@ async def test_concurrent_creates_through_both_instances_arrive_once_in_seq_orde
 async def test_a_client_that_missed_30_events_on_one_instance_resumes_on_the_other(
     tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
 ) -> None:
-    async with (
-        cluster(tmp_path, database_url=database_url, redis_url=redis_url,
-                redis_prefix=redis_prefix) as (a, b),
-        http_client(a) as http_a,
-        http_client(b) as http_b,
-    ):
+    async with two_hubs(tmp_path, database_url, redis_url, redis_prefix) as (a, b, http_a, http_b):
         async with ws_connect(ws_url(a.url, "u1")) as ws:
             assert (await recv(ws))["type"] == "hello"
             await notify(http_b, "u1", "seen")

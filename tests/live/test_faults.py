@@ -19,16 +19,27 @@ import asyncpg
 import httpx
 import orjson
 import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection
 
-from tests.live.conftest import HubProcess, closed_code, recv, sse_stream, ws_connect, ws_url
+from tests.live.conftest import (
+    SSE,
+    HubProcess,
+    closed_code,
+    recv,
+    sse_stream,
+    ws_connect,
+    ws_url,
+)
 from tests.live.test_cluster import (
     Feed,
     cluster,
     feeds,
+    greeted,
     http_client,
     no_tracebacks,
     notify,
     quiet,
+    two_hubs,
     until,
 )
 from tests.servers import RedisServer
@@ -126,6 +137,14 @@ def titles(feed: Feed) -> list[str]:
     return [f["data"]["title"] for f in feed.frames if f["type"] == "notification.created"]
 
 
+async def follow(running: list[Feed], ws: ClientConnection, sse: SSE) -> list[Feed]:
+    """Feeds of a WebSocket and an SSE stream after their hello, added to ``running``."""
+    await greeted(ws, sse)
+    both = [Feed.of_ws(ws), Feed.of_sse(sse)]
+    running += both
+    return both
+
+
 # ---- Redis restarts ------------------------------------------------------------------
 
 
@@ -136,18 +155,13 @@ async def test_events_created_while_redis_is_down_reach_every_client_once_after_
     try:
         await asyncio.to_thread(server.start)
         async with (
-            cluster(tmp_path, database_url=database_url, redis_url=server.url,
-                    redis_prefix="hub:") as (a, b),
-            http_client(a) as http_a,
-            http_client(b) as http_b,
+            two_hubs(tmp_path, database_url, server.url, "hub:") as (a, b, http_a, http_b),
             ws_connect(ws_url(b.url, "u1")) as ws,
             sse_stream(a.url, "u1") as sse,
             ws_connect(ws_url(b.url, "u2")) as ws_u2,
             feeds() as running,
         ):
-            for client in (ws, ws_u2):
-                assert (await recv(client))["type"] == "hello"
-            assert (await sse.event())["type"] == "hello"
+            await greeted(ws, ws_u2, sse)
             running += [Feed.of_ws(ws), Feed.of_sse(sse), Feed.of_ws(ws_u2)]
             u1_feeds, u2 = running[:2], running[2]
             async with creating([http_a, http_b], "u1") as creator:
@@ -219,10 +233,7 @@ async def test_a_client_of_a_killed_instance_resumes_on_the_other_without_loss(
             ws_connect(ws_url(a.url, "u1", since=0)) as ws,
             sse_stream(a.url, "u1", since=0) as sse,
         ):
-            assert (await recv(ws))["type"] == "hello"
-            assert (await sse.event())["type"] == "hello"
-            old = [Feed.of_ws(ws), Feed.of_sse(sse)]
-            running += old
+            old = await follow(running, ws, sse)
             await until(lambda: all(len(feed.seqs) >= 5 for feed in old))
             await a.kill()  # SIGKILL: no close frame, no end of stream
             for feed in old:
@@ -233,10 +244,7 @@ async def test_a_client_of_a_killed_instance_resumes_on_the_other_without_loss(
             ws_connect(ws_url(b.url, "u1", since=ws_since)) as ws,
             sse_stream(b.url, "u1", headers={"Last-Event-ID": sse_since}) as sse,
         ):
-            assert (await recv(ws))["type"] == "hello"
-            assert (await sse.event())["type"] == "hello"
-            new = [Feed.of_ws(ws), Feed.of_sse(sse)]
-            running += new
+            new = await follow(running, ws, sse)
             await creator.more(5)
             created = await creator.stop()
             total = len(created)
@@ -255,10 +263,7 @@ async def test_sigterm_mid_stream_drains_and_nothing_committed_is_lost(
     async with (
         # The default takeover idle (30 s): an entry A left unacknowledged would stay
         # pending long after A is gone, not be quietly finished by B.
-        cluster(tmp_path, database_url=database_url, redis_url=redis_url,
-                redis_prefix=redis_prefix) as (a, b),
-        http_client(a) as http_a,
-        http_client(b) as http_b,
+        two_hubs(tmp_path, database_url, redis_url, redis_prefix) as (a, b, http_a, http_b),
         creating([http_a, http_b], "u1", fragile=http_a) as creator,
         feeds() as running,
     ):
@@ -269,10 +274,7 @@ async def test_sigterm_mid_stream_drains_and_nothing_committed_is_lost(
                 ws_connect(ws_url(a.url, "u1", since=0)) as ws,
                 sse_stream(a.url, "u1", since=0) as sse,
             ):
-                assert (await recv(ws))["type"] == "hello"
-                assert (await sse.event())["type"] == "hello"
-                old = [Feed.of_ws(ws), Feed.of_sse(sse)]
-                running += old
+                old = await follow(running, ws, sse)
                 await until(lambda: all(len(feed.seqs) >= 5 for feed in old))
                 # Backend entries arrive while A drains; A may hold some when it stops,
                 # and then settles them before it exits.
@@ -298,10 +300,7 @@ async def test_sigterm_mid_stream_drains_and_nothing_committed_is_lost(
                 ws_connect(ws_url(b.url, "u1", since=since[0])) as ws,
                 sse_stream(b.url, "u1", headers={"Last-Event-ID": since[1]}) as sse,
             ):
-                assert (await recv(ws))["type"] == "hello"
-                assert (await sse.event())["type"] == "hello"
-                new = [Feed.of_ws(ws), Feed.of_sse(sse)]
-                running += new
+                new = await follow(running, ws, sse)
                 created = await creator.stop()
                 # Every ingest entry is applied exactly once, by A or by B.
                 await until(lambda: _counted(database_url, "u1", "ingest-", ingest_count))
@@ -325,31 +324,23 @@ async def test_sigterm_lets_an_instance_settle_the_ingest_batch_it_is_applying(
     tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
 ) -> None:
     n = 20
-    redis = aioredis.Redis.from_url(redis_url)
-    try:
-        async with (
-            # Default takeover idle (30 s), so B cannot take A's batch during the test;
-            # a long grace, so A's stop waits for the lock however slow the machine is.
-            cluster(tmp_path, database_url=database_url, redis_url=redis_url,
-                    redis_prefix=redis_prefix, ingest_stop_grace_seconds=30) as (a, b),
-            _stalled_ingest(database_url, redis, redis_prefix, a, b, n) as lock,
-        ):
-            a.signal(signal.SIGTERM)
-            # A stops reading and waits for the batch it is applying (stalled on the lock).
-            await until(lambda: "stream-ingest: stopping; settling" in a.log())
-            assert _consumer_of(a, await _pending(redis, redis_prefix)) > 0
-            await lock.rollback()
-            assert await a.wait(30) == 0, a.log()
-            # A committed and acknowledged its batch before exiting: nothing of it is
-            # left pending, and B took nothing over.
-            assert _consumer_of(a, await _pending(redis, redis_prefix)) == 0
-            await until(lambda: _counted(database_url, "u1", "ingest-", n + 1))
-            await until(lambda: _no_pending(redis, redis_prefix))
-            assert await _count(database_url, "u1", "ingest-") == n + 1
-        assert "took over" not in b.log()
-        no_tracebacks(a, b)
-    finally:
-        await redis.aclose()
+    # Default takeover idle (30 s), so B cannot take A's batch during the test; a long
+    # grace, so A's stop waits for the lock however slow the machine is.
+    async with _stalled_ingest(
+        tmp_path, database_url, redis_url, redis_prefix, n, ingest_stop_grace_seconds=30
+    ) as (a, b, redis, lock):
+        a.signal(signal.SIGTERM)
+        # A stops reading and waits for the batch it is applying (stalled on the lock).
+        await until(lambda: "stream-ingest: stopping; settling" in a.log())
+        assert _consumer_of(a, await _pending(redis, redis_prefix)) > 0
+        await lock.rollback()
+        assert await a.wait(30) == 0, a.log()
+        # A committed and acknowledged its batch before exiting: nothing of it is
+        # left pending, and B took nothing over.
+        assert _consumer_of(a, await _pending(redis, redis_prefix)) == 0
+        await _applied_once(database_url, redis, redis_prefix, n + 1)
+    assert "took over" not in b.log()
+    no_tracebacks(a, b)
 
 
 # ---- ingest across processes ---------------------------------------------------------
@@ -398,23 +389,25 @@ def _consumer_of(hub: HubProcess, pending: dict[str, int]) -> int:
     return sum(n for name, n in pending.items() if f"-{hub.proc.pid}-" in name)
 
 
+async def _applied_once(database_url: str, redis: aioredis.Redis, prefix: str, n: int) -> None:
+    """Wait until ``n`` entries for u1 are applied and none is pending: each applied once."""
+    await until(lambda: _counted(database_url, "u1", "ingest-", n))
+    await until(lambda: _no_pending(redis, prefix))
+    assert await _count(database_url, "u1", "ingest-") == n
+
+
 async def test_ingest_entries_are_applied_once_with_two_instances_consuming(
     tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
 ) -> None:
     n = 200
-    redis = aioredis.Redis.from_url(redis_url)
-    try:
+    async with aioredis.Redis.from_url(redis_url) as redis:
         async with cluster(tmp_path, database_url=database_url, redis_url=redis_url,
                            redis_prefix=redis_prefix) as (a, b):
             await _add_entries(redis, redis_prefix, "u1", n)
-            await until(lambda: _counted(database_url, "u1", "ingest-", n))
-            await until(lambda: _no_pending(redis, redis_prefix))
+            await _applied_once(database_url, redis, redis_prefix, n)
             groups = await redis.xinfo_consumers(f"{redis_prefix}ingest", "notifyhub")
             assert len(groups) == 2  # both instances consume the one group
-            assert await _count(database_url, "u1", "ingest-") == n
         no_tracebacks(a, b)
-    finally:
-        await redis.aclose()
 
 
 async def _no_pending(redis: aioredis.Redis, prefix: str) -> bool:
@@ -425,22 +418,14 @@ async def test_entries_held_by_a_killed_instance_are_taken_over_and_applied_once
     tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
 ) -> None:
     n = 100
-    redis = aioredis.Redis.from_url(redis_url)
-    try:
-        async with (
-            cluster(tmp_path, database_url=database_url, redis_url=redis_url,
-                    redis_prefix=redis_prefix, **SHORT_CLAIM) as (a, b),
-            _stalled_ingest(database_url, redis, redis_prefix, a, b, n) as lock,
-        ):
-            await a.kill()  # its transaction rolls back; its entries stay pending in Redis
-            await lock.rollback()
-            await until(lambda: _counted(database_url, "u1", "ingest-", n + 1))
-            await until(lambda: _no_pending(redis, redis_prefix))
-            assert await _count(database_url, "u1", "ingest-") == n + 1
-            assert "took over" in b.log()
-        no_tracebacks(b)
-    finally:
-        await redis.aclose()
+    async with _stalled_ingest(
+        tmp_path, database_url, redis_url, redis_prefix, n, **SHORT_CLAIM
+    ) as (a, b, redis, lock):
+        await a.kill()  # its transaction rolls back; its entries stay pending in Redis
+        await lock.rollback()
+        await _applied_once(database_url, redis, redis_prefix, n + 1)
+        assert "took over" in b.log()
+    no_tracebacks(b)
 
 
 async def test_entries_a_killed_instance_applied_but_never_acked_are_not_applied_again(
@@ -450,57 +435,55 @@ async def test_entries_a_killed_instance_applied_but_never_acked_are_not_applied
     server = RedisServer()  # its own: writes are paused on it
     try:
         await asyncio.to_thread(server.start)
-        redis = aioredis.Redis.from_url(server.url)
-        try:
-            async with (
-                cluster(tmp_path, database_url=database_url, redis_url=server.url,
-                        redis_prefix="hub:", **SHORT_CLAIM) as (a, b),
-                _stalled_ingest(database_url, redis, "hub:", a, b, n) as lock,
-            ):
-                held = sum((await _pending(redis, "hub:")).values())
-                # Acknowledging is a write: with writes paused, both instances commit
-                # what they hold and then wait to acknowledge it.
-                await redis.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
-                try:
-                    await lock.rollback()
-                    await until(lambda: _counted(database_url, "u1", "ingest-", 1 + held))
-                    await a.kill()  # applied, never acknowledged
-                finally:
-                    await redis.execute_command("CLIENT", "UNPAUSE")
-                # B takes A's entries over; their idempotency keys make them no-ops.
-                await until(lambda: _counted(database_url, "u1", "ingest-", n + 1))
-                await until(lambda: _no_pending(redis, "hub:"))
-                assert await _count(database_url, "u1", "ingest-") == n + 1
-                assert "took over" in b.log()
-            no_tracebacks(b)
-        finally:
-            await redis.aclose()
+        async with _stalled_ingest(
+            tmp_path, database_url, server.url, "hub:", n, **SHORT_CLAIM
+        ) as (a, b, redis, lock):
+            held = sum((await _pending(redis, "hub:")).values())
+            # Acknowledging is a write: with writes paused, both instances commit
+            # what they hold and then wait to acknowledge it.
+            await redis.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
+            try:
+                await lock.rollback()
+                await until(lambda: _counted(database_url, "u1", "ingest-", 1 + held))
+                await a.kill()  # applied, never acknowledged
+            finally:
+                await redis.execute_command("CLIENT", "UNPAUSE")
+            # B takes A's entries over; their idempotency keys make them no-ops.
+            await _applied_once(database_url, redis, "hub:", n + 1)
+            assert "took over" in b.log()
+        no_tracebacks(b)
     finally:
         await asyncio.to_thread(server.close)
 
 
 @contextlib.asynccontextmanager
 async def _stalled_ingest(
-    database_url: str, redis: aioredis.Redis, prefix: str, a: HubProcess, b: HubProcess,
-    n: int,
-) -> AsyncIterator[Any]:
-    """Both instances hold delivered, unacknowledged entries of ``n`` just added for u1.
+    tmp_path: Path, database_url: str, redis_url: str, prefix: str, n: int, **settings: Any
+) -> AsyncIterator[tuple[HubProcess, HubProcess, aioredis.Redis, Any]]:
+    """Two hubs on ``settings`` that both hold delivered, unacknowledged entries of ``n``
+    just added for u1.
 
     Holding u1's counter row lock stalls every apply mid-transaction (after one entry
-    created the row). Yields the lock's transaction; rolling it back lets them go on.
+    created the row). Yields the hubs, a Redis client and the lock's transaction;
+    rolling it back lets them go on.
     """
-    await _add_entries(redis, prefix, "u1", 1)
-    await until(lambda: _counted(database_url, "u1", "ingest-", 1))
-    blocker = await asyncpg.connect(database_url)
-    try:
-        lock = blocker.transaction()
-        await lock.start()
-        await blocker.execute("SELECT 1 FROM user_counters WHERE user_id = 'u1' FOR UPDATE")
-        await _add_entries(redis, prefix, "u1", n, first=1)
-        await until(lambda: _both_hold(redis, prefix, a, b))
-        yield lock
-    finally:
-        await blocker.close()
+    async with (
+        aioredis.Redis.from_url(redis_url) as redis,
+        cluster(tmp_path, database_url=database_url, redis_url=redis_url,
+                redis_prefix=prefix, **settings) as (a, b),
+    ):
+        await _add_entries(redis, prefix, "u1", 1)
+        await until(lambda: _counted(database_url, "u1", "ingest-", 1))
+        blocker = await asyncpg.connect(database_url)
+        try:
+            lock = blocker.transaction()
+            await lock.start()
+            await blocker.execute("SELECT 1 FROM user_counters WHERE user_id = 'u1' FOR UPDATE")
+            await _add_entries(redis, prefix, "u1", n, first=1)
+            await until(lambda: _both_hold(redis, prefix, a, b))
+            yield a, b, redis, lock
+        finally:
+            await blocker.close()
 
 
 async def _both_hold(redis: aioredis.Redis, prefix: str, a: HubProcess, b: HubProcess) -> bool:

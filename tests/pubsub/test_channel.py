@@ -15,10 +15,10 @@ from tests.pubsub.test_ingest import (
     Gate,
     Recorder,
     dead_letters,
-    eventually,
     running,
 )
 from tests.servers import RedisServer
+from tests.waiting import eventually
 
 
 @pytest.fixture

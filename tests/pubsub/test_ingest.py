@@ -6,15 +6,16 @@ The helpers here are shared with ``test_channel.py``.
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
 
-from pubsub.ingest import GROUP, Entry, Outcome, Runner, StreamIngest
+from pubsub.ingest import GROUP, StreamIngest
+from pubsub.runner import Entry, Outcome, Runner
+from tests.waiting import eventually
 
 TIMEOUT = 10
 
@@ -53,21 +54,6 @@ class Gate:
         await self.release.wait()
         self.applied += entries
         return ["rejected: bad" if payload == b"bad" else None for _, payload in entries]
-
-
-async def eventually(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    """Poll ``check`` (sync or async) until it gives something truthy; fail after ``timeout``."""
-
-    async def poll() -> Any:
-        while True:
-            result = check()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return result
-            await asyncio.sleep(0.02)
-
-    return await asyncio.wait_for(poll(), timeout)
 
 
 @pytest.fixture
