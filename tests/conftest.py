@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -106,6 +108,19 @@ def redis_server() -> Iterator[RedisServer | None]:
     try:
         yield server
     finally:
+        server.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of this test's own, which it may kill, freeze (SIGSTOP) and restart."""
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        if server.proc is not None:
+            os.kill(server.proc.pid, signal.SIGCONT)
         server.close()
 
 

@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 
 from api.server import HubServer, server_config
 from hub.events import encode, user_channel
-from tests.conftest import make_token
+from tests.conftest import SERVICE, make_token
 
 T = 10.0
 REPO = Path(__file__).resolve().parents[2]
@@ -121,6 +121,15 @@ async def hub(settings_env: dict[str, Any]) -> AsyncIterator[LiveHub]:
     """A hub on this test's database, in-process broker."""
     async with live_hub(**settings_env) as running:
         yield running
+
+
+async def notify(hub: LiveHub, user: str, title: str = "Grade posted") -> dict[str, Any]:
+    """Create a notification for ``user`` through the REST API; returns it."""
+    response = await hub.http.post(
+        "/api/notifications", headers=SERVICE, json={"user_id": user, "type": "t", "title": title}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["items"][0]  # type: ignore[no-any-return]
 
 
 async def flood_until_slow(hub: LiveHub, user: str) -> Any:

@@ -19,19 +19,12 @@ from tests.live.conftest import (
     counted,
     hub_env,
     live_hub,
+    notify,
     recv,
     sse_stream,
     ws_connect,
     ws_url,
 )
-
-
-async def notify(hub: LiveHub, user: str, title: str = "n") -> dict[str, Any]:
-    response = await hub.http.post(
-        "/api/notifications", headers=SERVICE, json={"user_id": user, "type": "t", "title": title}
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["items"][0]  # type: ignore[no-any-return]
 
 
 async def log_unpublished(hub: LiveHub, user: str, n: int) -> None:

@@ -12,15 +12,7 @@ import pytest
 from api.sse import sse_block
 from hub.events import encode
 from tests.conftest import SERVICE, make_token
-from tests.live.conftest import LiveHub, T, counted, flood_until_slow, live_hub, sse_stream
-
-
-async def notify(hub: LiveHub, user: str, title: str = "Grade posted") -> dict[str, Any]:
-    response = await hub.http.post(
-        "/api/notifications", headers=SERVICE, json={"user_id": user, "type": "t", "title": title}
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["items"][0]  # type: ignore[no-any-return]
+from tests.live.conftest import LiveHub, T, counted, flood_until_slow, live_hub, notify, sse_stream
 
 
 async def test_the_stream_starts_with_hello_and_frames_each_event(hub: LiveHub) -> None:

@@ -19,18 +19,11 @@ from tests.live.conftest import (
     counted,
     flood_until_slow,
     live_hub,
+    notify,
     recv,
     recv_until,
     ws_connect,
 )
-
-
-async def notify(hub: LiveHub, user: str, title: str = "Grade posted") -> dict[str, Any]:
-    response = await hub.http.post(
-        "/api/notifications", headers=SERVICE, json={"user_id": user, "type": "t", "title": title}
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["items"][0]  # type: ignore[no-any-return]
 
 
 async def hello(ws: ClientConnection) -> dict[str, Any]:

@@ -28,15 +28,6 @@ async def r(redis_url: str) -> AsyncIterator[redis.Redis]:
         yield client
 
 
-@pytest.fixture
-async def own_redis() -> AsyncIterator[RedisServer]:
-    """A Redis server of this test's own, so killing it disturbs no other test."""
-    server = RedisServer()
-    try:
-        await asyncio.wait_for(asyncio.to_thread(server.start), TIMEOUT)
-        yield server
-    finally:
-        await asyncio.wait_for(asyncio.to_thread(server.close), TIMEOUT)
 
 
 def reader(redis_url: str, prefix: str, apply: Any, **options: Any) -> PublishChannelIngest:

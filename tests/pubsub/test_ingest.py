@@ -197,13 +197,11 @@ async def _shorter_than(r: redis.Redis, key: str, length: int) -> bool:
     return int(await r.xlen(key)) < length
 
 
-async def test_ingest_goes_on_after_redis_restarts(
-    r: redis.Redis, redis_url: str, redis_prefix: str, redis_server: Any
-) -> None:
-    if redis_server is None:
-        pytest.skip("Redis is external")
+async def test_ingest_goes_on_after_redis_restarts(own_redis: Any, redis_prefix: str) -> None:
+    redis_server, redis_url = own_redis, own_redis.url
+    r = redis.Redis.from_url(redis_url)
     apply = Recorder()
-    async with running(stream(redis_url, redis_prefix, apply)):
+    async with r, running(stream(redis_url, redis_prefix, apply)):
         await r.xadd(f"{redis_prefix}ingest", {"payload": b"before"})
         await eventually(lambda: apply.payloads == [b"before"])
         await asyncio.wait_for(asyncio.to_thread(redis_server.kill), TIMEOUT)

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -28,17 +28,6 @@ async def wait_until(condition: Callable[[], bool]) -> None:
     await asyncio.wait_for(poll(), timeout=WAIT)
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis of this test's own, which it may kill, freeze and restart."""
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        if server.proc is not None:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        server.close()
 
 
 #: Starts a RedisBroker: (url, prefix, **RedisBroker options) -> its Harness.
