@@ -127,7 +127,7 @@ demo_routes: list[BaseRoute] = [
 ]
 
 
-#: Host names demo mode answers to (it binds loopback only, see api/cli.py).
+#: Host names demo mode answers to (it binds loopback only, see api/server.py).
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 

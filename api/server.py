@@ -1,22 +1,36 @@
-"""Running the app under uvicorn with a graceful drain of live connections.
+"""Serving the hub under uvicorn, with a graceful drain of live connections.
 
 On SIGTERM/SIGINT uvicorn would close WebSockets with 1012 all at once and wait
 without end for SSE streams (they never finish by themselves). ``HubServer`` instead
 stops accepting, closes every live connection with 1001 spread over a few seconds
 (``Node.drain``), and only then lets uvicorn finish, so the process exits within
 ``DRAIN_SECONDS`` + ``GRACEFUL_SECONDS`` even with streams open.
+
+``serve``/``run`` are the one way to build that server around an app; ``serve_command``
+(``notifyhub serve``) uses ``run`` and prints the banner once the port is bound.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import ipaddress
+import logging
+import re
+import signal
 import socket
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 from starlette.applications import Starlette
 
+from api.failures import EXPECTED, CliError, explain
 from hub.settings import Settings
+
+log = logging.getLogger("notifyhub")
 
 #: Longest time spent closing live connections on shutdown.
 DRAIN_SECONDS = 5.0
@@ -47,20 +61,45 @@ class HubServer(uvicorn.Server):
     """uvicorn's server that drains ``app.state.node`` before its own shutdown.
 
     ``app`` is the notifyhub Starlette app (the node lives in its state), even when
-    ``config.app`` wraps it.
+    ``config.app`` wraps it. ``on_ready(port)`` runs once the lifespan has started and the
+    socket is bound. SIGTERM/SIGINT shut it down and ``run`` returns normally.
     """
 
     def __init__(
-        self, config: uvicorn.Config, app: Starlette, drain_seconds: float = DRAIN_SECONDS
+        self,
+        config: uvicorn.Config,
+        app: Starlette,
+        drain_seconds: float = DRAIN_SECONDS,
+        on_ready: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(config)
         self.hub_app = app
         self.drain_seconds = drain_seconds
+        self.on_ready = on_ready
 
     @property
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
         return int(self.servers[0].sockets[0].getsockname()[1])
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        # Startup ran the lifespan (migrations, pool, broker) and bound the socket, so a
+        # script that waits for the banner can connect as soon as it appears.
+        if self.started and self.on_ready is not None:
+            self.on_ready(self.port)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises the signal after shutting down, so the process would die of
+        # it; a hub that shut down cleanly exits 0 instead.
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Stop accepting first, so drained clients reconnect to another instance.
@@ -81,11 +120,154 @@ class HubServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
 
-async def serve(app: Starlette, host: str, port: int, settings: Settings, **overrides: Any) -> None:
-    """Serve ``app`` until SIGTERM/SIGINT, then drain and stop."""
-    await HubServer(server_config(app, host, port, settings, **overrides), app).serve()
+class GuardedLifespan:
+    """Wraps the app so a failing startup or shutdown is kept for one line, no traceback."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.error: BaseException | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_traceback(message: Any) -> None:
+            # Starlette puts the formatted traceback in the message and uvicorn logs it.
+            if message["type"].endswith(".failed"):
+                message = {"type": message["type"], "message": ""}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_without_traceback)
+        except Exception as exc:
+            self.error = exc
+            if not isinstance(exc, EXPECTED):
+                log.error("lifespan failed", exc_info=exc)
 
 
-def run(app: Starlette, host: str, port: int, settings: Settings, **overrides: Any) -> None:
+class ServeFailed(Exception):
+    """The hub could not start, listen or shut down cleanly; ``__cause__`` says why."""
+
+
+async def serve(
+    app: Starlette,
+    host: str,
+    port: int,
+    settings: Settings,
+    *,
+    on_ready: Callable[[int], None] | None = None,
+    **overrides: Any,
+) -> None:
+    """Serve ``app`` until SIGTERM/SIGINT, then drain and stop; ``ServeFailed`` on failure."""
+    server, guard = _hub_server(app, host, port, settings, on_ready, overrides)
+    with _reporting_failure(guard, host, port):
+        await server.serve()
+
+
+def run(
+    app: Starlette,
+    host: str,
+    port: int,
+    settings: Settings,
+    *,
+    on_ready: Callable[[int], None] | None = None,
+    **overrides: Any,
+) -> None:
     """``serve`` in a fresh event loop (uvloop when installed, as uvicorn chooses)."""
-    HubServer(server_config(app, host, port, settings, **overrides), app).run()
+    server, guard = _hub_server(app, host, port, settings, on_ready, overrides)
+    with _reporting_failure(guard, host, port):
+        server.run()
+
+
+def _hub_server(
+    app: Starlette,
+    host: str,
+    port: int,
+    settings: Settings,
+    on_ready: Callable[[int], None] | None,
+    overrides: dict[str, Any],
+) -> tuple[HubServer, GuardedLifespan]:
+    guard = GuardedLifespan(app)
+    config = server_config(guard, host, port, settings, **overrides)
+    return HubServer(config, app, on_ready=on_ready), guard
+
+
+@contextlib.contextmanager
+def _reporting_failure(guard: GuardedLifespan, host: str, port: int) -> Iterator[None]:
+    try:
+        yield
+    except SystemExit:
+        # uvicorn exits this way when the lifespan failed or the port cannot be bound.
+        if guard.error is not None:
+            raise ServeFailed("cannot start") from guard.error
+        raise ServeFailed(f"cannot listen on {_url(host, port)}") from None
+    if guard.error is not None:
+        raise ServeFailed("shutdown failed") from guard.error
+
+
+def serve_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``notifyhub serve``: run the hub until SIGTERM/SIGINT; the banner once it listens."""
+    if settings.demo_mode and not is_loopback(args.host):
+        raise CliError(
+            f"demo mode (no HUB_JWT_SECRET or HUB_JWT_PUBLIC_KEY) listens on loopback only; "
+            f"set HUB_JWT_SECRET to listen on {args.host}",
+            2,
+        )
+    from api.app import create_app
+
+    try:
+        run(
+            create_app(settings),
+            args.host,
+            args.port,
+            settings,
+            on_ready=lambda port: print_banner(settings, args.host, port),
+            log_config=None,  # logging.basicConfig in api.cli formats uvicorn's records too
+            log_level=logging.getLogger().level,
+            access_log=args.access_log,
+        )
+    except ServeFailed as exc:
+        cause = exc.__cause__
+        raise CliError(f"{exc}: {explain(cause)}" if cause else str(exc)) from None
+    log.info("stopped")
+    return 0
+
+
+def print_banner(settings: Settings, host: str, port: int) -> None:
+    """Print where the hub listens, its database and broker (passwords masked)."""
+    address = _url(host, port)
+    if settings.database_url:
+        database = mask_url(settings.database_url)
+    else:
+        database = f"embedded PostgreSQL in {settings.data_dir / 'pgdata'}"
+    broker = mask_url(settings.redis_url) if settings.redis_url else "in-process"
+    lines = [f"notifyhub listening on {address}", f"database: {database}", f"broker: {broker}"]
+    if settings.demo_mode:
+        lines.append(f"demo mode: open {address}/ (tokens from /demo/token)")
+    print("\n".join(lines), flush=True)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (in the user info or a ``password=`` query) as ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostinfo}"
+    query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", parts.query, flags=re.IGNORECASE)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

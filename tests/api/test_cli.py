@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from api.cli import is_loopback, mask_url
+from api.server import is_loopback, mask_url
 from db.migrate import available
 from hub.settings import Settings
 from hub.tokens import Tokens
