@@ -44,10 +44,12 @@ async def create(svc: Services, request: NotificationCreate) -> Created:
 
 async def create_in(conn: asyncpg.Connection, request: NotificationCreate) -> Created:
     """``create`` inside the caller's transaction; the caller publishes ``events``."""
-    # Counters first, in sorted order, before the idempotency claim: the hub-wide lock
-    # order that keeps concurrent writers (and ingest batches) from deadlocking.
-    await event_log.lock(conn, request.recipients())
     key = request.idempotency_key
+    if key is not None:
+        # Counters first, in sorted order, before the idempotency claim: the hub-wide
+        # lock order that keeps concurrent writers (and ingest batches) from deadlocking.
+        # Without a claim, ``append`` below takes them in that order anyway.
+        await event_log.lock(conn, request.recipients())
     if key is not None and not await store.claim_request(conn, key):
         ids, suppressed = await store.get_request(conn, key)
         return Created(await store.by_ids(conn, ids), suppressed, replayed=True)
