@@ -77,6 +77,8 @@ function showStatus({ status, reason, transport }) {
   const why = {
     unauthorized: "Your session has expired. Reload the page with a fresh token.",
     forbidden: "The hub refused this page's origin.",
+    "bad-since": "The hub refused to resume this connection. Reload the page.",
+    policy: "The hub closed the connection (too many frames). Reload the page.",
   }[reason];
   node.title = why || (status === "connected" ? `Live over ${transport === "sse" ? "SSE" : "WebSocket"}` : "Live connection");
   if (why) announce(why);

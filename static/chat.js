@@ -6,6 +6,8 @@ const USER_ID = /^[A-Za-z0-9_.:@-]{1,128}$/;
 const PAGE_SIZE = 30;
 const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_SHOW_MS = 5000;
+// A burst of incoming messages is marked read with one request, not one each.
+const MARK_SEEN_DEBOUNCE_MS = 1000;
 
 /** The chat panel of the signed-in user. */
 export class Chat {
@@ -21,6 +23,10 @@ export class Chat {
     this.typingTimer = null;
     this.refreshTimer = null;
     this.refreshes = 0;
+    this.opens = 0; // generation of the open conversation
+    this.seenTimer = null;
+    this.marking = false; // a mark-read request is in flight
+    this.markAgain = false; // more arrived meanwhile: mark again when it settles
 
     this.recipient = $("chat-recipient");
     this.input = $("chat-input");
@@ -60,6 +66,11 @@ export class Chat {
     hub.on("messages.read", (d) => this.receipts(d));
     hub.on("message.deleted", (d) => this.deleted(d));
     hub.on("typing", (d) => this.typing(d));
+    // Events were lost (long offline): what the open conversation shows may be stale.
+    hub.on("resync", () => {
+      if (this.partner) this.open(this.partner);
+      else this.refreshConversations();
+    });
   }
 
   key(m) {
@@ -133,6 +144,7 @@ export class Chat {
   }
 
   async open(other) {
+    const opened = ++this.opens;
     this.error("");
     this.partner = other;
     this.recipient.value = other;
@@ -143,7 +155,7 @@ export class Chat {
     $("typing").textContent = "";
     try {
       const page = await this.hub.conversation(other, { limit: PAGE_SIZE });
-      if (this.partner !== other) return;
+      if (this.partner !== other || this.opens !== opened) return;
       for (const m of page.items) this.put(m);
       this.nextBefore = page.next_before;
       this.render();
@@ -159,18 +171,21 @@ export class Chat {
     if (!this.partner || this.nextBefore === null || this.loadingOlder) return;
     this.loadingOlder = true;
     const other = this.partner;
+    const opened = this.opens; // open() again (or a resync) makes this page stale
     const before = this.scroller.scrollHeight - this.scroller.scrollTop;
     try {
       const page = await this.hub.conversation(other, {
         limit: PAGE_SIZE,
         before: this.nextBefore,
       });
-      if (this.partner !== other) return;
+      if (this.partner !== other || this.opens !== opened) return;
       for (const m of page.items) this.put(m);
       this.nextBefore = page.next_before;
       this.render();
       // Keep the message the user was looking at in place while older ones appear above.
       this.scroller.scrollTop = this.scroller.scrollHeight - before;
+    } catch (err) {
+      if (this.partner === other) this.error(err.message);
     } finally {
       this.loadingOlder = false;
     }
@@ -296,17 +311,38 @@ export class Chat {
     }, TYPING_SHOW_MS);
   }
 
-  /** Mark the open conversation read while the page is visible. */
-  async markSeen() {
+  /** Mark the open conversation read while the page is visible (debounced). */
+  markSeen() {
+    clearTimeout(this.seenTimer);
+    this.seenTimer = setTimeout(() => this.flushSeen(), MARK_SEEN_DEBOUNCE_MS);
+  }
+
+  async flushSeen() {
     if (!this.partner || document.visibilityState !== "visible") return;
-    const unseen = [...this.messages.values()].some(
-      (m) => m.sender_id === this.partner && !m.read_at,
+    if (this.marking) {
+      this.markAgain = true; // one request at a time; the rest wait for it
+      return;
+    }
+    const partner = this.partner;
+    const unseen = [...this.messages.values()].filter(
+      (m) => m.sender_id === partner && m.recipient_id === this.me && m.id && !m.read_at,
     );
-    if (!unseen) return;
+    if (unseen.length === 0) return;
+    this.marking = true;
     try {
-      await this.hub.markMessagesRead({ userId: this.partner });
+      await this.hub.markMessagesRead({ userId: partner });
+      // The messages.read event will say so too, but without this every message
+      // arriving before it would look unseen and be marked again.
+      const now = new Date().toISOString();
+      for (const m of unseen) if (!m.read_at) m.read_at = now;
     } catch {
       // Retried with the next message or visibility change.
+    } finally {
+      this.marking = false;
+    }
+    if (this.markAgain) {
+      this.markAgain = false;
+      this.markSeen();
     }
   }
 

@@ -61,13 +61,19 @@ export function timeEl(iso, format = relativeTime) {
  */
 export function safeHref(link) {
   if (typeof link !== "string" || !link) return null;
-  if (link.startsWith("/") && !link.startsWith("//")) return link;
+  let url;
   try {
-    const url = new URL(link);
-    return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+    // Resolved the way the browser will resolve the href: "/\\evil.example" and
+    // "/\t/evil.example" look like paths but lead to another host.
+    url = new URL(link, location.origin);
   } catch {
     return null;
   }
+  if (url.protocol !== "https:" && url.protocol !== "http:") return null;
+  const relative = !/^[A-Za-z][A-Za-z0-9+.-]*:/.test(link.trim());
+  // A relative link is only fine if it stays on this site.
+  if (relative && url.origin !== location.origin) return null;
+  return url.href;
 }
 
 /** Say `text` to screen readers through the page's polite live region. */

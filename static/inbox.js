@@ -99,7 +99,12 @@ export class Inbox {
     const pending = this.buffer;
     this.buffer = null;
     this.loading = false;
-    if (page === null) return;
+    if (page === null) {
+      // The old items stay shown, so the events that arrived meanwhile still apply to
+      // them; dropping them would leave the list stale until the next reload.
+      if (this.loaded) for (const [type, data] of pending) this.apply(type, data);
+      return;
+    }
     this.replace(page);
     // Applying is idempotent, so events the page already reflects do no harm.
     for (const [type, data] of pending) this.apply(type, data);
@@ -116,17 +121,22 @@ export class Inbox {
   async loadMore() {
     if (!this.loaded || this.loading || this.nextBefore === null || !this.isOpen()) return;
     this.loading = true;
+    const generation = this.generation;
     try {
       const page = await this.hub.list({
         limit: PAGE_SIZE,
         before: this.nextBefore,
         unreadOnly: this.unreadOnly,
       });
+      // A reload (filter change, resync) started meanwhile owns the list now.
+      if (generation !== this.generation) return;
       for (const n of page.items) if (!this.items.has(n.id)) this.items.set(n.id, n);
       this.nextBefore = page.next_before;
       this.render();
+    } catch {
+      // The next scroll to the end (or "Load more") tries again.
     } finally {
-      this.loading = false;
+      if (generation === this.generation) this.loading = false;
     }
   }
 

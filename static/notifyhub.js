@@ -48,6 +48,16 @@ const PING_INTERVAL_MS = 25000;
 const PONG_TIMEOUT_MS = 10000;
 const ACK_TIMEOUT_MS = 8000;
 const TOKEN_REFRESH_MARGIN_S = 10;
+// A connection must stay up this long before the backoff starts again from the bottom:
+// a hub that says hello and drops us at once must not get hammered.
+const STABLE_AFTER_MS = 30000;
+// While "auto" runs on SSE, try a WebSocket again this often (the proxy may be gone).
+const WS_RETRY_MS = 180000;
+// The hub asked us to slow down (1013 try again, 4429 too many, 4008 too slow).
+const SLOW_DOWN_CODES = [1013, 4429, 4008];
+const SLOW_DOWN_MIN_MS = 5000;
+// Retrying cannot help: the request itself is wrong (or the origin/key is refused).
+const FATAL_CODES = { 4403: "forbidden", 4400: "bad-since", 1008: "policy" };
 
 /** The `exp` claim of a JWT (seconds), read without verifying; null if unreadable. */
 function tokenExpiry(token) {
@@ -102,7 +112,10 @@ export class NotifyHub {
     this._greeted = false; // the current socket has delivered hello
     this._attempt = 0;
     this._wsFailures = 0;
+    this._authRetry = true; // one immediate reconnect after a 4401, re-armed by each hello
     this._timer = null;
+    this._stableTimer = null;
+    this._wsRetryTimer = null;
     this._pingTimer = null;
     this._pongTimer = null;
     this._pendingAcks = new Map(); // client_id -> {resolve, reject, timer}
@@ -173,6 +186,7 @@ export class NotifyHub {
     this._wanted = false;
     globalThis.removeEventListener?.("online", this._onOnline);
     clearTimeout(this._timer);
+    this._clearConnectionTimers();
     this._teardown();
     this._failAcks(new Error("closed"));
     this._setStatus("offline", "closed");
@@ -234,7 +248,7 @@ export class NotifyHub {
       this._socket = null;
       this._stopPing();
       this._failAcks(new Error("connection closed"));
-      this._onClosed(ev.code);
+      this._onClosed(ev.code, ev.reason);
     };
   }
 
@@ -265,31 +279,50 @@ export class NotifyHub {
     };
   }
 
-  async _onClosed(code) {
+  async _onClosed(code, reason = "") {
     if (!this._wanted) return;
     const greeted = this._greeted;
     this._greeted = false;
+    this._clearConnectionTimers();
     if (code === 4401) {
-      // The token expired or was refused: refresh it and come back at once.
+      // The token expired or was refused: refresh it (each attempt asks getToken again).
       if (!this._getToken) {
         this._setStatus("offline", "unauthorized");
         this._wanted = false;
         return;
       }
       this._token = null;
-      this._setStatus("reconnecting", "token");
-      this._open();
+      if (this._authRetry) {
+        // Once per hello, come back at once: an expired token is the common case. A
+        // getToken that keeps handing out refused tokens then goes through the backoff.
+        this._authRetry = false;
+        this._setStatus("reconnecting", "token");
+        this._open();
+      } else {
+        this._scheduleReconnect();
+      }
       return;
     }
-    if (code === 4403) {
-      this._setStatus("offline", "forbidden");
+    if (code in FATAL_CODES) {
+      this._setStatus("offline", FATAL_CODES[code]);
       this._wanted = false;
       return;
     }
-    // Closed before hello: the transport failed to open (or a proxy killed it at once).
-    if (!greeted) await this._diagnose();
+    // Only a WebSocket closed without a close frame (1006: it never opened, or was cut
+    // before hello) can mean a proxy blocks WebSockets; any explicit code came from the
+    // hub, so WebSockets work. An SSE stream (code null) that fails before hello is
+    // checked too, for a refused token.
+    const blocked = code === 1006 || code === null;
+    if (!greeted && blocked) await this._diagnose();
     // Someone (the `online` event, connect()) may have opened a socket meanwhile.
-    if (this._wanted && !this._socket) this._scheduleReconnect();
+    if (this._wanted && !this._socket) this._scheduleReconnect(this._minDelay(code, reason));
+  }
+
+  // How long the hub asked us to stay away, in ms (0: the normal backoff).
+  _minDelay(code, reason) {
+    if (!SLOW_DOWN_CODES.includes(code)) return 0;
+    const asked = /retry in (\d+(?:\.\d+)?) ?s/.exec(reason || "");
+    return Math.max(SLOW_DOWN_MIN_MS, asked ? Number(asked[1]) * 1000 : 0);
   }
 
   // A browser hides why a WebSocket or EventSource failed to open. One REST call
@@ -314,13 +347,19 @@ export class NotifyHub {
     if (this.activeTransport === "ws") this._wsFailures += 1;
   }
 
-  _scheduleReconnect() {
+  _scheduleReconnect(minDelay = 0) {
     if (!this._wanted) return;
     clearTimeout(this._timer);
+    this._clearConnectionTimers();
     // Exponential backoff with full jitter: spreads a crowd of clients reconnecting
-    // after a restart over the whole window instead of in synchronized waves.
-    const ceiling = Math.min(this._backoffCap, this._backoffBase * 2 ** this._attempt);
-    const delay = Math.random() * ceiling;
+    // after a restart over the whole window instead of in synchronized waves. When the
+    // hub asked for a pause, wait at least that long (jittered up to twice it).
+    const ceiling = Math.max(
+      minDelay * 2,
+      Math.min(this._backoffCap, this._backoffBase * 2 ** this._attempt),
+    );
+    const floor = Math.min(minDelay, ceiling);
+    const delay = floor + Math.random() * (ceiling - floor);
     this._attempt += 1;
     this._setStatus("reconnecting", null);
     this._timer = setTimeout(() => this._open(), delay);
@@ -332,8 +371,14 @@ export class NotifyHub {
     this._open();
   }
 
+  _clearConnectionTimers() {
+    clearTimeout(this._stableTimer);
+    clearTimeout(this._wsRetryTimer);
+  }
+
   _teardown() {
     this._stopPing();
+    this._clearConnectionTimers();
     this._greeted = false;
     const socket = this._socket;
     this._socket = null;
@@ -346,11 +391,24 @@ export class NotifyHub {
       if (!this._send({ type: "ping" })) return;
       clearTimeout(this._pongTimer);
       // No pong in time: the connection is dead without the browser noticing yet.
-      this._pongTimer = setTimeout(() => {
-        const ws = this._socket;
-        if (ws instanceof WebSocket) ws.close(4000, "pong timeout");
-      }, PONG_TIMEOUT_MS);
+      this._pongTimer = setTimeout(() => this._pongTimeout(), PONG_TIMEOUT_MS);
     }, PING_INTERVAL_MS);
+  }
+
+  // The browser may take minutes to notice a dead connection (a suspended laptop, a
+  // dropped NAT entry) and fire onclose; we do not wait for it.
+  _pongTimeout() {
+    const ws = this._socket;
+    if (!(ws instanceof WebSocket)) return;
+    this._socket = null; // detached: its late onclose is ignored
+    this._stopPing();
+    this._failAcks(new Error("connection lost"));
+    try {
+      ws.close(4000, "pong timeout");
+    } catch {
+      // Closing a dead socket may throw in some browsers; it is detached anyway.
+    }
+    this._onClosed(4000, "pong timeout");
   }
 
   _stopPing() {
@@ -399,8 +457,21 @@ export class NotifyHub {
   _hello(data, event) {
     this._greeted = true;
     this.userId = data.user_id;
-    this._attempt = 0;
+    this._authRetry = true;
+    this._clearConnectionTimers();
+    this._stableTimer = setTimeout(() => {
+      this._attempt = 0;
+    }, STABLE_AFTER_MS);
     if (this.activeTransport === "ws") this._wsFailures = 0;
+    const fellBack = this.transport === "auto" && this.activeTransport === "sse";
+    if (fellBack && typeof WebSocket !== "undefined") {
+      // Fell back to SSE: give WebSockets one more chance now and then. One failure
+      // (closed before hello while REST works) brings us back to SSE.
+      this._wsRetryTimer = setTimeout(() => {
+        this._wsFailures = WS_FAILURES_BEFORE_SSE - 1;
+        this._reconnectNow();
+      }, WS_RETRY_MS);
+    }
     const last = typeof data.last_seq === "number" ? data.last_seq : 0;
     if (this.lastSeq === null || last < this.lastSeq) {
       // First connection (or the hub's history went backwards): start from now.

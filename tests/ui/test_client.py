@@ -123,9 +123,10 @@ async def test_client_falls_back_to_sse_when_websockets_are_blocked(
     open_page: OpenPage, api: httpx.AsyncClient
 ) -> None:
     async def block_websockets(page: Page) -> None:
-        # Like a proxy that accepts the upgrade and drops it at once.
+        # Like a proxy that drops the connection with no close frame (the browser says
+        # 1006). An explicit close code would mean WebSockets work.
         async def refuse(ws: WebSocketRoute) -> None:
-            await ws.close(code=1011, reason="blocked")
+            await ws.close(code=1006, reason="")
 
         await page.route_web_socket(re.compile(r"/ws\?"), refuse)
 
