@@ -6,7 +6,7 @@ stops accepting, closes every live connection with 1001 spread over a few second
 (``Node.drain``), and only then lets uvicorn finish, so the process exits within
 ``DRAIN_SECONDS`` + ``GRACEFUL_SECONDS`` even with streams open.
 
-``serve``/``run`` are the one way to build that server around an app; ``serve_command``
+``run`` is the one way to build that server around an app; ``serve_command``
 (``notifyhub serve``) uses ``run`` and prints the banner once the port is bound.
 """
 
@@ -150,21 +150,6 @@ class ServeFailed(Exception):
     """The hub could not start, listen or shut down cleanly; ``__cause__`` says why."""
 
 
-async def serve(
-    app: Starlette,
-    host: str,
-    port: int,
-    settings: Settings,
-    *,
-    on_ready: Callable[[int], None] | None = None,
-    **overrides: Any,
-) -> None:
-    """Serve ``app`` until SIGTERM/SIGINT, then drain and stop; ``ServeFailed`` on failure."""
-    server, guard = _hub_server(app, host, port, settings, on_ready, overrides)
-    with _reporting_failure(guard, host, port):
-        await server.serve()
-
-
 def run(
     app: Starlette,
     host: str,
@@ -174,7 +159,10 @@ def run(
     on_ready: Callable[[int], None] | None = None,
     **overrides: Any,
 ) -> None:
-    """``serve`` in a fresh event loop (uvloop when installed, as uvicorn chooses)."""
+    """Serve ``app`` until SIGTERM/SIGINT, then drain and stop; ``ServeFailed`` on failure.
+
+    Runs its own event loop (uvloop when installed, as uvicorn chooses).
+    """
     server, guard = _hub_server(app, host, port, settings, on_ready, overrides)
     with _reporting_failure(guard, host, port):
         server.run()
