@@ -1,0 +1,96 @@
+"""A DM round-trip process across two hub instances sharing PostgreSQL and Redis.
+
+``python -m bench.dm --a URL --b URL --pairs P --rate R --seconds S``: user ``dma<i>``
+is connected to hub A and ``dmb<i>`` to hub B. At ``R`` round trips per second
+(round robin over the pairs) ``dma<i>`` sends ``message.send`` over its WebSocket;
+when ``dmb<i>`` gets the ``message.created`` it answers with a ``message.send`` of the
+same body; the round trip ends when ``dma<i>`` gets that answer's ``message.created``.
+Prints one JSON line ``{"sent", "completed", "seconds", "lat_ms"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import time
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection
+
+from bench.clients import hub_client, raise_nofile
+
+
+def send_frame(client_id: str, recipient: str, body: str) -> str:
+    return orjson.dumps({"type": "message.send", "client_id": client_id,
+                         "data": {"recipient_id": recipient, "body": body}}).decode()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    raise_nofile()
+    ids = itertools.count()
+    latencies: list[float] = []
+
+    async def sender_reader(ws: ClientConnection, partner: str) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in ws:
+                frame = orjson.loads(raw)
+                if frame.get("type") == "message.created" and \
+                        frame["data"]["sender_id"] == partner:
+                    latencies.append((time.time() - float(frame["data"]["body"])) * 1000)
+
+    async def echo_reader(ws: ClientConnection, partner: str) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in ws:
+                frame = orjson.loads(raw)
+                if frame.get("type") == "message.created" and \
+                        frame["data"]["sender_id"] == partner:
+                    await ws.send(send_frame(f"e{next(ids)}", partner, frame["data"]["body"]))
+
+    a_users = [f"dma{i}" for i in range(args.pairs)]
+    b_users = [f"dmb{i}" for i in range(args.pairs)]
+    a_side = await asyncio.gather(*[hub_client(args.a.replace("http", "ws", 1), u)
+                                    for u in a_users])
+    b_side = await asyncio.gather(*[hub_client(args.b.replace("http", "ws", 1), u)
+                                    for u in b_users])
+    tasks = [asyncio.create_task(sender_reader(ws, partner))
+             for ws, partner in zip(a_side, b_users, strict=True)]
+    tasks += [asyncio.create_task(echo_reader(ws, partner))
+              for ws, partner in zip(b_side, a_users, strict=True)]
+    total = int(args.rate * args.seconds)
+    sent = 0
+    start = time.time()
+    while sent < total and time.time() < start + args.seconds + 5:
+        due = min(total, int((time.time() - start) * args.rate) + 1)
+        while sent < due:
+            pair = sent % args.pairs
+            await a_side[pair].send(send_frame(f"s{sent}", b_users[pair], repr(time.time())))
+            sent += 1
+        await asyncio.sleep(0.005)
+    deadline = time.time() + 15
+    while len(latencies) < sent and time.time() < deadline:
+        await asyncio.sleep(0.05)
+    elapsed = time.time() - start
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.gather(
+            *[ws.close() for ws in [*a_side, *b_side]], return_exceptions=True), 10)
+    return {"sent": sent, "completed": len(latencies), "seconds": round(elapsed, 3),
+            "lat_ms": latencies}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.dm")
+    parser.add_argument("--a", required=True)
+    parser.add_argument("--b", required=True)
+    parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--seconds", type=float, default=10)
+    print(orjson.dumps(asyncio.run(run(parser.parse_args()))).decode(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""The benchmark scenarios; each returns result rows (see ``bench.report``).
+
+Load comes from child processes (``bench.clients``, ``bench.publish``, ``bench.rest``,
+``bench.dm``); this process only orchestrates, polls and reads /proc. Every wait is
+bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.peer import BROADCAST, publisher
+from bench.pool import Pool
+from bench.report import cpu_per_frame, latency, row
+from bench.servers import API_KEY, Stack
+
+Row = dict[str, Any]
+
+
+@dataclass
+class Options:
+    users: int = 2000
+    processes: int = 2
+    seconds: float = 10.0
+    rates: list[int] = field(default_factory=lambda: [500, 1000, 2000, 5000, 10000, 20000])
+    p99_bound_ms: float = 1000.0
+    rounds: int = 5
+    bulk: int = 1000
+    callers: list[int] = field(default_factory=lambda: [8, 32])
+    dm_pairs: int = 50
+    dm_rate: float = 100.0
+
+
+class Bench:
+    """The running stack, the lazily opened client pools and the options."""
+
+    def __init__(self, stack: Stack, options: Options) -> None:
+        self.stack, self.o = stack, options
+        self.pools: dict[str, Pool] = {}
+
+    def pool(self, target: str) -> Pool:
+        """The client pool of ``target`` (``hub`` or ``peer``), opened on first use."""
+        if target not in self.pools:
+            url = self.stack.hub() if target == "hub" else self.stack.peer()
+            pid = self.stack.hub_pids[0] if target == "hub" else self.stack.peer_pid
+            self.pools[target] = Pool(target, url, self.o.users, self.o.processes, pid)
+        return self.pools[target]
+
+    def cpu(self, target: str, before: dict[str, float]) -> tuple[float, float]:
+        """Server CPU and server+Redis+PostgreSQL CPU seconds since ``before``."""
+        now = self.stack.stack_cpu()
+        delta = {k: now[k] - before[k] for k in now}
+        server = delta["hub"] if target == "hub" else delta["peer"]
+        stack = server + delta["redis"] + (delta["postgres"] if target == "hub" else 0.0)
+        return server, stack
+
+    def child(self, module: str, *args: str, timeout: float) -> dict[str, Any]:
+        """Runs ``python -m bench.<module> args`` and returns its JSON line."""
+        done = subprocess.run([sys.executable, "-m", f"bench.{module}", *args],
+                              capture_output=True, timeout=timeout, check=True)
+        result: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+        return result
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+
+
+def idle(b: Bench) -> list[Row]:
+    """RSS per idle connection of the hub and the peer, measured while the pool opened."""
+    rows = []
+    for target in ("hub", "peer"):
+        pool = b.pool(target)
+        rows.append(row("idle", target, connections=pool.ready,
+                        rss_per_conn_kib=pool.rss_per_connection_kib(),
+                        connect_s=round(pool.connect_seconds, 1), failed=pool.failed,
+                        server_rss_mib=round(pool.rss_after / 1024, 1)))
+    return rows
+
+
+def unicast_step(b: Bench, scenario: str, target: str, mode: str, rate: int) -> Row:
+    """One rung: the publisher offers ``rate``/s for ``seconds``, then deliveries drain."""
+    pool, tag = b.pool(target), f"{scenario}-{rate}"
+    url = b.stack.hub() if target == "hub" else b.stack.peer()
+    before = b.stack.stack_cpu()
+    pub = b.child("publish", "--mode", mode, "--url", url, "--redis", b.stack.redis.url,
+                  "--rate", str(rate), "--seconds", str(b.o.seconds),
+                  "--users", str(pool.ready), "--tag", tag, timeout=b.o.seconds + 120)
+    delivered = pool.wait(tag, pub["published"], timeout=max(10.0, b.o.seconds))
+    server, stack = b.cpu(target, before)
+    lat, last = pool.collect(tag)
+    window = max(pub["seconds"], last - pub["start"])
+    return row(scenario, target, connections=pool.ready, offered_per_s=rate,
+               published=pub["published"], delivered=delivered,
+               published_per_s=round(pub["published"] / pub["seconds"], 1),
+               delivered_per_s=round(delivered / window, 1),
+               delivered_ratio=round(delivered / max(1, pub["published"]), 4),
+               server_cpu_us_per_frame=cpu_per_frame(server, delivered),
+               stack_cpu_us_per_frame=cpu_per_frame(stack, delivered),
+               errors=pub["errors"] or None, skipped=pub["skipped"] or None, **latency(lat))
+
+
+def ladder(b: Bench, scenario: str, target: str, mode: str) -> list[Row]:
+    """Climbs the rate ladder until delivery falls under 95 % or p99 passes the bound."""
+    rows = []
+    for rate in b.o.rates:
+        r = unicast_step(b, scenario, target, mode, rate)
+        rows.append(r)
+        if r["delivered_per_s"] < 0.95 * rate or r["delivered_ratio"] < 0.95 or \
+                (r["p99_ms"] or 0) > b.o.p99_bound_ms:
+            break
+        time.sleep(1)
+    return rows
+
+
+def stream(b: Bench) -> list[Row]:
+    return ladder(b, "stream", "hub", "stream")
+
+
+def rest(b: Bench) -> list[Row]:
+    return ladder(b, "rest", "hub", "rest")
+
+
+def peer(b: Bench) -> list[Row]:
+    return ladder(b, "peer", "peer", "peer")
+
+
+def rest_closed(b: Bench) -> list[Row]:
+    """Closed-loop REST creates with each caller count: requests/s and latency."""
+    rows = []
+    for callers in b.o.callers:
+        before = b.stack.stack_cpu()
+        r = b.child("rest", "--url", b.stack.hub(), "--callers", str(callers),
+                    "--seconds", str(b.o.seconds), timeout=b.o.seconds + 60)
+        server, stack = b.cpu("hub", before)
+        rows.append(row(f"rest-closed-{callers}", "hub", published=r["requests"],
+                        published_per_s=r["per_second"],
+                        server_cpu_us_per_frame=cpu_per_frame(server, r["requests"]),
+                        stack_cpu_us_per_frame=cpu_per_frame(stack, r["requests"]),
+                        callers=callers, errors=r["errors"] or None, **latency(r["lat_ms"])))
+    return rows
+
+
+def rounds(b: Bench, scenario: str, target: str, send: Any, expected: int) -> Row:
+    """``rounds`` single sends (``send(tag, t0)`` returns the request ms): delivery stats."""
+    pool = b.pool(target)
+    before = b.stack.stack_cpu()
+    lat: list[float] = []
+    request_ms: list[float] = []
+    to_last: list[float] = []
+    delivered = 0
+    for i in range(b.o.rounds):
+        tag, t0 = f"{scenario}-{i}", time.time()
+        request_ms.append(send(tag, t0))
+        delivered += pool.wait(tag, expected, timeout=30)
+        got, last = pool.collect(tag)
+        lat += got
+        to_last.append((last - t0) * 1000 if got else 0.0)
+    server, stack = b.cpu(target, before)
+    published = expected * b.o.rounds
+    return row(scenario, target, connections=pool.ready, published=published,
+               delivered=delivered, delivered_ratio=round(delivered / max(1, published), 4),
+               server_cpu_us_per_frame=cpu_per_frame(server, delivered),
+               stack_cpu_us_per_frame=cpu_per_frame(stack, delivered),
+               last_delivery_ms_p50=latency(to_last)["p50_ms"],
+               last_delivery_ms_max=latency(to_last)["max_ms"],
+               request_ms_p50=latency(request_ms)["p50_ms"],
+               request_ms_max=latency(request_ms)["max_ms"], **latency(lat))
+
+
+def post(b: Bench, path: str, body: dict[str, Any]) -> float:
+    """POSTs ``body`` to the hub with the API key; returns the request time in ms."""
+    t = time.perf_counter()
+    r = httpx.post(f"{b.stack.hub()}{path}", json=body, headers={"X-API-Key": API_KEY},
+                   timeout=60)
+    r.raise_for_status()
+    return (time.perf_counter() - t) * 1000
+
+
+def bulk(b: Bench) -> list[Row]:
+    """One ``POST /api/notifications`` with ``user_ids`` of ``bulk`` connected users."""
+    users = [f"u{i}" for i in range(min(b.o.bulk, b.pool("hub").ready))]
+
+    def send(tag: str, t0: float) -> float:
+        return post(b, "/api/notifications", {"user_ids": users, "type": "bench",
+                                              "title": "bulk", "data": {"t0": t0, "tag": tag}})
+
+    return [rounds(b, "bulk", "hub", send, len(users))]
+
+
+def broadcast(b: Bench) -> list[Row]:
+    """An announcement to every hub client, and the peer's emit to all, per round."""
+    def hub_send(tag: str, t0: float) -> float:
+        return post(b, "/api/announcements", {"title": f"bench {tag}", "body": repr(t0)})
+
+    def peer_send(tag: str, t0: float) -> float:
+        t = time.perf_counter()
+        asyncio.run(publisher(b.stack.redis.url).emit(BROADCAST, {"t0": t0, "tag": tag}))
+        return (time.perf_counter() - t) * 1000
+
+    return [rounds(b, "broadcast", "hub", hub_send, b.pool("hub").ready),
+            rounds(b, "broadcast", "peer", peer_send, b.pool("peer").ready)]
+
+
+def dm(b: Bench) -> list[Row]:
+    """DM round trips between users on two hub instances at ``dm_rate`` per second."""
+    a, second = b.stack.hub(0), b.stack.hub(1)
+    before = b.stack.stack_cpu()
+    r = b.child("dm", "--a", a, "--b", second, "--pairs", str(b.o.dm_pairs),
+                "--rate", str(b.o.dm_rate), "--seconds", str(b.o.seconds),
+                timeout=b.o.seconds + 120)
+    server, stack = b.cpu("hub", before)
+    # Each round trip stores two messages (and two new_message notifications).
+    return [row("dm", "hub x2", connections=2 * b.o.dm_pairs, offered_per_s=b.o.dm_rate,
+                published=r["sent"], delivered=r["completed"],
+                delivered_per_s=round(r["completed"] / r["seconds"], 1),
+                delivered_ratio=round(r["completed"] / max(1, r["sent"]), 4),
+                server_cpu_us_per_frame=cpu_per_frame(server, r["completed"]),
+                stack_cpu_us_per_frame=cpu_per_frame(stack, r["completed"]),
+                **latency(r["lat_ms"]))]
+
+
+SCENARIOS = {"idle": idle, "stream": stream, "rest": rest, "peer": peer,
+             "rest-closed": rest_closed, "bulk": bulk, "broadcast": broadcast, "dm": dm}
