@@ -4,8 +4,9 @@
 sends ``R`` per second (open loop, paced every 5 ms) to random users ``u0..u{N-1}``,
 each stamped ``data = {"t0": time.time(), "tag": T}``, and prints one JSON line
 ``{"published", "errors", "skipped", "seconds"}``. ``stream`` XADDs ``{prefix}ingest``,
-``rest`` POSTs ``/api/notifications`` with the API key (at most 256 in flight; sends
-beyond that are skipped, not queued), ``peer`` emits through ``AsyncRedisManager``.
+``rest`` POSTs ``/api/notifications`` with the API key (at most 64 in flight, one per
+connection; sends beyond that are skipped, not queued), ``peer`` emits through
+``AsyncRedisManager``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import redis.asyncio as aioredis
 from bench.peer import EVENT, publisher
 from bench.servers import API_KEY, PREFIX
 
-MAX_IN_FLIGHT = 256
+MAX_IN_FLIGHT = 64
 
 
 def body(user: str, tag: str) -> dict[str, Any]:

@@ -20,7 +20,8 @@ KEYS = (
 
 COLUMNS = (
     ("scenario", "scenario"), ("target", "target"), ("offered_per_s", "offered/s"),
-    ("delivered_per_s", "delivered/s"), ("delivered_ratio", "delivered/published"),
+    ("published_per_s", "published/s"), ("delivered_per_s", "delivered/s"),
+    ("delivered_ratio", "delivered/published"),
     ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("max_ms", "max ms"),
     ("server_cpu_us_per_frame", "server CPU µs/frame"),
     ("stack_cpu_us_per_frame", "server+Redis+PG CPU µs/frame"),

@@ -23,14 +23,18 @@ PREFIX = "hub:"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of ``pid`` in seconds (0 when it is gone)."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User plus system CPU seconds of ``pid`` (0 when it is gone); with ``reaped``, plus
+    that of its children that exited and were waited for."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / TICKS
 
 
 def rss_kib(pid: int) -> int:
@@ -160,7 +164,9 @@ class Stack:
             "hub": sum(cpu_seconds(p) for p in self.hub_pids),
             "peer": cpu_seconds(self.peer_pid) if self.peer_pid else 0.0,
             "redis": cpu_seconds(redis_pid),
-            "postgres": sum(cpu_seconds(p) for p in [pg, *children(pg)]) if pg else 0.0,
+            # Backends come and go: count the live ones and those the postmaster reaped.
+            "postgres": cpu_seconds(pg, reaped=True) + sum(cpu_seconds(p) for p in children(pg))
+            if pg else 0.0,
         }
 
     def close(self) -> None:
