@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from db.pool import Conn
+from db.pool import Conn, dumps
 from db.queries import load
 
 Q = load("notifications")
@@ -16,19 +16,24 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-async def insert_many(
-    conn: Conn,
-    user_ids: list[str],
-    type_: str,
-    title: str,
-    body: str,
-    link: str | None,
-    data: dict[str, Any],
-    priority: str,
-) -> list[dict[str, Any]]:
-    """Insert one notification per user, in the order given; return the rows."""
-    rows = await conn.fetch(Q.insert_many, user_ids, type_, title, body, link, data, priority)
-    return [dict(r) for r in rows]
+#: A notification to insert: ``(id, user_id, type, title, body, link, data, priority)``,
+#: its id from ``allocate_ids``.
+Row = tuple[int, str, str, str, str, str | None, dict[str, Any], str]
+
+
+async def allocate_ids(conn: Conn, count: int) -> list[int]:
+    """``count`` new notification ids, ascending (gaps are harmless)."""
+    if count == 0:
+        return []
+    return list(await conn.fetchval(Q.allocate_ids, count))
+
+
+async def insert_rows(conn: Conn, rows: list[Row]) -> list[dict[str, Any]]:
+    """Insert ``rows`` in one statement, in the order given; return the stored rows."""
+    if not rows:
+        return []
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    return [dict(r) for r in await conn.fetch(Q.insert_rows, *columns)]
 
 
 async def by_ids(conn: Conn, ids: list[int]) -> list[dict[str, Any]]:
@@ -76,22 +81,31 @@ async def delete_for_message(conn: Conn, user_id: str, message_id: int) -> list[
     return [r["id"] for r in await conn.fetch(Q.delete_for_message, user_id, message_id)]
 
 
-async def claim_request(conn: Conn, key: str) -> bool:
-    """Claim idempotency ``key`` in this transaction; False if it was used before.
+async def claim_requests(
+    conn: Conn, claims: list[tuple[str, list[int], list[str]]]
+) -> set[str]:
+    """Claim each ``(key, notification ids, suppressed users)`` in this transaction,
+    recording what its request creates; returns the keys that were free.
 
-    A concurrent claim of the same key waits for this transaction and then gets False.
+    A concurrent claim of the same key waits for this transaction and then finds it used.
     """
-    return await conn.fetchval(Q.claim_request, key) is not None
+    if not claims:
+        return set()
+    rows = await conn.fetch(
+        Q.claim_requests,
+        [key for key, _, _ in claims],
+        [dumps(ids) for _, ids, _ in claims],
+        [dumps(suppressed) for _, _, suppressed in claims],
+    )
+    return {r["idempotency_key"] for r in rows}
 
 
-async def get_request(conn: Conn, key: str) -> tuple[list[int], list[str]]:
-    row = await conn.fetchrow(Q.get_request, key)
-    assert row is not None
-    return list(row["notification_ids"]), list(row["suppressed"])
-
-
-async def finish_request(conn: Conn, key: str, ids: list[int], suppressed: list[str]) -> None:
-    await conn.execute(Q.finish_request, key, ids, suppressed)
+async def get_requests(conn: Conn, keys: list[str]) -> dict[str, tuple[list[int], list[str]]]:
+    """What the requests with ``keys`` created: ``key -> (notification ids, suppressed)``."""
+    rows = await conn.fetch(Q.get_requests, keys)
+    return {
+        r["idempotency_key"]: (list(r["notification_ids"]), list(r["suppressed"])) for r in rows
+    }
 
 
 async def prune(conn: Conn, retention_days: int, request_days: int) -> int:

@@ -15,7 +15,6 @@ from typing import Literal
 import asyncpg
 import orjson
 
-from db import events as event_log
 from hub import notifications
 from hub.errors import HubError, InvalidInput
 from hub.models import NotificationCreate, validate
@@ -27,9 +26,6 @@ from pubsub.runner import Entry, Outcome
 Source = Literal["stream", "publish"]
 #: Idempotency keys given to stream entries that bring none; reserved for ingest.
 STREAM_KEY_PREFIX = "stream:"
-#: A transaction is closed once its entries reach this many recipients, so a burst of
-#: large fan-outs does not hold every recipient's counter lock for long.
-CHUNK_RECIPIENTS = 1000
 
 
 def parse(entry_id: str | None, payload: bytes | None, max_bytes: int) -> NotificationCreate:
@@ -60,11 +56,12 @@ def describe(exc: HubError) -> str:
 class Applier:
     """Applies batches of ingest entries for ``source``; the callback of the ``pubsub`` readers.
 
-    Entries are validated first; the valid ones are created in one transaction per
-    chunk, each under a savepoint, so an entry the database rejects (unknown template,
-    bad characters) is dead-lettered while the others commit. Events are published
-    after commit. Raises when the database itself fails: the caller retries the batch,
-    and idempotency keys make the retry create nothing twice.
+    Entries are validated first; the valid ones go to the instance's group-commit writer
+    (``hub.notifications.create``) in stream order, where they commit together with
+    other creates. An entry the database or a template rejects fails alone and is
+    dead-lettered. Events are published after commit. Raises when the database itself
+    is unreachable: the caller retries the batch, and idempotency keys make the retry
+    create nothing twice.
     """
 
     def __init__(self, svc: Services, source: Source) -> None:
@@ -72,65 +69,42 @@ class Applier:
 
     async def __call__(self, entries: list[Entry]) -> list[Outcome]:
         outcomes: list[Outcome] = [None] * len(entries)
-        chunk: list[tuple[int, NotificationCreate]] = []
-        recipients = 0
+        queued: list[tuple[int, asyncio.Future[notifications.Created]]] = []
+        writer = notifications.writer(self.svc)
         for n, (entry_id, payload) in enumerate(entries):
             try:
                 request = parse(entry_id, payload, self.svc.settings.max_body_bytes)
             except InvalidInput as exc:
                 outcomes[n] = describe(exc)
                 continue
-            chunk.append((n, request))
-            recipients += len(request.recipients())
-            if recipients >= CHUNK_RECIPIENTS:
-                await self._run(chunk, outcomes)
-                chunk, recipients = [], 0
-        if chunk:
-            await self._run(chunk, outcomes)
+            queued.append((n, await writer.enqueue(request)))
+        if queued:
+            await asyncio.wait([future for _, future in queued])
+        unavailable: BaseException | None = None
+        applied = 0
+        for n, future in queued:
+            failure = future.exception()
+            if failure is None:
+                applied += not future.result().replayed
+            elif isinstance(failure, HubError):
+                outcomes[n] = describe(failure)
+            elif isinstance(failure, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
+                outcomes[n] = f"rejected by the database: {failure}"
+            elif self.source == "stream":
+                unavailable = failure  # nothing is acknowledged: the batch is retried
+            else:
+                # Publish-channel messages have no idempotency key: a failure is reported
+                # for the entry alone, so entries that committed are not dead-lettered
+                # (and duplicated by a replay).
+                outcomes[n] = f"not applied: {failure or type(failure).__name__}"
+        self.svc.metrics.ingest_applied.labels(source=self.source).inc(applied)
+        if unavailable is not None:
+            raise unavailable
         return outcomes
-
-    async def _run(
-        self, chunk: list[tuple[int, NotificationCreate]], outcomes: list[Outcome]
-    ) -> None:
-        if self.source == "stream":
-            await self._apply(chunk, outcomes)  # raising leaves the batch pending: retried
-            return
-        # Publish-channel messages have no idempotency key: a failure is reported for this
-        # chunk only, so chunks that already committed are not dead-lettered (and
-        # duplicated by a replay).
-        try:
-            await self._apply(chunk, outcomes)
-        except Exception as exc:
-            for n, _ in chunk:
-                outcomes[n] = f"not applied: {exc or type(exc).__name__}"
 
     def dead_lettered(self, count: int) -> None:
         """Count entries that a ``pubsub`` reader wrote to the dead-letter stream."""
         self.svc.metrics.ingest_dead.inc(count)
-
-    async def _apply(
-        self, chunk: list[tuple[int, NotificationCreate]], outcomes: list[Outcome]
-    ) -> None:
-        created: list[notifications.Created] = []
-        async with self.svc.pool.acquire() as conn, conn.transaction():
-            # Every recipient of the chunk is locked up front in one sorted order; entry by
-            # entry, the locks would be taken in entry order and could deadlock with
-            # other writers.
-            await event_log.lock(conn, [u for _, r in chunk for u in r.recipients()])
-            for n, request in chunk:
-                try:
-                    async with conn.transaction():  # a savepoint: one bad entry rolls back alone
-                        created.append(await notifications.create_in(conn, request))
-                except HubError as exc:
-                    outcomes[n] = describe(exc)
-                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-                    outcomes[n] = f"rejected by the database: {exc}"
-        fresh = [c for c in created if not c.replayed]
-        metrics = self.svc.metrics
-        metrics.ingest_applied.labels(source=self.source).inc(len(fresh))
-        metrics.notifications_created.inc(sum(len(c.items) for c in fresh))
-        metrics.notifications_suppressed.inc(sum(len(c.suppressed) for c in fresh))
-        await self.svc.publish([event for c in created for event in c.events])
 
 
 def make_applier(svc: Services, source: Source = "stream") -> Applier:

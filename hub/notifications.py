@@ -7,18 +7,27 @@ to the broker after commit (CONTRACT §5).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from db import events as event_log
 from db import notifications as store
 from hub import preferences, templates
-from hub.errors import InvalidInput, NotFound
+from hub.errors import Conflict, HubError, InvalidInput, NotFound
 from hub.models import NotificationCreate
-from hub.services import Services
+from hub.writer import GroupCommit
+
+if TYPE_CHECKING:
+    from hub.services import Services
 
 Event = tuple[str, int, str, Any]
+#: A notification's title, body and link.
+Content = tuple[str, str, str | None]
+#: A batch closes once its creates reach this many recipients, so a burst of large
+#: fan-outs does not hold every recipient's counter lock for long.
+BATCH_RECIPIENTS = 2000
 
 
 @dataclass
@@ -32,56 +41,159 @@ class Created:
 
 
 async def create(svc: Services, request: NotificationCreate) -> Created:
-    """Create ``request`` for each recipient whose preferences allow it, exactly once."""
+    """Create ``request`` for each recipient whose preferences allow it, exactly once.
+
+    Concurrent creates of this instance commit together in one transaction (group
+    commit, ``hub.writer``); this returns once the batch holding ``request`` committed
+    and its events were handed to the broker.
+    """
+    return await writer(svc).submit(request)
+
+
+def writer(svc: Services) -> GroupCommit[NotificationCreate, Created]:
+    """The group-commit writer of ``svc``'s notification creates (made on first use)."""
+    if svc.create_writer is None:
+        svc.create_writer = GroupCommit(
+            partial(_commit, svc),
+            isolate=(asyncpg.DataError, asyncpg.IntegrityConstraintViolationError),
+            weight=lambda request: len(request.recipients()),
+            key=lambda request: request.idempotency_key,
+            max_weight=BATCH_RECIPIENTS,
+        )
+    return svc.create_writer
+
+
+async def _commit(
+    svc: Services, requests: list[NotificationCreate]
+) -> list[Created | BaseException]:
+    """One transaction for a batch of creates; its events are published after commit."""
     async with svc.pool.acquire() as conn, conn.transaction():
-        created = await create_in(conn, request)
-    if not created.replayed:
-        svc.metrics.notifications_created.inc(len(created.items))
-        svc.metrics.notifications_suppressed.inc(len(created.suppressed))
-    await svc.publish(created.events)
-    return created
+        results = await create_many_in(conn, requests)
+    fresh = [r for r in results if isinstance(r, Created) and not r.replayed]
+    svc.metrics.notifications_created.inc(sum(len(c.items) for c in fresh))
+    svc.metrics.notifications_suppressed.inc(sum(len(c.suppressed) for c in fresh))
+    await svc.publish([e for r in results if isinstance(r, Created) for e in r.events])
+    return list(results)
 
 
 async def create_in(conn: asyncpg.Connection, request: NotificationCreate) -> Created:
     """``create`` inside the caller's transaction; the caller publishes ``events``."""
-    key = request.idempotency_key
-    if key is not None:
-        # Counters first, in sorted order, before the idempotency claim: the hub-wide
-        # lock order that keeps concurrent writers (and ingest batches) from deadlocking.
-        # Without a claim, ``append`` below takes them in that order anyway.
-        await event_log.lock(conn, request.recipients())
-    if key is not None and not await store.claim_request(conn, key):
-        ids, suppressed = await store.get_request(conn, key)
-        return Created(await store.by_ids(conn, ids), suppressed, replayed=True)
-    title, body, link = await _content(conn, request)
-    allowed, suppressed = await preferences.in_app_recipients(
-        conn, request.recipients(), request.type
-    )
-    items = await store.insert_many(
-        conn, allowed, request.type, title, body, link, request.data, request.priority
-    )
-    if key is not None:
-        await store.finish_request(conn, key, [n["id"] for n in items], suppressed)
+    [result] = await create_many_in(conn, [request])
+    if isinstance(result, HubError):
+        raise result
+    return result
+
+
+async def create_many_in(
+    conn: asyncpg.Connection, requests: list[NotificationCreate]
+) -> list[Created | HubError]:
+    """Create ``requests`` inside the caller's transaction with set-based statements.
+
+    One result per request, in order: what it created, or why it was refused (an
+    unknown template, a missing template variable). Idempotency keys must be distinct;
+    a key used before replays what its first request created. The caller publishes
+    the events of every ``Created``.
+
+    Lock order: reads first (templates, preferences: no locks), then the idempotency
+    claims in sorted key order, then every recipient's counter in sorted order
+    (``event_log.append``): the order every create takes, so concurrent batches (and
+    other instances') queue up rather than deadlock.
+    """
+    contents = await _contents(conn, requests)
+    recipients = [r.recipients() for r in requests]
+    prefs = await preferences.load_many(conn, sorted({u for rs in recipients for u in rs}))
+    results: list[Created | HubError | None] = [None] * len(requests)
+    plans: list[tuple[int, list[str], list[str], Content]] = []
+    replays: list[int] = []  # refused content with a key: a replay if the key was used
+    for n, request in enumerate(requests):
+        content = contents[n]
+        if not isinstance(content, HubError):
+            allowed, suppressed = preferences.split(prefs, recipients[n], request.type)
+            plans.append((n, allowed, suppressed, content))
+        elif request.idempotency_key is None:
+            results[n] = content
+        else:
+            replays.append(n)
+    ids = iter(await store.allocate_ids(conn, sum(len(p[1]) for p in plans)))
+    planned = [(n, [next(ids) for _ in allowed], allowed, suppressed, content)
+               for n, allowed, suppressed, content in plans]
+    claimed = await store.claim_requests(conn, [
+        (key, own, suppressed) for n, own, _, suppressed, _ in planned
+        if (key := requests[n].idempotency_key) is not None
+    ])
+    rows: list[store.Row] = []
+    fresh: list[tuple[int, int, list[str]]] = []  # (request, rows, suppressed)
+    for n, own, allowed, suppressed, (title, body, link) in planned:
+        request = requests[n]
+        if request.idempotency_key is not None and request.idempotency_key not in claimed:
+            replays.append(n)
+            continue
+        rows.extend(
+            (i, u, request.type, title, body, link, request.data, request.priority)
+            for i, u in zip(own, allowed, strict=True)
+        )
+        fresh.append((n, len(own), suppressed))
+    items = await store.insert_rows(conn, rows)
     events = await event_log.append(
-        conn, [(n["user_id"], "notification.created", n) for n in items]
+        conn, [(i["user_id"], "notification.created", i) for i in items]
     )
-    return Created(items, suppressed, events=events)
+    at = 0
+    for n, count, suppressed in fresh:
+        results[n] = Created(items[at:at + count], suppressed, events=events[at:at + count])
+        at += count
+    if replays:
+        await _replay(conn, requests, sorted(replays), contents, results)
+    return [r for r in results if r is not None]
 
 
-async def _content(
-    conn: asyncpg.Connection, request: NotificationCreate
-) -> tuple[str, str, str | None]:
-    """Title, body and link: explicit fields win over the rendered template."""
+async def _replay(
+    conn: asyncpg.Connection,
+    requests: list[NotificationCreate],
+    replays: list[int],
+    contents: list[Content | HubError],
+    results: list[Created | HubError | None],
+) -> None:
+    """Fill ``results`` of requests whose key was used before with what that one made."""
+    stored = await store.get_requests(conn, [requests[n].idempotency_key or "" for n in replays])
+    rows = {r["id"]: r for r in await store.by_ids(conn, [i for ids, _ in stored.values()
+                                                              for i in ids])}
+    for n in replays:
+        found = stored.get(requests[n].idempotency_key or "")
+        content = contents[n]
+        if found is not None:
+            ids, suppressed = found
+            results[n] = Created([rows[i] for i in ids if i in rows], suppressed, replayed=True)
+        elif isinstance(content, HubError):  # never used: the request itself is refused
+            results[n] = content
+        else:  # claimed by a transaction that rolled back meanwhile
+            results[n] = Conflict("a request with this idempotency key just failed; try again")
+
+
+async def _contents(
+    conn: asyncpg.Connection, requests: list[NotificationCreate]
+) -> list[Content | HubError]:
+    """Title, body and link of each request (explicit fields win over its template)."""
+    names = sorted({r.template for r in requests if r.template is not None})
+    stored = await templates.load_many(conn, names) if names else {}
+    out: list[Content | HubError] = []
+    for request in requests:
+        try:
+            out.append(_content(request, stored))
+        except HubError as exc:
+            out.append(exc)
+    return out
+
+
+def _content(request: NotificationCreate, stored: dict[str, dict[str, Any]]) -> Content:
     if request.template is None:
         assert request.title is not None
         return request.title, request.body or "", request.link
-    try:
-        tpl = await templates.get(conn, request.template)
-    except NotFound:
+    tpl = stored.get(request.template)
+    if tpl is None:
         raise InvalidInput(
             f"unknown template {request.template!r}",
             errors=[{"loc": ["template"], "msg": "unknown template"}],
-        ) from None
+        )
     title = request.title or templates.render(tpl["title"], request.data)[:200]
     body = request.body if request.body is not None else templates.render(tpl["body"], request.data)
     link = request.link

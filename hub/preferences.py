@@ -20,15 +20,22 @@ async def put(pool: asyncpg.Pool, user_id: str, prefs: Preferences) -> Preferenc
     return Preferences.model_validate(doc)
 
 
-async def in_app_recipients(
-    conn: asyncpg.Connection | asyncpg.Pool, user_ids: list[str], type_: str
+async def load_many(
+    conn: asyncpg.Connection | asyncpg.Pool, user_ids: list[str]
+) -> dict[str, Preferences]:
+    """The saved preferences of those ``user_ids`` that saved any (one query)."""
+    docs = await store.get_many(conn, user_ids) if user_ids else {}
+    return {user: Preferences.model_validate(doc) for user, doc in docs.items()}
+
+
+def split(
+    prefs: dict[str, Preferences], user_ids: list[str], type_: str
 ) -> tuple[list[str], list[str]]:
     """Split ``user_ids`` into (allowed, suppressed) for an in-app notification of ``type_``."""
-    docs = await store.get_many(conn, user_ids)
     allowed, suppressed = [], []
     for user in user_ids:
-        prefs = Preferences.model_validate(docs[user]) if user in docs else None
-        if prefs is None or prefs.allows_in_app(type_):
+        saved = prefs.get(user)
+        if saved is None or saved.allows_in_app(type_):
             allowed.append(user)
         else:
             suppressed.append(user)

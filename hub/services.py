@@ -13,6 +13,7 @@ import asyncpg
 from hub.events import BROADCAST, UserEvent, encode, user_channel
 from hub.metrics import Metrics
 from hub.settings import Settings
+from hub.writer import GroupCommit
 from pubsub.broker import Broker
 
 log = logging.getLogger("notifyhub")
@@ -29,6 +30,8 @@ class Services:
     pool: asyncpg.Pool
     broker: Broker
     metrics: Metrics = field(default_factory=Metrics)
+    #: Notification creates' group commit (``hub.notifications.writer``), made on first use.
+    create_writer: GroupCommit[Any, Any] | None = field(default=None, repr=False)
 
     async def publish(self, events: Iterable[tuple[str, int, str, Any]]) -> list[UserEvent]:
         """Hand committed ``(user_id, seq, type, data)`` events to the broker.
@@ -44,16 +47,15 @@ class Services:
             # after its commit; the head check and the reconnect catch-up deliver these.
             self._lost(len(published), "the broker is down")
             return published
-        sent = 0
         try:
-            # One deadline for the whole batch, not one per event: a hung broker costs a
+            # One deadline and one round trip for the whole batch: a hung broker costs a
             # write at most PUBLISH_DEADLINE seconds, however many users it touched.
             async with asyncio.timeout(PUBLISH_DEADLINE):
-                for event in published:
-                    await self.broker.publish(user_channel(event.user_id), event.encode())
-                    sent += 1
+                await self.broker.publish_many(
+                    [(user_channel(e.user_id), e.encode()) for e in published]
+                )
         except Exception as exc:
-            self._lost(len(published) - sent, str(exc) or type(exc).__name__)
+            self._lost(len(published), str(exc) or type(exc).__name__)
         return published
 
     def _lost(self, count: int, reason: str) -> None:

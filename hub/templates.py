@@ -90,3 +90,8 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> dict[str, An
     if row is None:
         raise NotFound(f"no template {key!r}")
     return row
+
+
+async def load_many(conn: asyncpg.Connection | asyncpg.Pool, keys: list[str]) -> dict[str, Any]:
+    """The stored templates among ``keys``, by key (missing ones are absent)."""
+    return await store.get_many(conn, keys)

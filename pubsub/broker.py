@@ -28,6 +28,9 @@ class Broker(Protocol):
     async def publish(self, channel: str, message: bytes) -> None:
         """Send ``message`` to every instance subscribed to ``channel`` (this one included)."""
 
+    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        """``publish`` each ``(channel, message)`` in order, in one round trip where possible."""
+
     async def subscribe(self, channel: str) -> None:
         """Start receiving ``channel``; returns once the subscription is active."""
 

@@ -88,7 +88,7 @@ class StreamIngest(Runner):
         *,
         consumer: str | None = None,
         claim_idle_ms: int = 30_000,
-        batch: int = 100,
+        batch: int = 1000,
         block_ms: int = 1000,
         max_deliveries: int = 5,
         on_dead: DeadHook | None = None,

@@ -23,6 +23,10 @@ class MemoryBroker:
         if self._on_message is not None and channel in self._channels:
             self._on_message(channel, message)
 
+    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        for channel, message in messages:
+            await self.publish(channel, message)
+
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
 

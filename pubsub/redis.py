@@ -164,6 +164,19 @@ class RedisBroker:
         except _FAILURES as exc:
             raise BrokerUnavailable(f"publish to {channel!r} failed: {exc}") from exc
 
+    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        """Publish every message in one pipelined round trip (no MULTI); raises
+        ``BrokerUnavailable`` on failure, when some of them may have gone out."""
+        if self._publisher is None:
+            raise BrokerUnavailable("RedisBroker is not started")
+        pipe = self._publisher.pipeline(transaction=False)
+        for channel, message in messages:
+            pipe.publish(self._prefix + channel, message)
+        try:
+            await pipe.execute()
+        except _FAILURES as exc:
+            raise BrokerUnavailable(f"publishing {len(messages)} message(s) failed: {exc}") from exc
+
     async def subscribe(self, channel: str) -> None:
         """Return once the subscription is active, or at once while Redis is unreachable:
         it is then restored on reconnect, which is followed by ``on_reconnect``."""

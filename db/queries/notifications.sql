@@ -1,6 +1,15 @@
--- name: insert_many
-INSERT INTO notifications (user_id, type, title, body, link, data, priority)
-SELECT u, $2, $3, $4, $5, $6, $7 FROM unnest($1::text[]) WITH ORDINALITY AS t(u, n)
+-- name: allocate_ids
+-- $1 new notification ids, ascending, for rows inserted later in this transaction.
+SELECT array_agg(nextval('notifications_id_seq') ORDER BY n)
+FROM generate_series(1, $1::int) AS n
+
+-- name: insert_rows
+-- One row per array position, with the ids allocate_ids gave, returned in that order.
+INSERT INTO notifications (id, user_id, type, title, body, link, data, priority)
+OVERRIDING SYSTEM VALUE
+SELECT i, u, ty, ti, b, l, d, p
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::jsonb[], $8::text[]) WITH ORDINALITY AS t(i, u, ty, ti, b, l, d, p, n)
 ORDER BY n
 RETURNING id, user_id, type, title, body, link, data, priority,
           read_at IS NOT NULL AS read, read_at, created_at
@@ -39,17 +48,23 @@ RETURNING id
 -- name: delete
 DELETE FROM notifications WHERE id = $1 AND user_id = $2 RETURNING id
 
--- name: claim_request
-INSERT INTO notification_requests (idempotency_key) VALUES ($1)
+-- name: claim_requests
+-- Claim keys $1 with what each request creates: ids $2 and suppressed users $3 (one
+-- JSON array as text per key: arrays of arrays would have to be rectangular). Returns
+-- the keys that were free. Keys are claimed in sorted order, so two transactions
+-- claiming overlapping keys queue up rather than deadlock; a key that another
+-- transaction claimed and has not committed yet waits for it.
+INSERT INTO notification_requests (idempotency_key, notification_ids, suppressed)
+SELECT k, ARRAY(SELECT jsonb_array_elements_text(ids::jsonb)::bigint),
+       ARRAY(SELECT jsonb_array_elements_text(sup::jsonb))
+FROM unnest($1::text[], $2::text[], $3::text[]) AS t(k, ids, sup)
+ORDER BY k
 ON CONFLICT DO NOTHING
 RETURNING idempotency_key
 
--- name: get_request
-SELECT notification_ids, suppressed FROM notification_requests WHERE idempotency_key = $1
-
--- name: finish_request
-UPDATE notification_requests SET notification_ids = $2, suppressed = $3
-WHERE idempotency_key = $1
+-- name: get_requests
+SELECT idempotency_key, notification_ids, suppressed FROM notification_requests
+WHERE idempotency_key = ANY($1::text[])
 
 -- name: prune_read
 DELETE FROM notifications WHERE read_at < now() - make_interval(days => $1)

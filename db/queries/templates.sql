@@ -10,3 +10,6 @@ ON CONFLICT (key) DO UPDATE
 SET type = EXCLUDED.type, title = EXCLUDED.title, body = EXCLUDED.body,
     link = EXCLUDED.link, updated_at = now()
 RETURNING key, type, title, body, link
+
+-- name: get_many
+SELECT key, type, title, body, link FROM templates WHERE key = ANY($1::text[])

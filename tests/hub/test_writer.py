@@ -1,0 +1,143 @@
+"""hub.writer.GroupCommit: batching, per-job results, isolation of a bad job, bounds.
+
+The commit callback here is plain Python (the batching logic needs no database);
+``test_group_commit.py`` runs the real notification writer on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hub.writer import GroupCommit
+
+TIMEOUT = 10
+
+
+class Bad(Exception):
+    """What one bad job raises (stands for a constraint violation)."""
+
+
+class Recorder:
+    """A commit callback that records its batches; a job "bad" fails its whole batch."""
+
+    def __init__(self, *, hold: asyncio.Event | None = None, fail: Exception | None = None):
+        self.batches: list[list[str]] = []
+        self.hold, self.fail = hold, fail
+
+    async def __call__(self, jobs: list[str]) -> list[str | BaseException]:
+        if self.hold is not None:
+            await self.hold.wait()
+        self.batches.append(list(jobs))
+        if self.fail is not None:
+            raise self.fail
+        if "bad" in jobs:
+            raise Bad("bad job in batch")
+        return [job.upper() for job in jobs]
+
+
+async def test_a_lone_job_commits_at_once_in_a_batch_of_its_own() -> None:
+    commit = Recorder()
+    writer: GroupCommit[str, str] = GroupCommit(commit)
+    assert await asyncio.wait_for(writer.submit("a"), TIMEOUT) == "A"
+    assert commit.batches == [["a"]]
+
+
+async def test_jobs_arriving_during_a_commit_share_the_next_batch_and_get_their_own_results(
+) -> None:
+    hold = asyncio.Event()
+    commit = Recorder(hold=hold)
+    writer: GroupCommit[str, str] = GroupCommit(commit)
+    first = asyncio.create_task(writer.submit("a"))
+    await asyncio.sleep(0)  # "a" is being committed (held) ...
+    rest = [asyncio.create_task(writer.submit(job)) for job in "bcde"]  # ... these queue
+    await asyncio.sleep(0)
+    hold.set()
+    results = await asyncio.wait_for(asyncio.gather(first, *rest), TIMEOUT)
+    assert results == ["A", "B", "C", "D", "E"]
+    assert commit.batches == [["a"], ["b", "c", "d", "e"]]
+    assert (writer.batches, writer.jobs) == (2, 5)
+
+
+async def test_a_job_that_fails_its_batch_fails_alone_and_the_others_commit() -> None:
+    hold = asyncio.Event()
+    commit = Recorder(hold=hold)
+    writer: GroupCommit[str, str] = GroupCommit(commit, isolate=(Bad,))
+    tasks = [asyncio.create_task(writer.submit(job)) for job in ("x", "bad", "y")]
+    await asyncio.sleep(0)
+    hold.set()
+    results = await asyncio.wait_for(
+        asyncio.gather(*tasks, return_exceptions=True), TIMEOUT
+    )
+    assert results[0] == "X" and results[2] == "Y"
+    assert isinstance(results[1], Bad)
+    assert commit.batches == [["x", "bad", "y"], ["x"], ["bad"], ["y"]]
+
+
+async def test_an_error_not_blamed_on_one_job_fails_the_whole_batch_without_retries() -> None:
+    hold = asyncio.Event()
+    down = ConnectionRefusedError("database down")
+    commit = Recorder(hold=hold, fail=down)
+    writer: GroupCommit[str, str] = GroupCommit(commit, isolate=(Bad,))
+    tasks = [asyncio.create_task(writer.submit(job)) for job in "abc"]
+    await asyncio.sleep(0)
+    hold.set()
+    results = await asyncio.wait_for(
+        asyncio.gather(*tasks, return_exceptions=True), TIMEOUT
+    )
+    assert results == [down, down, down]
+    assert commit.batches == [["a", "b", "c"]]  # no job-by-job retry against a dead database
+
+
+async def test_jobs_with_the_same_key_never_share_a_batch_and_keep_their_order() -> None:
+    hold = asyncio.Event()
+    commit = Recorder(hold=hold)
+    writer: GroupCommit[str, str] = GroupCommit(commit, key=lambda job: job[0])
+    tasks = [asyncio.create_task(writer.submit(job)) for job in ("k1", "k2", "j1", "k3")]
+    await asyncio.sleep(0)
+    hold.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
+    assert commit.batches == [["k1", "j1"], ["k2"], ["k3"]]
+
+
+async def test_a_batch_closes_at_its_weight_limit() -> None:
+    hold = asyncio.Event()
+    commit = Recorder(hold=hold)
+    writer: GroupCommit[str, str] = GroupCommit(commit, weight=len, max_weight=4)
+    tasks = [asyncio.create_task(writer.submit(job)) for job in ("aa", "bb", "cc", "d")]
+    await asyncio.sleep(0)
+    hold.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
+    assert commit.batches == [["aa", "bb"], ["cc", "d"]]
+
+
+async def test_callers_wait_for_room_once_max_queued_jobs_wait() -> None:
+    hold = asyncio.Event()
+    commit = Recorder(hold=hold)
+    writer: GroupCommit[str, str] = GroupCommit(commit, max_queued=2)
+    first = await writer.enqueue("a")
+    await asyncio.sleep(0)  # "a" left the queue: it is the batch being committed
+    queued = [await writer.enqueue("b"), await writer.enqueue("c")]
+    third = asyncio.create_task(writer.enqueue("d"))
+    await asyncio.sleep(0.05)
+    assert not third.done()  # two jobs wait already: no room for a third
+    hold.set()
+    late = await asyncio.wait_for(third, TIMEOUT)
+    results = await asyncio.wait_for(asyncio.gather(first, *queued, late), TIMEOUT)
+    assert results == ["A", "B", "C", "D"]
+
+
+@pytest.mark.parametrize("size", [1, 3])
+async def test_a_cancelled_commit_leaves_no_caller_waiting(size: int) -> None:
+    hold = asyncio.Event()
+    commit = Recorder(hold=hold)
+    writer: GroupCommit[str, str] = GroupCommit(commit)
+    futures = [await writer.enqueue(str(n)) for n in range(size)]
+    await asyncio.sleep(0)
+    worker = writer._worker
+    assert worker is not None
+    worker.cancel()
+    done, _ = await asyncio.wait(futures, timeout=TIMEOUT)
+    assert len(done) == size
+    assert all(isinstance(f.exception(), asyncio.CancelledError) for f in futures)
