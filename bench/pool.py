@@ -63,8 +63,7 @@ class Pool:
         return sum(a["count"] for a in self._ask({"cmd": "count", "tag": tag}))
 
     def wait(self, tag: str, expected: int, timeout: float) -> int:
-        """Polls until ``expected`` frames of ``tag`` arrived or ``timeout`` s pass, then
-        returns the count; returns early when the count stopped growing for 3 s."""
+        """Frames of ``tag`` once ``expected`` arrived, ``timeout`` passed or 3 s without one."""
         deadline = time.monotonic() + timeout
         got, last_growth, last = 0, time.monotonic(), -1
         while time.monotonic() < deadline:

@@ -24,8 +24,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int, reaped: bool = False) -> float:
-    """User plus system CPU seconds of ``pid`` (0 when it is gone); with ``reaped``, plus
-    that of its children that exited and were waited for."""
+    """User+system CPU seconds of ``pid`` (0 if gone), plus its reaped children's if asked."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
