@@ -55,6 +55,7 @@ def writer(svc: Services) -> GroupCommit[NotificationCreate, Created]:
     if svc.create_writer is None:
         svc.create_writer = GroupCommit(
             partial(_commit, svc),
+            after=partial(_publish, svc),
             isolate=(asyncpg.DataError, asyncpg.IntegrityConstraintViolationError),
             weight=lambda request: len(request.recipients()),
             key=lambda request: request.idempotency_key,
@@ -66,14 +67,18 @@ def writer(svc: Services) -> GroupCommit[NotificationCreate, Created]:
 async def _commit(
     svc: Services, requests: list[NotificationCreate]
 ) -> list[Created | BaseException]:
-    """One transaction for a batch of creates; its events are published after commit."""
+    """One transaction for a batch of creates."""
     async with svc.pool.acquire() as conn, conn.transaction():
         results = await create_many_in(conn, requests)
     fresh = [r for r in results if isinstance(r, Created) and not r.replayed]
     svc.metrics.notifications_created.inc(sum(len(c.items) for c in fresh))
     svc.metrics.notifications_suppressed.inc(sum(len(c.suppressed) for c in fresh))
-    await svc.publish([e for r in results if isinstance(r, Created) for e in r.events])
     return list(results)
+
+
+async def _publish(svc: Services, results: list[Created | BaseException]) -> None:
+    """After a batch committed: its events to the broker, in one round trip."""
+    await svc.publish([e for r in results if isinstance(r, Created) for e in r.events])
 
 
 async def create_in(conn: asyncpg.Connection, request: NotificationCreate) -> Created:

@@ -1,10 +1,12 @@
 """Group commit: concurrent writes of one kind are committed together, in batches.
 
 Callers ``await writer.submit(job)`` and get their own result (or exception) once the
-batch holding their job has committed. One batch is in flight at a time: while it
-commits, new jobs queue up and form the next batch, so a lone job at low load commits
-at once (no timer, no added latency) and batches grow with the load. Jobs are batched
-in arrival order and batches commit in that order.
+batch holding their job has committed and its ``after`` step (publishing its events)
+has run. One batch commits at a time: while it commits, new jobs queue up and form the
+next batch, so a lone job at low load commits at once (no timer, no added latency) and
+batches grow with the load. Jobs are batched in arrival order, batches commit in that
+order, and their ``after`` steps run in that order too: batch N's ``after`` overlaps
+batch N+1's commit, never batch N+1's ``after``.
 
 A batch whose commit raises one of the ``isolate`` errors (a constraint or data error
 that one bad job can cause) is split and retried one job at a time, so a bad job fails
@@ -21,7 +23,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("notifyhub")
 
@@ -30,6 +32,13 @@ R = TypeVar("R")
 
 #: Commits a batch in one transaction; one result or exception per job, in order.
 Commit = Callable[[list[J]], Awaitable[list[R | BaseException]]]
+#: Runs after a batch committed, with its results (exceptions included), before the
+#: callers get them; must not raise.
+After = Callable[[list[R | BaseException]], Awaitable[None]]
+
+
+async def _nothing(results: list[Any]) -> None:
+    return None
 
 
 @dataclass(slots=True)
@@ -50,17 +59,20 @@ class GroupCommit(Generic[J, R]):
         self,
         commit: Commit[J, R],
         *,
+        after: After[R] = _nothing,
         isolate: tuple[type[Exception], ...] = (),
         weight: Callable[[J], int] = lambda _: 1,
         key: Callable[[J], str | None] = lambda _: None,
         max_weight: int = 2000,
         max_queued: int = 10_000,
     ) -> None:
-        self._commit, self._isolate = commit, isolate
+        self._commit, self._after, self._isolate = commit, after, isolate
         self._weight, self._key, self._max_weight = weight, key, max_weight
         self._queue: deque[_Pending[J, R]] = deque()
         self._room = asyncio.Semaphore(max_queued)
         self._worker: asyncio.Task[None] | None = None
+        #: The newest batch's ``after`` step; it answers that batch's callers when done.
+        self._finishing: asyncio.Task[None] | None = None
         #: Batches committed, and jobs in them: ``jobs / batches`` is the mean batch size.
         self.batches = self.jobs = 0
 
@@ -85,9 +97,28 @@ class GroupCommit(Generic[J, R]):
     async def _run(self) -> None:
         try:
             while self._queue:
-                await self._commit_batch(self._take())
+                settled = await self._commit_batch(self._take())
+                if self._finishing is not None:
+                    # The previous batch's ``after`` ends first, so the steps run in order
+                    # and at most one is in flight beside a commit.
+                    try:
+                        await asyncio.shield(self._finishing)
+                    except BaseException:
+                        _answer(settled)  # cancelled: committed, but not published
+                        raise
+                self._finishing = asyncio.get_running_loop().create_task(
+                    self._finish(settled), name="group commit: after"
+                )
         finally:
             self._worker = None
+
+    async def _finish(self, settled: list[tuple[_Pending[J, R], R | BaseException]]) -> None:
+        try:
+            await self._after([result for _, result in settled])
+        except Exception:
+            log.exception("the step after a group commit failed")
+        finally:
+            _answer(settled)
 
     def _take(self) -> list[_Pending[J, R]]:
         """The next batch, in arrival order; a job whose key is already in it waits."""
@@ -110,28 +141,36 @@ class GroupCommit(Generic[J, R]):
             self._room.release()
         return batch
 
-    async def _commit_batch(self, batch: list[_Pending[J, R]]) -> None:
+    async def _commit_batch(
+        self, batch: list[_Pending[J, R]]
+    ) -> list[tuple[_Pending[J, R], R | BaseException]]:
+        """Commit ``batch``; each job with its result. Raises only when cancelled (after
+        failing every job of the batch, so no caller waits forever)."""
         try:
             results = await self._commit([p.job for p in batch])
-        except BaseException as exc:  # cancelled too: the callers must not wait forever
+        except BaseException as exc:
             if isinstance(exc, self._isolate) and len(batch) > 1:
+                settled = []
                 for pending in batch:  # find the job that failed; the others commit
-                    await self._commit_batch([pending])
-                return
-            self._settle(batch, [exc] * len(batch))
+                    settled.extend(await self._commit_batch([pending]))
+                return settled
             if not isinstance(exc, Exception):
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
                 raise
-        else:
-            self.batches += 1
-            self.jobs += len(batch)
-            self._settle(batch, results)
+            return [(pending, exc) for pending in batch]
+        self.batches += 1
+        self.jobs += len(batch)
+        return list(zip(batch, results, strict=True))
 
-    @staticmethod
-    def _settle(batch: list[_Pending[J, R]], results: list[R | BaseException]) -> None:
-        for pending, result in zip(batch, results, strict=True):
-            if pending.future.done():
-                continue
-            if isinstance(result, BaseException):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
+
+def _answer(settled: list[tuple[_Pending[J, R], R | BaseException]]) -> None:
+    """Hand each waiting caller its result or exception."""
+    for pending, result in settled:
+        if pending.future.done():
+            continue
+        if isinstance(result, BaseException):
+            pending.future.set_exception(result)
+        else:
+            pending.future.set_result(result)

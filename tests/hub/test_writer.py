@@ -141,3 +141,27 @@ async def test_a_cancelled_commit_leaves_no_caller_waiting(size: int) -> None:
     done, _ = await asyncio.wait(futures, timeout=TIMEOUT)
     assert len(done) == size
     assert all(isinstance(f.exception(), asyncio.CancelledError) for f in futures)
+
+
+async def test_the_after_step_overlaps_the_next_commit_runs_in_order_and_precedes_results(
+) -> None:
+    commit = Recorder()
+    release = asyncio.Event()
+    steps: list[list[str | BaseException]] = []
+
+    async def after(results: list[str | BaseException]) -> None:
+        steps.append(results)
+        if len(steps) == 1:
+            await release.wait()  # the first batch's publish hangs for a while
+
+    writer: GroupCommit[str, str] = GroupCommit(commit, after=after)
+    first = await writer.enqueue("a")
+    await asyncio.sleep(0.01)  # "a" committed; its after step is held
+    second = await writer.enqueue("b")
+    await asyncio.sleep(0.01)
+    assert commit.batches == [["a"], ["b"]]  # "b" committed meanwhile ...
+    assert steps == [["A"]]  # ... but its after step waits for the first one's
+    assert not first.done() and not second.done()  # nobody is answered before "after"
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(first, second), TIMEOUT) == ["A", "B"]
+    assert steps == [["A"], ["B"]]
