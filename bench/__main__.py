@@ -22,8 +22,8 @@ def options(args: argparse.Namespace) -> Options:
     if args.quick:
         o.users, o.seconds, o.rates, o.rounds = 200, 2.0, [200, 1000], 2
         o.bulk, o.dm_pairs, o.dm_rate = 200, 10, 20.0
-    for name in ("users", "processes", "seconds", "rounds", "bulk", "dm_pairs", "dm_rate",
-                 "p99_bound_ms"):
+    for name in ("users", "processes", "rest_processes", "seconds", "rounds", "bulk",
+                 "dm_pairs", "dm_rate", "p99_bound_ms"):
         value = getattr(args, name)
         if value is not None:
             setattr(o, name, value)
@@ -41,6 +41,8 @@ def parse() -> argparse.Namespace:
                    help=f"comma-separated, from: {', '.join(SCENARIOS)}")
     p.add_argument("--users", type=int, help="connected users per target (2000)")
     p.add_argument("--processes", type=int, help="client processes per target (2)")
+    p.add_argument("--rest-processes", type=int,
+                   help="REST load-generator processes, load split evenly (2)")
     p.add_argument("--seconds", type=float, help="length of each rung / run (10)")
     p.add_argument("--rates", help="offered rates per second, comma-separated")
     p.add_argument("--p99-bound-ms", type=float, help="stop climbing above this p99 (1000)")

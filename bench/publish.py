@@ -1,12 +1,13 @@
 """A publisher process: offers unicast notifications at a fixed rate for a bounded time.
 
 ``python -m bench.publish --mode stream|rest|peer --rate R --seconds S --users N --tag T``
-sends ``R`` per second (open loop, paced every 5 ms) to random users ``u0..u{N-1}``,
-each stamped ``data = {"t0": time.time(), "tag": T}``, and prints one JSON line
-``{"published", "errors", "skipped", "seconds"}``. ``stream`` XADDs ``{prefix}ingest``,
-``rest`` POSTs ``/api/notifications`` with the API key (at most 64 in flight, one per
-connection; sends beyond that are skipped, not queued), ``peer`` emits through
-``AsyncRedisManager``.
+sends ``R`` per second (open loop, paced every 5 ms, from wall-clock ``--start-at``) to
+random users ``u0..u{N-1}``, each stamped ``data = {"t0": time.time(), "tag": T}``, and
+prints one JSON line ``{"published", "errors", "skipped", "seconds", "start"}``.
+``stream`` XADDs ``{prefix}ingest``, ``rest`` POSTs ``/api/notifications`` with the API
+key over ``bench.http`` keep-alive connections (at most ``--max-in-flight``, 64, one
+request per connection; sends beyond that are skipped, not queued), ``peer`` emits
+through ``AsyncRedisManager``.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 import orjson
 import redis.asyncio as aioredis
+import uvloop
 
+from bench.http import Connection, HTTPError
 from bench.peer import EVENT, publisher
-from bench.servers import API_KEY, PREFIX
-
-MAX_IN_FLIGHT = 64
+from bench.report import print_line
+from bench.servers import PREFIX
 
 
 def body(user: str, tag: str) -> dict[str, Any]:
@@ -42,9 +43,9 @@ class Sender:
         self.published = self.errors = self.skipped = 0
         self.in_flight: set[asyncio.Task[None]] = set()
         self.redis = aioredis.Redis.from_url(args.redis)
-        self.http = httpx.AsyncClient(
-            base_url=args.url, headers={"X-API-Key": API_KEY}, timeout=30,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+        # Idle keep-alive connections; at most ``max_in_flight`` exist, each busy or idle.
+        self.idle: list[Connection] = []
+        self.opened = 0
         self.peer = publisher(args.redis)
         modes: dict[str, Callable[[list[str]], Awaitable[None]]] = {
             "stream": self.stream, "rest": self.rest, "peer": self.emit}
@@ -60,22 +61,28 @@ class Sender:
         except Exception:
             self.errors += len(users)
 
-    async def post(self, user: str) -> None:
+    async def post(self, conn: Connection, user: str) -> None:
         try:
-            response = await self.http.post("/api/notifications", json=body(user, self.args.tag))
-            if response.status_code == 201:
+            status, _ = await conn.post("/api/notifications", body(user, self.args.tag))
+            if status == 201:
                 self.published += 1
             else:
                 self.errors += 1
-        except httpx.HTTPError:
+        except HTTPError:
             self.errors += 1
+        finally:
+            self.idle.append(conn)
 
     async def rest(self, users: list[str]) -> None:
         for user in users:
-            if len(self.in_flight) >= MAX_IN_FLIGHT:
+            if self.idle:
+                conn = self.idle.pop()
+            elif self.opened < self.args.max_in_flight:
+                conn, self.opened = Connection(self.args.url), self.opened + 1
+            else:
                 self.skipped += 1
                 continue
-            task = asyncio.create_task(self.post(user))
+            task = asyncio.create_task(self.post(conn, user))
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
 
@@ -93,7 +100,8 @@ class Sender:
     async def close(self) -> None:
         if self.in_flight:
             await asyncio.wait(self.in_flight, timeout=30)
-        await self.http.aclose()
+        for conn in self.idle:
+            conn.close()
         await self.redis.aclose()
 
 
@@ -102,6 +110,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     total = int(args.rate * args.seconds)
     sent = 0
+    await asyncio.sleep(max(0.0, args.start_at - time.time()))
     start = time.time()
     while sent < total and time.time() < start + args.seconds + 5:
         due = min(total, int((time.time() - start) * args.rate) + 1) - sent
@@ -127,7 +136,11 @@ def main() -> None:
     parser.add_argument("--users", type=int, required=True)
     parser.add_argument("--tag", required=True)
     parser.add_argument("--seed", type=int, default=1)
-    print(orjson.dumps(asyncio.run(run(parser.parse_args()))).decode(), flush=True)
+    parser.add_argument("--max-in-flight", type=int, default=64,
+                        help="REST: connections, each with at most one request in flight")
+    parser.add_argument("--start-at", type=float, default=0.0,
+                        help="wall-clock time (time.time()) to start at")
+    print_line(uvloop.run(run(parser.parse_args())))
 
 
 if __name__ == "__main__":

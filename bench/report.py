@@ -96,3 +96,15 @@ def machine() -> str:
         pass
     return (f"{platform.machine()}, {os.cpu_count()} cores ({model or 'unknown CPU'}), "
             f"Linux {platform.release()}, Python {platform.python_version()}")
+
+
+def print_line(value: Any) -> None:
+    """Writes ``value`` as one JSON line to stdout with ``os.write`` until all is out.
+
+    (After a uvloop loop ran, ``print`` of more than a pipe buffer to a pipe the reader
+    drains late loses the rest silently; the loaders' latency lists are that big.)
+    """
+    data = orjson.dumps(value) + b"\n"
+    os.set_blocking(1, True)
+    while data:
+        data = data[os.write(1, data):]

@@ -1,9 +1,10 @@
 """A closed-loop REST caller process: ``C`` callers each create notifications back to back.
 
-``python -m bench.rest --url URL --callers C --seconds S`` posts ``POST
-/api/notifications`` (API key, one recipient ``rest<n>`` out of 100, nobody connected)
-until ``S`` seconds pass, and prints one JSON line ``{"requests", "errors",
-"seconds", "per_second", "lat_ms"}``.
+``python -m bench.rest --url URL --callers C --seconds S [--first F] [--start-at T]``
+posts ``POST /api/notifications`` (API key, one recipient ``rest<n>`` out of 100,
+nobody connected) from callers ``F..F+C-1``, each on its own keep-alive connection
+(``bench.http``), from wall-clock time ``T`` until ``S`` seconds pass, and prints one
+JSON line ``{"requests", "errors", "seconds", "per_second", "lat_ms"}``.
 """
 
 from __future__ import annotations
@@ -13,41 +14,42 @@ import asyncio
 import time
 from typing import Any
 
-import httpx
-import orjson
+import uvloop
 
-from bench.servers import API_KEY
+from bench.http import Connection, HTTPError
+from bench.report import print_line
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=args.callers, max_keepalive_connections=args.callers)
-    async with httpx.AsyncClient(base_url=args.url, headers={"X-API-Key": API_KEY},
-                                 timeout=30, limits=limits) as client:
-        start = time.perf_counter()
-        end = start + args.seconds
+    connections = [Connection(args.url) for _ in range(args.callers)]
+    await asyncio.sleep(max(0.0, args.start_at - time.time()))
+    start = time.perf_counter()
+    end = start + args.seconds
 
-        async def caller(n: int) -> None:
-            nonlocal errors
-            i = 0
-            while time.perf_counter() < end:
-                t = time.perf_counter()
-                try:
-                    r = await client.post("/api/notifications", json={
-                        "user_id": f"rest{(n * 7 + i) % 100}", "type": "bench",
-                        "title": "hello"})
-                    ok = r.status_code == 201
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    latencies.append((time.perf_counter() - t) * 1000)
-                else:
-                    errors += 1
-                i += 1
+    async def caller(n: int, conn: Connection) -> None:
+        nonlocal errors
+        i = 0
+        while time.perf_counter() < end:
+            raw = conn.post_bytes("/api/notifications", {
+                "user_id": f"rest{(n * 7 + i) % 100}", "type": "bench", "title": "hello"})
+            t = time.perf_counter()
+            try:
+                status, _ = await conn.request(raw)
+                ok = status == 201
+            except HTTPError:
+                ok = False
+            if ok:
+                latencies.append((time.perf_counter() - t) * 1000)
+            else:
+                errors += 1
+            i += 1
 
-        await asyncio.gather(*[caller(n) for n in range(args.callers)])
-        elapsed = time.perf_counter() - start
+    await asyncio.gather(*[caller(args.first + k, c) for k, c in enumerate(connections)])
+    elapsed = time.perf_counter() - start
+    for conn in connections:
+        conn.close()
     return {"requests": len(latencies), "errors": errors, "seconds": round(elapsed, 3),
             "per_second": round(len(latencies) / elapsed, 1), "lat_ms": latencies}
 
@@ -57,7 +59,10 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--callers", type=int, required=True)
     parser.add_argument("--seconds", type=float, required=True)
-    print(orjson.dumps(asyncio.run(run(parser.parse_args()))).decode(), flush=True)
+    parser.add_argument("--first", type=int, default=0, help="number of the first caller")
+    parser.add_argument("--start-at", type=float, default=0.0,
+                        help="wall-clock time (time.time()) to start at")
+    print_line(uvloop.run(run(parser.parse_args())))
 
 
 if __name__ == "__main__":

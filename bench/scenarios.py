@@ -1,8 +1,8 @@
 """The benchmark scenarios; each returns result rows (see ``bench.report``).
 
 Load comes from child processes (``bench.clients``, ``bench.publish``, ``bench.rest``,
-``bench.dm``); this process only orchestrates, polls and reads /proc. Every wait is
-bounded.
+``bench.dm``; REST load from ``rest_processes`` of them at once, results merged); this
+process only orchestrates, polls and reads /proc. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -14,21 +14,27 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 
+from bench.http import Connection
 from bench.peer import BROADCAST, publisher
 from bench.pool import Pool
 from bench.report import cpu_per_frame, latency, row
-from bench.servers import API_KEY, Stack
+from bench.servers import Stack
 
 Row = dict[str, Any]
+
+# Open-loop REST: connections (each with at most one request in flight) over all loaders.
+MAX_IN_FLIGHT = 64
+# Loader processes start together this long after they are spawned (imports take time).
+START_DELAY = 1.5
 
 
 @dataclass
 class Options:
     users: int = 2000
     processes: int = 2
+    rest_processes: int = 2
     seconds: float = 10.0
     rates: list[int] = field(default_factory=lambda: [500, 1000, 2000, 5000, 10000, 20000])
     p99_bound_ms: float = 1000.0
@@ -64,10 +70,33 @@ class Bench:
 
     def child(self, module: str, *args: str, timeout: float) -> dict[str, Any]:
         """Runs ``python -m bench.<module> args`` and returns its JSON line."""
-        done = subprocess.run([sys.executable, "-m", f"bench.{module}", *args],
-                              capture_output=True, timeout=timeout, check=True)
-        result: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
-        return result
+        return self.children(module, [list(args)], timeout=timeout)[0]
+
+    def children(self, module: str, argsets: list[list[str]],
+                 timeout: float) -> list[dict[str, Any]]:
+        """Runs ``python -m bench.<module> args`` for each of ``argsets`` at once; JSON lines."""
+        procs = [subprocess.Popen([sys.executable, "-m", f"bench.{module}", *args],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for args in argsets]
+        deadline = time.monotonic() + timeout
+        results = []
+        try:
+            for proc in procs:
+                out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+                if proc.returncode:
+                    raise subprocess.CalledProcessError(proc.returncode, proc.args, out, err)
+                results.append(orjson.loads(out.splitlines()[-1]))
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=5)
+        return results
+
+    def splits(self, total: int) -> list[tuple[int, int]]:
+        """``(first, count)`` shares of ``total`` over at most ``rest_processes`` loaders."""
+        n = max(1, min(self.o.rest_processes, total))
+        return [(total * i // n, total * (i + 1) // n - total * i // n) for i in range(n)]
 
     def close(self) -> None:
         for pool in self.pools.values():
@@ -90,10 +119,19 @@ def unicast_step(b: Bench, scenario: str, target: str, mode: str, rate: int) -> 
     """One rung: the publisher offers ``rate``/s for ``seconds``, then deliveries drain."""
     pool, tag = b.pool(target), f"{scenario}-{rate}"
     url = b.stack.hub() if target == "hub" else b.stack.peer()
+    common = ["--mode", mode, "--url", url, "--redis", b.stack.redis.url,
+              "--seconds", str(b.o.seconds), "--users", str(pool.ready), "--tag", tag,
+              "--start-at", repr(time.time() + START_DELAY)]
+    # REST is split over loader processes (rate and the 64 connections shared out).
+    shares = b.splits(MAX_IN_FLIGHT) if mode == "rest" else [(0, MAX_IN_FLIGHT)]
     before = b.stack.stack_cpu()
-    pub = b.child("publish", "--mode", mode, "--url", url, "--redis", b.stack.redis.url,
-                  "--rate", str(rate), "--seconds", str(b.o.seconds),
-                  "--users", str(pool.ready), "--tag", tag, timeout=b.o.seconds + 120)
+    pubs = b.children("publish", [
+        [*common, "--rate", repr(rate * count / MAX_IN_FLIGHT), "--max-in-flight", str(count),
+         "--seed", str(1 + first)] for first, count in shares], timeout=b.o.seconds + 120)
+    pub = {"published": sum(p["published"] for p in pubs),
+           "errors": sum(p["errors"] for p in pubs),
+           "skipped": sum(p["skipped"] for p in pubs),
+           "seconds": max(p["seconds"] for p in pubs), "start": min(p["start"] for p in pubs)}
     delivered = pool.wait(tag, pub["published"], timeout=max(10.0, b.o.seconds))
     server, stack = b.cpu(target, before)
     lat, last = pool.collect(tag)
@@ -137,15 +175,21 @@ def rest_closed(b: Bench) -> list[Row]:
     """Closed-loop REST creates with each caller count: requests/s and latency."""
     rows = []
     for callers in b.o.callers:
+        start_at = repr(time.time() + START_DELAY)
         before = b.stack.stack_cpu()
-        r = b.child("rest", "--url", b.stack.hub(), "--callers", str(callers),
-                    "--seconds", str(b.o.seconds), timeout=b.o.seconds + 60)
+        parts = b.children("rest", [
+            ["--url", b.stack.hub(), "--callers", str(count), "--first", str(first),
+             "--seconds", str(b.o.seconds), "--start-at", start_at]
+            for first, count in b.splits(callers)], timeout=b.o.seconds + 60)
         server, stack = b.cpu("hub", before)
-        rows.append(row(f"rest-closed-{callers}", "hub", published=r["requests"],
-                        published_per_s=r["per_second"],
-                        server_cpu_us_per_frame=cpu_per_frame(server, r["requests"]),
-                        stack_cpu_us_per_frame=cpu_per_frame(stack, r["requests"]),
-                        callers=callers, errors=r["errors"] or None, **latency(r["lat_ms"])))
+        requests = sum(p["requests"] for p in parts)
+        seconds = max(p["seconds"] for p in parts)
+        rows.append(row(f"rest-closed-{callers}", "hub", published=requests,
+                        published_per_s=round(requests / seconds, 1),
+                        server_cpu_us_per_frame=cpu_per_frame(server, requests),
+                        stack_cpu_us_per_frame=cpu_per_frame(stack, requests),
+                        callers=callers, errors=sum(p["errors"] for p in parts) or None,
+                        **latency([x for p in parts for x in p["lat_ms"]])))
     return rows
 
 
@@ -177,12 +221,21 @@ def rounds(b: Bench, scenario: str, target: str, send: Any, expected: int) -> Ro
 
 
 def post(b: Bench, path: str, body: dict[str, Any]) -> float:
-    """POSTs ``body`` to the hub with the API key; returns the request time in ms."""
-    t = time.perf_counter()
-    r = httpx.post(f"{b.stack.hub()}{path}", json=body, headers={"X-API-Key": API_KEY},
-                   timeout=60)
-    r.raise_for_status()
-    return (time.perf_counter() - t) * 1000
+    """POSTs ``body`` to the hub with the API key; the request time in ms (after connect)."""
+    async def once() -> float:
+        conn = Connection(b.stack.hub(), timeout=60)
+        raw = conn.post_bytes(path, body)
+        await conn.connect()
+        t = time.perf_counter()
+        try:
+            status, answer = await conn.request(raw)
+        finally:
+            conn.close()
+        if not 200 <= status < 300:
+            raise RuntimeError(f"POST {path}: {status} {answer[:200]!r}")
+        return (time.perf_counter() - t) * 1000
+
+    return asyncio.run(once())
 
 
 def bulk(b: Bench) -> list[Row]:
