@@ -12,14 +12,15 @@ LOCK_ID = 0x636C6E70  # "clnp"
 async def prune(
     pool: asyncpg.Pool, *, retention_days: int, history_days: int, history_min_events: int
 ) -> dict[str, int] | None:
-    """Prune once, unless another instance is pruning (then return None)."""
-    async with pool.acquire() as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_ID):
+    """Prune once, unless another instance is pruning (then return None).
+
+    The lock is transaction-scoped: it ends with the transaction whatever happens, so
+    no pooled connection can keep it (the pool does not reset sessions, see db.pool).
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK_ID):
             return None
-        try:
-            return {
-                "notifications": await notifications.prune(conn, retention_days, history_days),
-                "events": await events.prune(conn, history_days, history_min_events),
-            }
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_ID)
+        return {
+            "notifications": await notifications.prune(conn, retention_days, history_days),
+            "events": await events.prune(conn, history_days, history_min_events),
+        }

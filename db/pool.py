@@ -31,6 +31,15 @@ async def _init(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=dumps, decoder=orjson.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset query (one round trip per acquire).
+
+    asyncpg still rolls back an open transaction on release. The hub leaves no other
+    session state behind: no LISTEN, no SET, no cursors, and only transaction-scoped
+    advisory locks (``db.cleanup``); migrations run on a connection of their own.
+    """
+
+
 async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """Open a pool to ``dsn``; every connection uses UTC and orjson for JSON."""
     pool = await asyncpg.create_pool(
@@ -38,6 +47,7 @@ async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncp
         min_size=min_size,
         max_size=max_size,
         init=_init,
+        reset=_keep_session,
         server_settings={"timezone": "UTC", "application_name": "notifyhub"},
         command_timeout=30,
     )
