@@ -145,7 +145,7 @@ async def _create(settings: Settings, request: NotificationCreate) -> dict[str, 
     return {"items": created.items, "suppressed": created.suppressed}
 
 
-def _ignore_message(channel: str, message: bytes) -> None:
+def _ignore_message(channel: str, seq: int | None, message: bytes) -> None:
     """The CLI only publishes; it subscribes to nothing."""
 
 

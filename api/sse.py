@@ -6,18 +6,17 @@ middleware has already charged it to the client address (and the credential): a
 handshake flood gets 429 before it gets here. ``node.attach`` refuses a user over
 ``max_connections_per_user`` with RateLimited, before any database work: 429 as well.
 
-Then the connection's outbox is written as SSE blocks, with a comment line whenever
-``heartbeat_seconds`` pass without one; the stream ends when the client leaves or the
-node closes the connection (slow, expired, draining).
+Then the connection's outbox, which holds SSE blocks (``hub.events.sse_block``, cut by
+the node once per event for all SSE connections), is written as it is, with a comment
+line whenever ``heartbeat_seconds`` pass without one; the stream ends when the client
+leaves or the node closes the connection (slow, expired, draining).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from functools import lru_cache
 
-import orjson
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
@@ -38,24 +37,6 @@ HEADERS = [
 KEEPALIVE = b": keepalive\n\n"
 #: How long ending the stream may wait for a client that does not read.
 END_TIMEOUT = 5.0
-
-
-@lru_cache(maxsize=512)
-def sse_block(frame: bytes) -> bytes:
-    """The SSE block of an encoded event; cached, since fan-out shares one ``frame``.
-
-    ``id:`` only for events with a seq; ``data:`` is split on line breaks so that no
-    payload can end the block early (orjson escapes them, this is the belt to its braces).
-    """
-    event = orjson.loads(frame)
-    lines = []
-    if event["seq"] is not None:
-        lines.append(b"id: %d" % event["seq"])
-    kind = str(event["type"]).replace("\r", "").replace("\n", "")
-    lines.append(b"event: " + kind.encode())
-    data = orjson.dumps(event["data"], option=orjson.OPT_UTC_Z)
-    lines.extend(b"data: " + line for line in data.replace(b"\r\n", b"\n").splitlines())
-    return b"\n".join(lines) + b"\n\n"
 
 
 class Stream:
@@ -131,7 +112,7 @@ async def _write(send: Send, conn: Connection, heartbeat: float) -> None:
             continue
         if frame is None:
             return
-        chunk = sse_block(frame)
+        chunk = frame  # already an SSE block: the node framed it for this transport
         if first:
             # hello has no seq, so no id; this id-only block (dispatches no event) sets
             # the browser's lastEventId to where the stream continues, so even an

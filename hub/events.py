@@ -20,6 +20,45 @@ def encode(type_: str, seq: int | None, data: Any) -> bytes:
     return orjson.dumps({"type": type_, "seq": seq, "data": data}, option=orjson.OPT_UTC_Z)
 
 
+def sse_block(frame: bytes) -> bytes:
+    """The SSE block (``id:``, ``event:``, ``data:``) of an event encoded by ``encode``.
+
+    Cut from the frame's bytes, never decoded: ``encode`` writes the keys in the order
+    type, seq, data, and inside a JSON string every ``"`` is escaped, so the first
+    ``,"seq":`` and the ``,"data":`` after it are the keys themselves. ``id:`` only for
+    events with a seq; ``data:`` is split on line breaks so that no payload can end the
+    block early (orjson escapes them; this is the belt to its braces). A frame of any
+    other layout is decoded instead.
+    """
+    seq_at = frame.find(b',"seq":')
+    data_at = frame.find(b',"data":', seq_at)
+    if (
+        seq_at < 10 or data_at < 0 or not frame.startswith(b'{"type":"')
+        or frame[seq_at - 1] != 0x22 or frame[-1] != 0x7D
+    ):
+        return _decoded_sse_block(frame)
+    kind, seq = frame[9 : seq_at - 1], frame[seq_at + 7 : data_at]
+    if b"\\" in kind or not (seq == b"null" or seq.isdigit()):
+        return _decoded_sse_block(frame)
+    data = frame[data_at + 8 : -1]
+    head = b"event: " + kind if seq == b"null" else b"id: " + seq + b"\nevent: " + kind
+    if b"\n" in data or b"\r" in data:
+        data = b"\ndata: ".join(data.replace(b"\r\n", b"\n").splitlines())
+    return head + b"\ndata: " + data + b"\n\n"
+
+
+def _decoded_sse_block(frame: bytes) -> bytes:
+    event = orjson.loads(frame)
+    lines = []
+    if event["seq"] is not None:
+        lines.append(b"id: %d" % event["seq"])
+    kind = str(event["type"]).replace("\r", "").replace("\n", "")
+    lines.append(b"event: " + kind.encode())
+    data = orjson.dumps(event["data"], option=orjson.OPT_UTC_Z)
+    lines.extend(b"data: " + line for line in data.replace(b"\r\n", b"\n").splitlines())
+    return b"\n".join(lines) + b"\n\n"
+
+
 @dataclass(frozen=True, slots=True)
 class UserEvent:
     """A committed change of one user's state, with its place ``seq`` in their log."""

@@ -16,14 +16,12 @@ import contextlib
 import logging
 import time
 
-import orjson
-
 from db import events as event_log
 from db import notifications as inbox
 from db.pool import UNAVAILABLE
 from hub.connection import Close, Connection, Verdict, start_point
 from hub.errors import Unavailable
-from hub.events import BROADCAST, encode, user_channel
+from hub.events import BROADCAST, encode, sse_block, user_channel
 from hub.registry import Registry
 from hub.services import Services
 from hub.tokens import LEEWAY_SECONDS
@@ -31,6 +29,8 @@ from hub.tokens import LEEWAY_SECONDS
 log = logging.getLogger("notifyhub")
 
 USER_PREFIX = user_channel("")
+#: The transport whose outbox holds SSE blocks rather than JSON frames.
+SSE = "sse"
 #: Events read from the log per query during replay and gap fill.
 PAGE = 500
 #: Connections closed per second while draining, so clients do not return all at once.
@@ -135,10 +135,10 @@ class Node:
                 head, first_kept = await event_log.bounds(db, user)
                 unread = await inbox.unread_count(db, user)
             hello = {"user_id": user, "last_seq": head, "unread_count": unread}
-            conn.send(encode("hello", None, hello))
+            conn.send(framed(conn, encode("hello", None, hello)))
             start, reason = start_point(since, head, first_kept)
             if reason is not None:
-                conn.send(encode("resync", None, {"reason": reason}))
+                conn.send(framed(conn, encode("resync", None, {"reason": reason})))
             conn.last_seq = conn.start_seq = start
             conn.greeted = True
             if start == head and not conn.recheck:
@@ -199,8 +199,13 @@ class Node:
 
     # ---- fan-out ---------------------------------------------------------------------
 
-    def on_message(self, channel: str, payload: bytes) -> None:
-        """Broker handler: offer ``payload`` (the same bytes) to each local recipient."""
+    def on_message(self, channel: str, seq: int | None, payload: bytes) -> None:
+        """Broker handler: offer ``payload`` (the same bytes) to each local recipient.
+
+        ``seq`` comes beside the bytes, so fan-out never decodes what it forwards. SSE
+        connections get the event's SSE block instead, cut once, when the first of them
+        needs it, and shared by all.
+        """
         if channel == BROADCAST:
             targets: tuple[Connection, ...] = tuple(self.registry)
             seq = None
@@ -208,15 +213,16 @@ class Node:
             targets = self.registry.of(channel[len(USER_PREFIX):])
             if not targets:
                 return
-            try:
-                seq = seq_of(payload)
-            except ValueError:
-                log.warning("dropped a malformed frame on %s", channel)
-                return
         else:
             return
+        block = None
         for conn in targets:
-            verdict = conn.offer(seq, payload)
+            if conn.transport == SSE:
+                if block is None:
+                    block = sse_block(payload)
+                verdict = conn.offer(seq, block)
+            else:
+                verdict = conn.offer(seq, payload)
             if verdict is Verdict.DELIVERED:
                 self.svc.metrics.events_delivered.inc()
             elif verdict is Verdict.GAP:
@@ -329,12 +335,13 @@ class Node:
                 seq = row["seq"]
                 if seq > conn.last_seq + 1:
                     # Pruned under us (far beyond the kept history): refetch over REST.
-                    conn.send(encode("resync", None, {"reason": "history_pruned"}))
+                    conn.send(framed(conn, encode("resync", None, {"reason": "history_pruned"})))
                 if not conn.outbox.has_room:
                     await conn.outbox.wait_room()
                     if conn.closed:
                         return False
-                if conn.deliver(seq, encode(row["type"], seq, row["data"])) is Verdict.SLOW:
+                frame = framed(conn, encode(row["type"], seq, row["data"]))
+                if conn.deliver(seq, frame) is Verdict.SLOW:
                     self.slow(conn)
                     return False
                 metrics.events_delivered.inc()
@@ -356,12 +363,6 @@ class Node:
         )
 
 
-def seq_of(payload: bytes) -> int | None:
-    """The ``seq`` of an encoded event; ValueError if it is not one."""
-    try:
-        seq = orjson.loads(payload)["seq"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError("not an event") from exc
-    if seq is None or (type(seq) is int and seq > 0):
-        return seq
-    raise ValueError("bad seq")
+def framed(conn: Connection, frame: bytes) -> bytes:
+    """``frame`` as ``conn``'s transport queues it: the JSON frame, or its SSE block."""
+    return sse_block(frame) if conn.transport == SSE else frame

@@ -51,8 +51,10 @@ class Services:
             # One deadline and one round trip for the whole batch: a hung broker costs a
             # write at most PUBLISH_DEADLINE seconds, however many users it touched.
             async with asyncio.timeout(PUBLISH_DEADLINE):
+                # Each event is encoded once here; its seq travels beside the bytes, so
+                # no instance decodes them again to fan them out.
                 await self.broker.publish_many(
-                    [(user_channel(e.user_id), e.encode()) for e in published]
+                    [(user_channel(e.user_id), e.seq, e.encode()) for e in published]
                 )
         except Exception as exc:
             self._lost(len(published), str(exc) or type(exc).__name__)

@@ -1,7 +1,10 @@
 """The Broker protocol: how hub instances exchange user events.
 
 Channels are logical names (``user:<id>``, ``broadcast``); a broker adds its own
-prefix. Messages are opaque bytes, encoded once by the publisher.
+prefix. Messages are opaque bytes, encoded once by the publisher, and travel with
+their position ``seq`` (None for ephemeral ones) beside them, so a subscriber learns
+where an event belongs without decoding it (centrifuge's ``HandlePublication(ch, pub,
+sp)``).
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-#: Called for every message on a subscribed channel; must not block.
-MessageHandler = Callable[[str, bytes], None]
+#: Called with ``(channel, seq, message)`` for every message on a subscribed channel;
+#: must not block.
+MessageHandler = Callable[[str, int | None, bytes], None]
 #: Called after the broker reconnected and restored its subscriptions, so the hub can
 #: look for events that were published while it was cut off.
 ReconnectHandler = Callable[[], Awaitable[None]]
@@ -25,11 +29,13 @@ class Broker(Protocol):
     async def stop(self) -> None:
         """Disconnect; no handler is called afterwards."""
 
-    async def publish(self, channel: str, message: bytes) -> None:
-        """Send ``message`` to every instance subscribed to ``channel`` (this one included)."""
+    async def publish(self, channel: str, message: bytes, seq: int | None = None) -> None:
+        """Send ``message`` and its ``seq`` to every instance subscribed to ``channel``
+        (this one included)."""
 
-    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
-        """``publish`` each ``(channel, message)`` in order, in one round trip where possible."""
+    async def publish_many(self, messages: list[tuple[str, int | None, bytes]]) -> None:
+        """``publish`` each ``(channel, seq, message)`` in order, in one round trip where
+        possible."""
 
     async def subscribe(self, channel: str) -> None:
         """Start receiving ``channel``; returns once the subscription is active."""

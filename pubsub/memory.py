@@ -19,13 +19,13 @@ class MemoryBroker:
         self._on_message = None
         self._channels.clear()
 
-    async def publish(self, channel: str, message: bytes) -> None:
+    async def publish(self, channel: str, message: bytes, seq: int | None = None) -> None:
         if self._on_message is not None and channel in self._channels:
-            self._on_message(channel, message)
+            self._on_message(channel, seq, message)
 
-    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
-        for channel, message in messages:
-            await self.publish(channel, message)
+    async def publish_many(self, messages: list[tuple[str, int | None, bytes]]) -> None:
+        for channel, seq, message in messages:
+            await self.publish(channel, message, seq)
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)

@@ -4,6 +4,10 @@ Wire layout: logical channel ``c`` is the Redis channel ``{prefix}c``; each inst
 subscribes ``{prefix}probe:<instance id>`` and publishes to it every ``probe_interval``
 to prove, end to end, that its subscriber connection still receives. Nothing here
 queues: Redis drops a subscriber that falls too far behind, which is one more reconnect.
+
+A message on the wire is a header line, the decimal ``seq`` (empty for None) and
+``\n``, then the message bytes (``wire``); the receiver strips the header and hands
+the seq beside the bytes, so no subscriber decodes the message to learn its position.
 """
 
 from __future__ import annotations
@@ -32,6 +36,26 @@ logger = logging.getLogger(__name__)
 
 #: What ends a session or fails an attempt to open one (TimeoutError is an OSError).
 _FAILURES = (RedisError, OSError)
+#: Longest header: 19 digits (a bigint seq) and the newline.
+_MAX_HEADER = 20
+
+
+def wire(seq: int | None, message: bytes) -> bytes:
+    """``message`` as published on Redis: its ``seq`` header line, then the bytes."""
+    return b"\n" + message if seq is None else b"%d\n" % seq + message
+
+
+def unwire(data: bytes) -> tuple[int | None, bytes]:
+    """``(seq, message)`` of a Redis message; ValueError if it has no valid header."""
+    cut = data.find(b"\n", 0, _MAX_HEADER)
+    if cut < 0:
+        raise ValueError("no header")
+    if cut == 0:
+        return None, data[1:]
+    head = data[:cut]
+    if not head.isdigit() or (seq := int(head)) <= 0:
+        raise ValueError("bad seq")
+    return seq, data[cut + 1 :]
 
 
 @dataclass(eq=False)
@@ -155,23 +179,23 @@ class RedisBroker:
                     await client.aclose()
         self._subscriber = self._publisher = None
 
-    async def publish(self, channel: str, message: bytes) -> None:
+    async def publish(self, channel: str, message: bytes, seq: int | None = None) -> None:
         """Publish to every subscribed instance; raises ``BrokerUnavailable`` on failure."""
         if self._publisher is None:
             raise BrokerUnavailable("RedisBroker is not started")
         try:
-            await self._publisher.publish(self._prefix + channel, message)
+            await self._publisher.publish(self._prefix + channel, wire(seq, message))
         except _FAILURES as exc:
             raise BrokerUnavailable(f"publish to {channel!r} failed: {exc}") from exc
 
-    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+    async def publish_many(self, messages: list[tuple[str, int | None, bytes]]) -> None:
         """Publish every message in one pipelined round trip (no MULTI); raises
         ``BrokerUnavailable`` on failure, when some of them may have gone out."""
         if self._publisher is None:
             raise BrokerUnavailable("RedisBroker is not started")
         pipe = self._publisher.pipeline(transaction=False)
-        for channel, message in messages:
-            pipe.publish(self._prefix + channel, message)
+        for channel, seq, message in messages:
+            pipe.publish(self._prefix + channel, wire(seq, message))
         try:
             await pipe.execute()
         except _FAILURES as exc:
@@ -273,7 +297,12 @@ class RedisBroker:
             # Filtering on _wanted makes unsubscribe take effect before Redis confirms.
             if self._on_message is not None and channel in self._wanted:
                 try:
-                    self._on_message(channel, message["data"])
+                    seq, data = unwire(message["data"])
+                except ValueError:
+                    logger.warning("dropped a malformed message on %r", channel)
+                    return
+                try:
+                    self._on_message(channel, seq, data)
                 except Exception:
                     logger.exception("on_message failed for channel %r", channel)
 

@@ -182,7 +182,7 @@ class Listener:
         await self.broker.subscribe(BROADCAST)
         return self
 
-    def _on_message(self, channel: str, message: bytes) -> None:
+    def _on_message(self, channel: str, seq: int | None, message: bytes) -> None:
         assert channel == BROADCAST
         self.events.append(orjson.loads(message))
         self.arrived.set()

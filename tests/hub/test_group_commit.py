@@ -41,7 +41,7 @@ async def svc(
     async def nothing() -> None:
         return None
 
-    def record(channel: str, message: bytes) -> None:
+    def record(channel: str, seq: int | None, message: bytes) -> None:
         published.setdefault(channel.removeprefix("user:"), []).append(orjson.loads(message))
 
     await broker.start(record, nothing)

@@ -110,7 +110,7 @@ async def test_a_stream_entry_is_stored_published_and_acknowledged(
     svc: Services, r: redis.Redis
 ) -> None:
     received: list[bytes] = []
-    await svc.broker.start(lambda channel, message: received.append(message), _nothing)
+    await svc.broker.start(lambda channel, seq, message: received.append(message), _nothing)
     await svc.broker.subscribe(user_channel("u1"))
     async with stream_ingest(svc, make_applier(svc)):
         await xadd(r, svc, {"user_id": "u1", "type": "grade_posted", "template": "grade_posted",

@@ -27,7 +27,7 @@ class Published:
     def __init__(self) -> None:
         self.frames: dict[str, list[dict[str, Any]]] = {}
 
-    def __call__(self, channel: str, message: bytes) -> None:
+    def __call__(self, channel: str, seq: int | None, message: bytes) -> None:
         self.frames.setdefault(channel, []).append(orjson.loads(message))
 
     def of(self, user: str) -> list[dict[str, Any]]:

@@ -212,6 +212,32 @@ async def test_broadcasts_reach_every_connection(node: Node) -> None:
         await node.detach(conn)
 
 
+async def test_fan_out_forwards_the_bytes_it_never_parses(node: Node) -> None:
+    conn = await connect(node)
+    [hello] = await frames(conn, 1)
+    opaque = b"not JSON: fan-out takes the seq from beside the bytes"
+    node.on_message(user_channel("u1"), hello["data"]["last_seq"] + 1, opaque)
+    assert await asyncio.wait_for(conn.outbox.get(), T) is opaque
+    assert conn.last_seq == hello["data"]["last_seq"] + 1
+    await node.detach(conn)
+
+
+async def test_sse_connections_share_one_sse_block_per_event(node: Node) -> None:
+    a, b = node.connection("u1", "sse", None), node.connection("u1", "sse", None)
+    ws = node.connection("u1", "ws", None)
+    for conn in (a, b, ws):
+        await asyncio.wait_for(node.attach(conn, None), T)
+        assert await asyncio.wait_for(conn.outbox.get(), T) is not None  # hello
+    frame = encode("typing", None, {"user_id": "u2"})
+    node.on_message(user_channel("u1"), None, frame)
+    got = [await asyncio.wait_for(conn.outbox.get(), T) for conn in (a, b, ws)]
+    assert got[0] == b'event: typing\ndata: {"user_id":"u2"}\n\n'
+    assert got[0] is got[1]
+    assert got[2] is frame
+    for conn in (a, b, ws):
+        await node.detach(conn)
+
+
 async def test_a_connection_that_falls_behind_is_closed_as_slow(settings_env: Any) -> None:
     async with running_app(**settings_env, outbox_max_events=5) as app:
         node: Node = app.state.node

@@ -21,6 +21,7 @@ import orjson
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection
 
+from pubsub.redis import wire
 from tests.live.conftest import (
     SSE,
     HubProcess,
@@ -517,7 +518,7 @@ async def test_a_client_that_never_reads_is_closed_and_hub_memory_stays_bounded(
     async def publish(count: int) -> None:
         async with redis.pipeline(transaction=False) as pipe:
             for _ in range(count):
-                pipe.publish(channel, frame)
+                pipe.publish(channel, wire(None, frame))
             await pipe.execute()
 
     try:

@@ -9,8 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.sse import sse_block
-from hub.events import encode
+from hub.events import _decoded_sse_block, encode, sse_block
 from tests.conftest import SERVICE, make_token
 from tests.live.conftest import LiveHub, T, counted, flood_until_slow, live_hub, notify, sse_stream
 
@@ -41,6 +40,21 @@ def test_an_sse_block_never_carries_a_raw_line_break_in_data() -> None:
     block = sse_block(encode("x", 3, {"text": "a\nb\r\nc"}))
     assert block == b'id: 3\nevent: x\ndata: {"text":"a\\nb\\r\\nc"}\n\n'
     assert sse_block(encode("typing", None, {})) == b"event: typing\ndata: {}\n\n"
+
+
+@pytest.mark.parametrize("type_,seq,data", [
+    ("notification.created", 12, {"title": "é ✓ \"q\" ,\"seq\":1,\"data\":2", "n": [1.5]}),
+    ("typing", None, {"user_id": "u1"}),
+    ("x", 9_223_372_036_854_775_807, "a string"),
+    ("", 1, []),
+    ('we"ird\nty\\pe', 2, {"k": "v"}),
+    ("message.created", 3, {"at": "2024-01-01T00:00:00Z", "nested": {"seq": 5, "data": {}}}),
+])
+def test_an_sse_block_is_cut_from_the_frame_as_decoding_would_build_it(
+    type_: str, seq: int | None, data: Any
+) -> None:
+    frame = encode(type_, seq, data)
+    assert sse_block(frame) == _decoded_sse_block(frame)
 
 
 async def test_a_keepalive_comment_is_written_when_nothing_happens(

@@ -21,9 +21,12 @@ class Harness:
 
     broker: Broker
     received: asyncio.Queue[tuple[str, bytes]] = field(default_factory=asyncio.Queue)
+    #: The seq each message came with, in the order received.
+    seqs: list[int | None] = field(default_factory=list)
     reconnects: int = 0
 
-    def on_message(self, channel: str, message: bytes) -> None:
+    def on_message(self, channel: str, seq: int | None, message: bytes) -> None:
+        self.seqs.append(seq)
         self.received.put_nowait((channel, message))
 
     async def on_reconnect(self) -> None:
@@ -133,3 +136,12 @@ async def test_on_reconnect_is_not_called_on_start(hub: Harness) -> None:
     await hub.broker.publish("user:alice", b"x")
     await hub.next()
     assert hub.reconnects == 0
+
+
+async def test_the_seq_arrives_beside_the_unchanged_bytes(hub: Harness) -> None:
+    await hub.broker.subscribe("user:alice")
+    await hub.broker.publish("user:alice", b"first", 1)
+    await hub.broker.publish_many([("user:alice", 2, b"second"), ("user:alice", None, b"x")])
+    received = [await hub.next() for _ in range(3)]
+    assert received == [("user:alice", b"first"), ("user:alice", b"second"), ("user:alice", b"x")]
+    assert hub.seqs == [1, 2, None]

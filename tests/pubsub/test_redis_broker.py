@@ -85,8 +85,47 @@ async def test_channels_are_prefixed_on_the_wire(
     hub = await started(redis_url, redis_prefix)
     await hub.broker.subscribe("user:alice")
     async with Redis.from_url(redis_url) as client:
-        assert await client.publish(f"{redis_prefix}user:alice", b"raw") == 1
+        assert await client.publish(f"{redis_prefix}user:alice", b"5\nraw") == 1
     assert await hub.next() == ("user:alice", b"raw")
+    assert hub.seqs == [5]
+
+
+async def test_the_seq_travels_in_a_header_line_stripped_before_delivery(
+    started: StartBroker, redis_url: str, redis_prefix: str
+) -> None:
+    hub = await started(redis_url, redis_prefix)
+    await hub.broker.subscribe("user:alice")
+    async with Redis.from_url(redis_url) as client, client.pubsub() as watcher:
+        await watcher.subscribe(f"{redis_prefix}user:alice")
+        await asyncio.wait_for(watcher.get_message(timeout=None), timeout=WAIT)  # subscribed
+        await hub.broker.publish_many([("user:alice", 42, b'{"seq":42}'),
+                                       ("user:alice", None, b'{"seq":null}')])
+        on_wire = []
+        while len(on_wire) < 2:
+            message = await asyncio.wait_for(watcher.get_message(timeout=None), timeout=WAIT)
+            if message is not None and message["type"] == "message":
+                on_wire.append(message["data"])
+    assert on_wire == [b'42\n{"seq":42}', b'\n{"seq":null}']
+    assert [await hub.next(), await hub.next()] == [
+        ("user:alice", b'{"seq":42}'), ("user:alice", b'{"seq":null}')
+    ]
+    assert hub.seqs == [42, None]
+
+
+@pytest.mark.parametrize("raw", [b'{"seq":1}', b'x\n{"seq":1}', b'0\n{"seq":0}',
+                                 b'-3\n{"seq":-3}', b"1" * 30 + b"\n{}"])
+async def test_a_message_without_a_valid_seq_header_is_dropped_with_a_warning(
+    started: StartBroker, redis_url: str, redis_prefix: str, raw: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = await started(redis_url, redis_prefix)
+    await hub.broker.subscribe("user:alice")
+    async with Redis.from_url(redis_url) as client:
+        assert await client.publish(f"{redis_prefix}user:alice", raw) == 1
+    await hub.broker.publish("user:alice", b"sentinel", 7)
+    assert await hub.next() == ("user:alice", b"sentinel")
+    assert hub.seqs == [7]
+    assert "dropped a malformed message on 'user:alice'" in caplog.text
 
 
 async def test_probe_messages_never_reach_on_message(
@@ -109,7 +148,7 @@ async def test_start_raises_broker_unavailable_when_redis_is_unreachable(
 ) -> None:
     broker = RedisBroker(f"redis://127.0.0.1:{free_port()}/0", redis_prefix, timeout=0.5)
     with pytest.raises(BrokerUnavailable):
-        await broker.start(lambda channel, message: None, _nothing)
+        await broker.start(lambda channel, seq, message: None, _nothing)
     assert not broker.healthy
     await asyncio.wait_for(broker.stop(), timeout=WAIT)
 
