@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from api.failures import EXPECTED, CliError, explain
 from hub.settings import Settings
@@ -38,6 +39,56 @@ DRAIN_SECONDS = 5.0
 GRACEFUL_SECONDS = 2.0
 
 
+class _Inbox:
+    """What uvicorn's WebSocket protocol uses of ``asyncio.Queue``, for its one reader.
+
+    ``asyncio.Queue`` keeps three deques (~2 KiB) per connection for a queue that
+    rarely holds more than one message.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol, lighter per idle connection.
+
+    Its receive queue is an ``_Inbox``, and the handshake's parsed request and response
+    (their header objects, ~4 KiB) are let go once the response is sent; uvicorn reads
+    neither afterwards (the ASGI scope keeps the headers the app reads). Keepalive
+    stays uvicorn's: one timer per connection, no task.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]
+
+    def start_keepalive(self) -> None:
+        # Called right after the handshake response went out.
+        self.request = self.response = None  # type: ignore[assignment]
+        super().start_keepalive()
+
+
 def server_config(
     app: Any, host: str, port: int, settings: Settings, **overrides: Any
 ) -> uvicorn.Config:
@@ -46,6 +97,7 @@ def server_config(
         "host": host,
         "port": port,
         "lifespan": "on",
+        "ws": WebSocketProtocol,
         "ws_max_size": settings.ws_max_frame_bytes,
         "ws_per_message_deflate": settings.ws_per_message_deflate,
         # Protocol-level pings find dead WebSocket peers; SSE has its comment lines.

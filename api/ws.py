@@ -3,8 +3,9 @@
 Refusals happen after the handshake (accept, then close at once with 4401/4403/4400,
 or 4429 when the address is over its budget or the user has too many connections)
 because a browser never sees the status of a refused handshake, only a close code.
-The writer drains the connection's outbox; the reader answers client frames. When
-either ends, or the node closes the outbox (slow, expired, draining), both stop.
+The writer (in the endpoint's own task) drains the connection's outbox; the reader (one
+task) answers client frames. When either ends, or the node closes the outbox (slow,
+expired, draining), both stop.
 
 Write frames (``message.send``, ``notifications.mark_read``) are charged to the app's
 shared write limiter under ``user_key``, the budget REST writes of the same user spend.
@@ -149,8 +150,8 @@ async def live(websocket: WebSocket) -> None:
         await _close(websocket, Close.INTERNAL, "internal error")
         return
     try:
-        await _serve(websocket, node, conn)
-        if node.draining and conn.outbox.close_code is not None:
+        gone = await _serve(websocket, node, conn)
+        if node.draining and conn.outbox.close_code is not None and not gone:
             # Close before detach while draining: drain() returns once the registry is
             # empty and uvicorn's own shutdown then fails every socket still open with
             # 1012, so a detach that awaits (a Redis UNSUBSCRIBE) let 1012 beat our 1001.
@@ -158,24 +159,32 @@ async def live(websocket: WebSocket) -> None:
     finally:
         code, reason = conn.outbox.close_code, conn.outbox.close_reason
         await node.detach(conn)
-    if code is not None:
+    if code is not None and not gone:
         await _close(websocket, code, reason)
 
 
-async def _serve(websocket: WebSocket, node: Node, conn: Connection) -> None:
+async def _serve(websocket: WebSocket, node: Node, conn: Connection) -> bool:
+    """Write in this task and read in one other until either ends or the outbox closes.
+
+    True if the client left (its disconnect ended the reader). One task per connection
+    beside the ASGI one, not two: at 50,000 connections every task counts.
+    """
     reader = asyncio.create_task(_read(websocket, node, conn), name="ws-reader")
-    writer = asyncio.create_task(_write(websocket, conn), name="ws-writer")
+    # The reader ending (the client left, a frame too big, a flood) must end the writer.
+    reader.add_done_callback(lambda _: conn.close(Close.NORMAL))
     try:
-        await asyncio.wait(
-            {reader, writer, conn.outbox.closed_future}, return_when=asyncio.FIRST_COMPLETED
-        )
+        await _write(websocket, conn)
+    except Exception:
+        log.exception("websocket writer failed")
     finally:
         reader.cancel()
-        writer.cancel()
-        await asyncio.wait({reader, writer})
-    for task in (reader, writer):
-        if not task.cancelled() and task.exception() is not None:
-            log.error("websocket %s failed", task.get_name(), exc_info=task.exception())
+        await asyncio.wait({reader})
+    if reader.cancelled():
+        return False
+    if reader.exception() is not None:
+        log.error("websocket reader failed", exc_info=reader.exception())
+        return False
+    return bool(reader.result())
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
@@ -193,11 +202,14 @@ async def _write(websocket: WebSocket, conn: Connection) -> None:
     try:
         while (frame := await outbox.get()) is not None:
             await websocket.send_text(frame.decode())
+            # Not held while waiting for the next one: an idle connection keeps no frame.
+            del frame
     except (WebSocketDisconnect, RuntimeError, OSError):
         return  # the client left, or uvicorn already closed the socket (e.g. 1009)
 
 
-async def _read(websocket: WebSocket, node: Node, conn: Connection) -> None:
+async def _read(websocket: WebSocket, node: Node, conn: Connection) -> bool:
+    """Answer client frames; True once the client left, False if the connection closed."""
     settings = websocket.app.state.settings
     limit: int = settings.ws_max_frame_bytes
     bucket = Bucket(settings.ws_frames_per_second, settings.ws_frames_burst)
@@ -205,23 +217,23 @@ async def _read(websocket: WebSocket, node: Node, conn: Connection) -> None:
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
-            return
+            return True
         raw: str | bytes = message.get("text") or message.get("bytes") or b""
         if _size(raw, limit) > limit:
             conn.close(Close.TOO_BIG, "frame too large")
-            return
+            return False
         allowed, retry_after = bucket.allow()
         if allowed:
             reply = await commands.handle(raw)
         elif bucket.refused > bucket.burst:
             conn.close(Close.POLICY, "too many frames")
-            return
+            return False
         else:
             reply = error_frame("rate_limited", "too many frames; slow down",
                                 retry_after=round(retry_after, 3), **_client_id(raw))
         if reply is not None and conn.send(reply) is not Verdict.DELIVERED:
             node.slow(conn)
-            return
+            return False
 
 
 def _size(raw: str | bytes, limit: int) -> int:

@@ -17,7 +17,10 @@ def user_channel(user_id: str) -> str:
 
 def encode(type_: str, seq: int | None, data: Any) -> bytes:
     """The wire form ``{"type","seq","data"}``, encoded once and shared by every reader."""
-    return orjson.dumps({"type": type_, "seq": seq, "data": data}, option=orjson.OPT_UTC_Z)
+    frame = orjson.dumps({"type": type_, "seq": seq, "data": data}, option=orjson.OPT_UTC_Z)
+    # orjson hands back its whole output buffer (at least 4 KiB, whatever the length);
+    # a frame may sit in outboxes and held buffers, so keep an exact-size copy.
+    return bytes(memoryview(frame))
 
 
 def sse_block(frame: bytes) -> bytes:

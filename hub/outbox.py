@@ -28,7 +28,8 @@ class Outbox:
     def __init__(self, max_events: int, max_bytes: int) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self._frames: deque[bytes] = deque()
+        #: None while empty: an idle connection does not keep a deque (~600 bytes).
+        self._frames: deque[bytes] | None = None
         self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self._room_waiter: asyncio.Future[None] | None = None
@@ -39,7 +40,7 @@ class Outbox:
         self.closed_future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self._frames) if self._frames else 0
 
     @property
     def nbytes(self) -> int:
@@ -59,11 +60,14 @@ class Outbox:
         if self.closed or self.overflowed:
             return False
         size = len(frame)
-        if len(self._frames) >= self.max_events or self._bytes + size > self.max_bytes:
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = deque()
+        if len(frames) >= self.max_events or self._bytes + size > self.max_bytes:
             self.overflowed = True
             self._clear()
             return False
-        self._frames.append(frame)
+        frames.append(frame)
         self._bytes += size
         self._wake()
         return True
@@ -79,7 +83,11 @@ class Outbox:
                 await waiter
             finally:
                 self._waiter = None
-        frame = self._frames.popleft()
+        frames = self._frames
+        assert frames is not None  # not empty, per the loop above
+        frame = frames.popleft()
+        if not frames:
+            self._frames = None
         self._bytes -= len(frame)
         if self._room_waiter is not None and self.has_room:
             self._wake_room()
@@ -102,7 +110,7 @@ class Outbox:
     @property
     def has_room(self) -> bool:
         """At most half full: a waiting producer may go on."""
-        return len(self._frames) <= self.max_events // 2 and self._bytes <= self.max_bytes // 2
+        return len(self) <= self.max_events // 2 and self._bytes <= self.max_bytes // 2
 
     def close(self, code: int, reason: str = "") -> bool:
         """Close with ``code``; True if this call closed it (later calls change nothing)."""
@@ -117,7 +125,7 @@ class Outbox:
         return True
 
     def _clear(self) -> None:
-        self._frames.clear()
+        self._frames = None
         self._bytes = 0
 
     def _wake(self) -> None:
