@@ -12,18 +12,30 @@ Q = load("messages")
 MESSAGE_FIELDS = ("id", "sender_id", "recipient_id", "body", "client_id", "created_at", "read_at")
 
 
-async def insert(
-    conn: Conn, sender_id: str, recipient_id: str, body: str, client_id: str | None
-) -> dict[str, Any] | None:
-    """Store a message; None if ``sender_id`` already used ``client_id`` (see by_client_id)."""
-    row = await conn.fetchrow(Q.insert, sender_id, recipient_id, body, client_id)
-    return None if row is None else dict(row)
+#: A message to insert: ``(id, sender_id, recipient_id, body, client_id)``.
+Row = tuple[int, str, str, str, str | None]
 
 
-async def by_client_id(conn: Conn, sender_id: str, client_id: str) -> dict[str, Any] | None:
-    """The message ``sender_id`` sent with ``client_id``, if it still exists."""
-    row = await conn.fetchrow(Q.by_client_id, sender_id, client_id)
-    return None if row is None else dict(row)
+async def allocate_ids(conn: Conn, count: int) -> list[int]:
+    """``count`` new message ids, ascending (gaps are harmless)."""
+    return list(await conn.fetchval(Q.allocate_ids, count)) if count else []
+
+
+async def insert_many(conn: Conn, rows: list[Row]) -> dict[int, dict[str, Any]]:
+    """Store ``rows`` in one statement; the stored ones by id (a row whose sender already
+    used its client_id is not stored: see ``by_client_ids``)."""
+    if not rows:
+        return {}
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    return {r["id"]: dict(r) for r in await conn.fetch(Q.insert_many, *columns)}
+
+
+async def by_client_ids(
+    conn: Conn, pairs: list[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The messages that still exist among ``(sender_id, client_id)`` pairs, by pair."""
+    rows = await conn.fetch(Q.by_client_ids, [s for s, _ in pairs], [c for _, c in pairs])
+    return {(r["sender_id"], r["client_id"]): dict(r) for r in rows}
 
 
 async def conversations(conn: Conn, user_id: str, limit: int) -> list[dict[str, Any]]:

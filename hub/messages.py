@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -16,18 +18,35 @@ import asyncpg
 from db import events as event_log
 from db import messages as store
 from hub import notifications
-from hub.errors import Conflict, Forbidden, InvalidInput, NotFound
+from hub.errors import Conflict, Forbidden, HubError, InvalidInput, NotFound
 from hub.models import MessageSend, NotificationCreate
 from hub.services import Services
+from hub.writer import GroupCommit
 
 log = logging.getLogger("notifyhub")
 
 Event = tuple[str, int, str, Any]
+#: A send for the group commit: ``(sender_id, body)``.
+Send = tuple[str, MessageSend]
 
 PREVIEW_CHARS = 140
 #: How often a send retries when the message holding its client_id vanishes meanwhile.
 _SEND_ATTEMPTS = 3
 _MAX_ID = 2**63 - 1
+
+
+@dataclass
+class Sent:
+    """What one send did: the message, whether it is new, and the events to publish."""
+
+    message: dict[str, Any]
+    created: bool
+    events: list[Event] = field(default_factory=list, repr=False)
+    note: notifications.Created | None = field(default=None, repr=False)
+
+
+class _Vanished(Exception):
+    """The message holding a repeated client_id was deleted for everyone meanwhile."""
 
 
 async def send(svc: Services, sender_id: str, body: MessageSend) -> tuple[dict[str, Any], bool]:
@@ -36,29 +55,88 @@ async def send(svc: Services, sender_id: str, body: MessageSend) -> tuple[dict[s
     A repeated ``client_id`` returns the original message with ``created`` False and
     changes nothing; Conflict if the original went to someone else or said something
     else. The recipient gets a ``new_message`` notification unless their preferences
-    suppress it.
+    suppress it. Concurrent sends of this instance commit together (``hub.writer``);
+    this returns once the message is committed and its events were handed to the broker.
     """
     _check(sender_id, body)
     for _ in range(_SEND_ATTEMPTS):
-        async with svc.pool.acquire() as conn, conn.transaction():
-            message = await store.insert(
-                conn, sender_id, body.recipient_id, body.body, body.client_id
-            )
-            if message is None:
-                assert body.client_id is not None
-                original = await store.by_client_id(conn, sender_id, body.client_id)
-                if original is None:
-                    continue  # deleted for everyone since the insert saw it: try again
-                if (original["recipient_id"], original["body"]) != (body.recipient_id, body.body):
-                    raise Conflict("this client_id was already used for a different message")
-                return original, False
-            events, note = await _record(conn, message)
-        svc.metrics.messages_sent.inc()
-        svc.metrics.notifications_created.inc(len(note.items))
-        svc.metrics.notifications_suppressed.inc(len(note.suppressed))
-        await svc.publish(events)
-        return message, True
+        try:
+            sent = await writer(svc).submit((sender_id, body))
+        except _Vanished:
+            continue  # deleted for everyone since the insert saw it: try again
+        return sent.message, sent.created
     raise Conflict("the message with this client_id kept changing; try again")
+
+
+def writer(svc: Services) -> GroupCommit[Send, Sent]:
+    """The group-commit writer of ``svc``'s direct messages (made on first use)."""
+    writer = svc.writers.get("messages")
+    if writer is None:
+        writer = svc.writers["messages"] = GroupCommit(
+            partial(_commit, svc),
+            after=partial(_publish, svc),
+            isolate=(asyncpg.DataError, asyncpg.IntegrityConstraintViolationError),
+            # Two sends with one client_id never share a batch: the second replays.
+            key=lambda job: f"{job[0]}\n{job[1].client_id}" if job[1].client_id else None,
+        )
+    return writer
+
+
+async def _commit(svc: Services, jobs: list[Send]) -> list[Sent | BaseException]:
+    async with svc.pool.acquire() as conn, conn.transaction():
+        results = await send_many_in(conn, jobs)
+    new = [r for r in results if isinstance(r, Sent) and r.created]
+    svc.metrics.messages_sent.inc(len(new))
+    notes = [r.note for r in new if r.note is not None]
+    svc.metrics.notifications_created.inc(sum(len(n.items) for n in notes))
+    svc.metrics.notifications_suppressed.inc(sum(len(n.suppressed) for n in notes))
+    return list(results)
+
+
+async def _publish(svc: Services, results: list[Sent | BaseException]) -> None:
+    events = [e for r in results if isinstance(r, Sent) for e in r.events]
+    # Each user's events in seq order: a batch logs every message before any notification.
+    await svc.publish(sorted(events, key=lambda e: (e[0], e[1])))
+
+
+async def send_many_in(conn: asyncpg.Connection, jobs: list[Send]) -> list[Sent | Exception]:
+    """Store ``(sender_id, body)`` sends inside the caller's transaction, set-based.
+
+    One result per send, in order. ``(sender, client_id)`` pairs must be distinct. Lock
+    order: the message rows (a repeated client_id waits for its first insert), then
+    every party's counter in sorted order (``event_log.append``), then the
+    notifications (whose counters are held already).
+    """
+    ids = await store.allocate_ids(conn, len(jobs))
+    stored = await store.insert_many(conn, [
+        (i, sender, body.recipient_id, body.body, body.client_id)
+        for i, (sender, body) in zip(ids, jobs, strict=True)
+    ])
+    results: list[Sent | Exception | None] = [None] * len(jobs)
+    repeated = [n for n, i in enumerate(ids) if i not in stored]
+    if repeated:
+        originals = await store.by_client_ids(
+            conn, [(jobs[n][0], jobs[n][1].client_id or "") for n in repeated]
+        )
+        for n in repeated:
+            sender, body = jobs[n]
+            original = originals.get((sender, body.client_id or ""))
+            if original is None:
+                results[n] = _Vanished()
+            elif (original["recipient_id"], original["body"]) != (body.recipient_id, body.body):
+                results[n] = Conflict("this client_id was already used for a different message")
+            else:
+                results[n] = Sent(original, False)
+    new = [(n, stored[i]) for n, i in enumerate(ids) if i in stored]
+    messages = [message for _, message in new]
+    events = await event_log.append(conn, [
+        (m[party], "message.created", m) for m in messages
+        for party in ("sender_id", "recipient_id")
+    ])
+    notes = await _notify(conn, messages)
+    for k, ((n, message), note) in enumerate(zip(new, notes, strict=True)):
+        results[n] = Sent(message, True, events[2 * k:2 * k + 2] + note.events, note)
+    return [r for r in results if r is not None]
 
 
 def _check(sender_id: str, body: MessageSend) -> None:
@@ -76,52 +154,54 @@ def _check(sender_id: str, body: MessageSend) -> None:
                                [{"loc": [name], "msg": "contains NUL"}])
 
 
-async def _record(
-    conn: asyncpg.Connection, message: dict[str, Any]
-) -> tuple[list[Event], notifications.Created]:
-    """Log ``message.created`` for both parties, then notify the recipient.
-
-    Both parties' counters are locked together (sorted) before the notification locks
-    the recipient's again, so opposite sends between two users cannot deadlock.
-    """
-    sender, recipient = message["sender_id"], message["recipient_id"]
-    events = await event_log.append(
-        conn, [(sender, "message.created", message), (recipient, "message.created", message)]
-    )
-    note = await _notify(conn, message)
-    return events + note.events, note
-
-
-async def _notify(conn: asyncpg.Connection, message: dict[str, Any]) -> notifications.Created:
-    """The recipient's ``new_message`` notification (possibly suppressed by preferences).
+async def _notify(
+    conn: asyncpg.Connection, messages: list[dict[str, Any]]
+) -> list[notifications.Created]:
+    """Each recipient's ``new_message`` notification (possibly suppressed by preferences).
 
     A broken ``new_message`` template (an admin may edit it) must not make chat fail,
-    so rendering errors fall back to fixed wording.
+    so a send whose rendering fails falls back to fixed wording.
     """
-    sender = message["sender_id"]
-    request = NotificationCreate(
+    requests = [_new_message(m) for m in messages]
+    results = await notifications.create_many_in(conn, requests)
+    failed = [k for k, result in enumerate(results) if isinstance(result, HubError)]
+    if failed:
+        log.warning("the new_message template failed to render (%s); using fixed wording",
+                    results[failed[0]])
+        fallbacks = await notifications.create_many_in(
+            conn, [_fixed_wording(requests[k]) for k in failed]
+        )
+        for k, fallback in zip(failed, fallbacks, strict=True):
+            results[k] = fallback
+    created = []
+    for result in results:
+        if isinstance(result, HubError):  # fixed wording cannot fail to render
+            raise result
+        created.append(result)
+    return created
+
+
+def _new_message(message: dict[str, Any]) -> NotificationCreate:
+    return NotificationCreate(
         user_id=message["recipient_id"],
         type="new_message",
         template="new_message",
         data={
-            "sender_id": sender,
+            "sender_id": message["sender_id"],
             "preview": message["body"][:PREVIEW_CHARS],
             "message_id": message["id"],
         },
     )
-    try:
-        async with conn.transaction():  # a savepoint: the fallback starts clean
-            return await notifications.create_in(conn, request)
-    except InvalidInput:
-        log.warning("the new_message template failed to render; using fixed wording",
-                    exc_info=True)
-    fallback = request.model_copy(update={
+
+
+def _fixed_wording(request: NotificationCreate) -> NotificationCreate:
+    sender = request.data["sender_id"]
+    return request.model_copy(update={
         "template": None,
         "title": f"New message from {sender}",
         "body": request.data["preview"],
         "link": f"/messages/{sender}",
     })
-    return await notifications.create_in(conn, fallback)
 
 
 async def conversations(pool: asyncpg.Pool, user_id: str, limit: int = 20) -> dict[str, Any]:

@@ -26,6 +26,15 @@ class Metrics:
             "notifyhub_notifications_suppressed_total",
             "Notifications not stored because of preferences", registry=r,
         )
+        self.write_batches = Counter(
+            "notifyhub_write_batches_total",
+            "Transactions committed by the group-commit writer", registry=r,
+        )
+        self.write_batch_jobs = Counter(
+            "notifyhub_write_batch_jobs_total",
+            "Creates committed by the group-commit writer (divided by batches: the mean "
+            "batch size)", registry=r,
+        )
         self.messages_sent = Counter(
             "notifyhub_messages_sent_total", "Direct messages stored", registry=r
         )

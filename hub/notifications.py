@@ -52,8 +52,9 @@ async def create(svc: Services, request: NotificationCreate) -> Created:
 
 def writer(svc: Services) -> GroupCommit[NotificationCreate, Created]:
     """The group-commit writer of ``svc``'s notification creates (made on first use)."""
-    if svc.create_writer is None:
-        svc.create_writer = GroupCommit(
+    writer = svc.writers.get("notifications")
+    if writer is None:
+        writer = svc.writers["notifications"] = GroupCommit(
             partial(_commit, svc),
             after=partial(_publish, svc),
             isolate=(asyncpg.DataError, asyncpg.IntegrityConstraintViolationError),
@@ -61,7 +62,7 @@ def writer(svc: Services) -> GroupCommit[NotificationCreate, Created]:
             key=lambda request: request.idempotency_key,
             max_weight=BATCH_RECIPIENTS,
         )
-    return svc.create_writer
+    return writer
 
 
 async def _commit(
@@ -70,6 +71,8 @@ async def _commit(
     """One transaction for a batch of creates."""
     async with svc.pool.acquire() as conn, conn.transaction():
         results = await create_many_in(conn, requests)
+    svc.metrics.write_batches.inc()
+    svc.metrics.write_batch_jobs.inc(len(requests))
     fresh = [r for r in results if isinstance(r, Created) and not r.replayed]
     svc.metrics.notifications_created.inc(sum(len(c.items) for c in fresh))
     svc.metrics.notifications_suppressed.inc(sum(len(c.suppressed) for c in fresh))

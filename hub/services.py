@@ -30,8 +30,9 @@ class Services:
     pool: asyncpg.Pool
     broker: Broker
     metrics: Metrics = field(default_factory=Metrics)
-    #: Notification creates' group commit (``hub.notifications.writer``), made on first use.
-    create_writer: GroupCommit[Any, Any] | None = field(default=None, repr=False)
+    #: Group-commit writers by what they write (``hub.notifications.writer``,
+    #: ``hub.messages.writer``), each made on first use by the module that owns it.
+    writers: dict[str, GroupCommit[Any, Any]] = field(default_factory=dict, repr=False)
 
     async def publish(self, events: Iterable[tuple[str, int, str, Any]]) -> list[UserEvent]:
         """Hand committed ``(user_id, seq, type, data)`` events to the broker.

@@ -1,16 +1,22 @@
--- name: insert
--- Nothing is returned when the sender already used this client_id: the caller then
--- reads the original. A concurrent insert of the same pair waits for the first to
--- commit (or roll back) before deciding, so only one row is ever stored.
-INSERT INTO direct_messages (sender_id, recipient_id, body, client_id)
-VALUES ($1, $2, $3, $4)
+-- name: allocate_ids
+-- $1 new message ids, ascending, for rows inserted later in this transaction.
+SELECT array_agg(nextval('direct_messages_id_seq') ORDER BY n)
+FROM generate_series(1, $1::int) AS n
+
+-- name: insert_many
+-- Rows with ids from allocate_ids; a row whose sender already used its client_id is
+-- skipped (the caller reads the original). A concurrent insert of the same pair waits
+-- for the first to commit (or roll back) before deciding.
+INSERT INTO direct_messages (id, sender_id, recipient_id, body, client_id)
+OVERRIDING SYSTEM VALUE
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
 ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
 RETURNING id, sender_id, recipient_id, body, client_id, created_at, read_at
 
--- name: by_client_id
-SELECT id, sender_id, recipient_id, body, client_id, created_at, read_at
-FROM direct_messages
-WHERE sender_id = $1 AND client_id = $2
+-- name: by_client_ids
+SELECT m.id, m.sender_id, m.recipient_id, m.body, m.client_id, m.created_at, m.read_at
+FROM direct_messages m
+JOIN unnest($1::text[], $2::text[]) AS t(s, c) ON m.sender_id = t.s AND m.client_id = t.c
 
 -- name: conversations
 -- The caller's conversations, newest last message first, with what they have not

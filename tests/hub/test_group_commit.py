@@ -142,3 +142,11 @@ async def test_a_replayed_key_returns_the_first_result_even_if_its_template_is_g
     assert await svc.pool.fetchval(
         "SELECT count(*) FROM notification_requests WHERE idempotency_key = 'k-3'"
     ) == 0
+
+
+async def test_metrics_count_transactions_and_the_creates_in_them(svc: Services) -> None:
+    tasks = [create(svc, USERS[n % 10], f"n{n}") for n in range(50)]
+    await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
+    batches = svc.metrics.write_batches._value.get()
+    assert svc.metrics.write_batch_jobs._value.get() == 50
+    assert 1 <= batches < 50

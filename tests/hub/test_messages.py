@@ -108,6 +108,24 @@ async def test_five_concurrent_sends_with_one_client_id_create_one_message(
     assert metric(svc, "notifyhub_messages_sent_total") == 1
 
 
+async def test_concurrent_sends_commit_together_with_gapless_seqs_in_send_order(
+    svc: Services, published: Published
+) -> None:
+    pairs = [("u1", "u2"), ("u2", "u3"), ("u3", "u1")] * 10
+    results = await asyncio.gather(
+        *(send(svc, a, msg(b, f"m{n}")) for n, (a, b) in enumerate(pairs))
+    )
+    assert all(created for _, created in results)
+    assert metric(svc, "notifyhub_messages_sent_total") == 30
+    assert svc.writers["messages"].batches < 30  # sends shared transactions
+    for user in ("u1", "u2", "u3"):
+        frames = published.of(user)
+        # 10 sent + 10 received messages, and a notification per received one.
+        assert [f["seq"] for f in frames] == list(range(1, 31))
+        bodies = [f["data"]["body"] for f in frames if f["type"] == "message.created"]
+        assert bodies == sorted(bodies, key=lambda b: int(b[1:]))
+
+
 async def test_reusing_a_client_id_for_other_content_is_a_conflict(svc: Services) -> None:
     await send(svc, "u1", msg("u2", "a", "c-1"))
     with pytest.raises(Conflict):
