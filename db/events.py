@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import asyncpg
@@ -19,26 +18,23 @@ async def append(
     """Append ``(user_id, type, data)`` events inside the caller's transaction.
 
     Returns ``(user_id, seq, type, data)`` in the order given; each user's events get
-    consecutive seqs following that user's last one.
+    consecutive seqs following that user's last one. One round trip.
     """
     if not events:
         return []
-    counts = Counter(user for user, _, _ in events)
-    users = sorted(counts)
-    rows = await conn.fetch(Q.bump_counters, users, [counts[u] for u in users])
-    next_seq = {r["user_id"]: r["last_seq"] - counts[r["user_id"]] + 1 for r in rows}
+    rows = await conn.fetch(
+        Q.append, [e[0] for e in events], [e[1] for e in events], [e[2] for e in events]
+    )
+    next_seq: dict[str, int] = {}
+    for row in rows:
+        user, seq = row["user_id"], row["seq"]
+        if seq < next_seq.get(user, seq + 1):
+            next_seq[user] = seq
     out = []
     for user, type_, data in events:
         seq = next_seq[user]
         next_seq[user] = seq + 1
         out.append((user, seq, type_, data))
-    await conn.execute(
-        Q.insert_events,
-        [e[0] for e in out],
-        [e[1] for e in out],
-        [e[2] for e in out],
-        [e[3] for e in out],
-    )
     return out
 
 
@@ -59,24 +55,11 @@ async def since(
     return await conn.fetch(Q.since, user_id, after, limit)
 
 
-async def between(
-    conn: Conn, user_id: str, after: int, upto: int
-) -> list[asyncpg.Record]:
-    """Events of ``user_id`` with ``after`` < seq <= ``upto``, oldest first."""
-    return await conn.fetch(Q.range, user_id, after, upto)
-
-
 async def bounds(conn: Conn, user_id: str) -> tuple[int, int | None]:
     """``(last_seq, first kept seq or None)`` of ``user_id``."""
     row = await conn.fetchrow(Q.bounds, user_id)
     assert row is not None
     return row["last_seq"], row["first_seq"]
-
-
-async def last_seq(conn: Conn, user_id: str) -> int:
-    """The newest seq of ``user_id`` (0 before the first event)."""
-    value = await conn.fetchval(Q.last_seq, user_id)
-    return int(value)
 
 
 async def heads(conn: Conn, user_ids: list[str]) -> dict[str, int]:

@@ -1,14 +1,24 @@
--- name: bump_counters
--- Reserve $2[i] new seqs for user $1[i]; the row lock orders writers per user, so
--- seq order is commit order. Callers pass users sorted, which avoids deadlocks.
-INSERT INTO user_counters AS c (user_id, last_seq)
-SELECT u, n FROM unnest($1::text[], $2::bigint[]) AS t(u, n)
-ON CONFLICT (user_id) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq
-RETURNING user_id, last_seq
-
--- name: insert_events
+-- name: append
+-- Append events ($1 users, $2 types, $3 data) in one statement: each user's counter
+-- goes up by their event count (row locks taken in user order, which keeps writers
+-- from deadlocking; the lock orders writers per user, so seq order is commit order),
+-- and their events get the seqs after the old value, in the order given.
+WITH e AS (
+    SELECT u, ty, d, n,
+           row_number() OVER (PARTITION BY u ORDER BY n) AS k,
+           count(*) OVER (PARTITION BY u) AS cnt
+    FROM unnest($1::text[], $2::text[], $3::jsonb[]) WITH ORDINALITY AS t(u, ty, d, n)
+), c AS (
+    INSERT INTO user_counters AS c (user_id, last_seq)
+    SELECT u, count(*) FROM e GROUP BY u ORDER BY u
+    ON CONFLICT (user_id) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq
+    RETURNING user_id, last_seq
+)
 INSERT INTO user_events (user_id, seq, type, data)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[])
+SELECT e.u, c.last_seq - e.cnt + e.k, e.ty, e.d
+FROM e JOIN c ON c.user_id = e.u
+ORDER BY e.n
+RETURNING user_id, seq
 
 -- name: since
 SELECT seq, type, data FROM user_events
@@ -16,17 +26,9 @@ WHERE user_id = $1 AND seq > $2
 ORDER BY seq
 LIMIT $3
 
--- name: range
-SELECT seq, type, data FROM user_events
-WHERE user_id = $1 AND seq > $2 AND seq <= $3
-ORDER BY seq
-
 -- name: bounds
 SELECT coalesce((SELECT last_seq FROM user_counters WHERE user_id = $1), 0) AS last_seq,
        (SELECT min(seq) FROM user_events WHERE user_id = $1) AS first_seq
-
--- name: last_seq
-SELECT coalesce((SELECT last_seq FROM user_counters WHERE user_id = $1), 0)
 
 -- name: prune
 -- Drop events older than $1 days, but keep each user's newest $2.
