@@ -2,7 +2,8 @@
 
 Transport-free: the REST routes and the WebSocket ``message.send`` frame both call
 ``send``. Every change is recorded in the event logs of the users who see it, in the
-same transaction, and published after commit (CONTRACT §5).
+same transaction, and published after commit (docs/live.md): sends through the group
+commit (``writer``), the rest through a unit of work (``Services.write``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ from db import messages as store
 from hub import notifications
 from hub.errors import Conflict, Forbidden, HubError, InvalidInput, NotFound
 from hub.models import MessageSend, NotificationCreate
-from hub.services import Services
+from hub.services import Event, Services
 from hub.writer import GroupCommit
 
 log = logging.getLogger("notifyhub")
 
-Event = tuple[str, int, str, Any]
 #: A send for the group commit: ``(sender_id, body)``.
 Send = tuple[str, MessageSend]
 
@@ -225,13 +225,12 @@ async def mark_read(
     Ids of other messages are ignored. ``messages.read`` goes to the reader with every
     id and to each sender with theirs; nothing is emitted when nothing changed.
     """
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with svc.write() as work:
         if ids is not None:
             wanted = [i for i in ids if 0 < i <= _MAX_ID]  # others cannot be stored ids
-            changed = await store.mark_read(conn, user_id, ids=wanted) if wanted else []
+            changed = await store.mark_read(work.conn, user_id, ids=wanted) if wanted else []
         else:
-            changed = await store.mark_read(conn, user_id, sender_id=other_id)
-        events: list[Event] = []
+            changed = await store.mark_read(work.conn, user_id, sender_id=other_id)
         if changed:
             by_sender: dict[str, list[int]] = defaultdict(list)
             for id_, sender in changed:
@@ -240,8 +239,7 @@ async def mark_read(
                      {"ids": [i for i, _ in changed], "reader_id": user_id})]
             data += [(sender, "messages.read", {"ids": sent, "reader_id": user_id})
                      for sender, sent in by_sender.items()]
-            events = await event_log.append(conn, data)
-    await svc.publish(events)
+            await work.append(data)
     return {"updated": len(changed)}
 
 
@@ -252,7 +250,8 @@ async def delete(svc: Services, user_id: str, id_: int, *, for_everyone: bool = 
     recipient asks to remove it for everyone. ``message.deleted`` goes to whoever it
     disappeared for.
     """
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with svc.write() as work:
+        conn = work.conn
         row = await store.visible_for_update(conn, user_id, id_)
         if row is None:
             raise NotFound("no such message")
@@ -271,5 +270,4 @@ async def delete(svc: Services, user_id: str, id_: int, *, for_everyone: bool = 
             # The recipient's new_message notification quotes the text: it goes too.
             # Its rows are deleted before any counter is locked (the hub's lock order).
             changes += await notifications.forget_message(conn, row["recipient_id"], id_)
-        events = await event_log.append(conn, changes)
-    await svc.publish(events)
+        await work.append(changes)

@@ -1,14 +1,15 @@
 """Notification operations: create (templates, preferences, idempotency), read, delete.
 
 Every change is recorded in the user's event log in the same transaction and handed
-to the broker after commit (CONTRACT §5).
+to the broker after commit (docs/live.md): creates through the group commit
+(``writer``), the rest through a unit of work (``Services.write``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 
@@ -17,12 +18,9 @@ from db import notifications as store
 from hub import preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
 from hub.models import NotificationCreate
+from hub.services import Event, Services
 from hub.writer import GroupCommit
 
-if TYPE_CHECKING:
-    from hub.services import Services
-
-Event = tuple[str, int, str, Any]
 #: A notification's title, body and link.
 Content = tuple[str, str, str | None]
 #: A batch closes once its creates reach this many recipients, so a burst of large
@@ -247,17 +245,15 @@ async def mark_all_read(svc: Services, user_id: str, upto: int | None) -> dict[s
 async def _mark(
     svc: Services, user_id: str, *, ids: list[int] | None, upto: int | None
 ) -> dict[str, int]:
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with svc.write() as work:
         if ids is None:
-            changed = await store.mark_all_read(conn, user_id, upto)
+            changed = await store.mark_all_read(work.conn, user_id, upto)
         else:
-            changed = await store.mark_read(conn, user_id, ids)
-        unread = await store.unread_count(conn, user_id)
-        events = []
+            changed = await store.mark_read(work.conn, user_id, ids)
+        unread = await store.unread_count(work.conn, user_id)
         if changed:
             data = {"ids": changed, "all": ids is None, "unread_count": unread}
-            events = await event_log.append(conn, [(user_id, "notifications.read", data)])
-    await svc.publish(events)
+            await work.append([(user_id, "notifications.read", data)])
     return {"updated": len(changed), "unread_count": unread}
 
 
@@ -279,11 +275,10 @@ async def forget_message(
 
 async def delete(svc: Services, user_id: str, id_: int) -> None:
     """Delete ``user_id``'s notification ``id_``; NotFound if it is not theirs."""
-    async with svc.pool.acquire() as conn, conn.transaction():
-        if not await store.delete(conn, user_id, id_):
+    async with svc.write() as work:
+        if not await store.delete(work.conn, user_id, id_):
             raise NotFound("no such notification")
-        unread = await store.unread_count(conn, user_id)
-        events = await event_log.append(
-            conn, [(user_id, "notification.deleted", {"id": id_, "unread_count": unread})]
+        unread = await store.unread_count(work.conn, user_id)
+        await work.append(
+            [(user_id, "notification.deleted", {"id": id_, "unread_count": unread})]
         )
-    await svc.publish(events)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
+from db import events as event_log
 from hub.events import BROADCAST, UserEvent, encode, user_channel
 from hub.metrics import Metrics
 from hub.settings import Settings
@@ -20,6 +22,24 @@ log = logging.getLogger("notifyhub")
 
 #: The longest a write waits for the broker after its commit, for all its events.
 PUBLISH_DEADLINE = 2.0
+
+
+#: A committed change of one user's state: ``(user_id, seq, type, data)``.
+Event = tuple[str, int, str, Any]
+
+
+class UnitOfWork:
+    """One transaction's connection and the events appended in it (``Services.write``)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.events: list[Event] = []
+
+    async def append(self, changes: list[tuple[str, str, Any]]) -> list[Event]:
+        """Log ``(user_id, type, data)`` changes; they are published after the commit."""
+        events = await event_log.append(self.conn, changes)
+        self.events.extend(events)
+        return events
 
 
 @dataclass
@@ -33,6 +53,15 @@ class Services:
     #: Group-commit writers by what they write (``hub.notifications.writer``,
     #: ``hub.messages.writer``), each made on first use by the module that owns it.
     writers: dict[str, GroupCommit[Any, Any]] = field(default_factory=dict, repr=False)
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[UnitOfWork]:
+        """A unit of work: one transaction whose appended events are published once it
+        has committed (and never when it rolls back)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            work = UnitOfWork(conn)
+            yield work
+        await self.publish(work.events)
 
     async def publish(self, events: Iterable[tuple[str, int, str, Any]]) -> list[UserEvent]:
         """Hand committed ``(user_id, seq, type, data)`` events to the broker.
