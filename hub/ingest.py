@@ -107,11 +107,6 @@ class Applier:
         self.svc.metrics.ingest_dead.inc(count)
 
 
-def make_applier(svc: Services, source: Source = "stream") -> Applier:
-    """The ``apply`` callback for the ``pubsub`` readers of ``source``."""
-    return Applier(svc, source)
-
-
 class Ingest:
     """Both Redis ingest paths of one hub instance; started when ``HUB_REDIS_URL`` is set.
 
@@ -125,7 +120,7 @@ class Ingest:
         url = settings.redis_url
         assert url is not None, "Redis ingest needs HUB_REDIS_URL"
         prefix, grace = settings.redis_prefix, settings.ingest_stop_grace_seconds
-        stream, publish = make_applier(svc, "stream"), make_applier(svc, "publish")
+        stream, publish = Applier(svc, "stream"), Applier(svc, "publish")
         self.stream = StreamIngest(
             url, prefix, stream, on_dead=stream.dead_lettered, grace=grace,
             claim_idle_ms=max(1, round(settings.ingest_claim_idle_seconds * 1000)),

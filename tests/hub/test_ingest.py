@@ -16,7 +16,7 @@ import redis.asyncio as redis
 
 from db.pool import create_pool
 from hub.events import user_channel
-from hub.ingest import Applier, Ingest, make_applier
+from hub.ingest import Applier, Ingest
 from hub.services import Services
 from hub.settings import Settings
 from pubsub.ingest import GROUP, StreamIngest
@@ -112,7 +112,7 @@ async def test_a_stream_entry_is_stored_published_and_acknowledged(
     received: list[bytes] = []
     await svc.broker.start(lambda channel, seq, message: received.append(message), _nothing)
     await svc.broker.subscribe(user_channel("u1"))
-    async with stream_ingest(svc, make_applier(svc)):
+    async with stream_ingest(svc, Applier(svc, "stream")):
         await xadd(r, svc, {"user_id": "u1", "type": "grade_posted", "template": "grade_posted",
                             "data": {"grade": "A-", "assignment": "Essay 2", "grade_id": 5}})
         await eventually(lambda: count(svc, "u1"))
@@ -136,7 +136,7 @@ async def test_an_entry_without_a_key_is_applied_once_even_if_delivered_twice(
     # Consumer "dead-1" reads the entry, commits it, and dies before acknowledging.
     reply = await asyncio.wait_for(r.xreadgroup(GROUP, "dead-1", {key: ">"}), TIMEOUT)
     payload = reply[0][1][0][1][b"payload"]
-    applier = make_applier(svc)
+    applier = Applier(svc, "stream")
     assert await asyncio.wait_for(applier([(entry_id, payload)]), TIMEOUT) == [None]
     assert await asyncio.wait_for(applier([(entry_id, payload)]), TIMEOUT) == [None]
     async with stream_ingest(svc, applier):  # takes the entry over and applies it again
@@ -148,7 +148,7 @@ async def test_entries_sharing_an_idempotency_key_create_one_notification(
     svc: Services, r: redis.Redis
 ) -> None:
     body = {"user_id": "u1", "type": "t", "title": "hi", "idempotency_key": "order-7"}
-    async with stream_ingest(svc, make_applier(svc)):
+    async with stream_ingest(svc, Applier(svc, "stream")):
         await xadd(r, svc, body)
         await xadd(r, svc, body)
         await xadd(r, svc, {"user_id": "u2", "type": "t", "title": "after"})
@@ -167,7 +167,7 @@ async def test_invalid_entries_are_dead_lettered_and_valid_ones_in_the_same_batc
         orjson.dumps({"user_id": "u1", "type": "t", "title": "nul \u0000 byte"}),
     ]
     good = {"user_id": "u1", "type": "t", "title": "still applied"}
-    applier = make_applier(svc)
+    applier = Applier(svc, "stream")
     counting = Counting(applier)
     for payload in bad:  # queued before the reader starts, so they arrive as one batch
         await xadd(r, svc, payload)
@@ -194,7 +194,7 @@ async def _at_least(letters: Any, n: int) -> Any:
 
 
 async def test_a_burst_of_300_entries_is_stored_in_batches(svc: Services, r: redis.Redis) -> None:
-    counting = Counting(make_applier(svc))
+    counting = Counting(Applier(svc, "stream"))
     key = f"{svc.settings.redis_prefix}ingest"
     async with stream_ingest(svc, counting):
         async with r.pipeline(transaction=False) as pipe:
@@ -247,7 +247,7 @@ async def test_entries_wait_while_the_database_is_down_and_are_applied_after(
     svc: Services, r: redis.Redis, pg_admin_dsn: str
 ) -> None:
     async with database_down(svc, pg_admin_dsn) as restore:
-        counting = Counting(make_applier(svc))
+        counting = Counting(Applier(svc, "stream"))
         async with stream_ingest(svc, counting, claim_idle_ms=30_000):
             await xadd(r, svc, {"user_id": "u1", "type": "t", "title": "waited"})
             await eventually(lambda: counting.raised >= 2)
@@ -262,14 +262,14 @@ async def test_stop_while_the_database_is_down_returns_after_the_grace_leaving_t
     svc: Services, r: redis.Redis, pg_admin_dsn: str
 ) -> None:
     async with database_down(svc, pg_admin_dsn) as restore:
-        counting = Counting(make_applier(svc))
+        counting = Counting(Applier(svc, "stream"))
         async with stream_ingest(svc, counting, claim_idle_ms=30_000, grace=0.3) as ingest:
             await xadd(r, svc, {"user_id": "u1", "type": "t", "title": "kept"})
             await eventually(lambda: counting.raised >= 1)
             await asyncio.wait_for(ingest.stop(), TIMEOUT)  # not held up by the retries
         assert not await asyncio.wait_for(none_pending(r, svc), TIMEOUT)
         await restore()
-        async with stream_ingest(svc, make_applier(svc), consumer=ingest.consumer):
+        async with stream_ingest(svc, Applier(svc, "stream"), consumer=ingest.consumer):
             await eventually(lambda: none_pending(r, svc))  # its own pending, re-read
     assert await count(svc, "u1") == 1
 
@@ -289,7 +289,7 @@ async def test_a_dead_consumers_entries_are_taken_over_and_stored(
     for n in range(3):
         await xadd(r, svc, {"user_id": "u1", "type": "t", "title": f"n{n}"})
     await asyncio.wait_for(r.xreadgroup(GROUP, "dead-1", {key: ">"}, count=10), TIMEOUT)
-    async with stream_ingest(svc, make_applier(svc)):
+    async with stream_ingest(svc, Applier(svc, "stream")):
         await eventually(lambda: none_pending(r, svc))
     assert await count(svc, "u1") == 3
 

@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 
 from hub import messages
-from hub.ingest import make_applier
+from hub.ingest import Applier
 from hub.models import MessageSend, NotificationCreate
 from hub.notifications import create
 
@@ -44,7 +44,7 @@ async def counters_free(pool: asyncpg.Pool, users: list[str]) -> bool:
 async def test_an_ingest_batch_locks_every_recipient_before_applying_any_entry(app):
     svc = app.state.services
     await create(svc, NotificationCreate(user_ids=["amy", "zed"], type="t", title="first"))
-    applier = make_applier(svc, "stream")
+    applier = Applier(svc, "stream")
     batch = [
         ("1-0", orjson.dumps({"user_id": "zed", "type": "t", "title": "for zed"})),
         ("1-1", orjson.dumps({"user_id": "amy", "type": "t", "title": "for amy"})),
