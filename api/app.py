@@ -1,12 +1,9 @@
-"""The app factory and its lifespan: the one place that picks concrete backends."""
+"""The app factory: routes, middleware, and a lifespan that opens the ``Runtime``."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -16,89 +13,23 @@ from starlette.routing import BaseRoute
 from api import announcements, messages, notifications, ops, pages, sse, templates, ws
 from api.problems import HANDLERS, CatchAll
 from api.ratelimit import RateLimitMiddleware
-from db.embedded import EmbeddedPostgres
-from db.migrate import migrate
-from db.pool import connect, create_pool
-from hub import cleanup
-from hub.announcements import run_scheduler as run_announcement_scheduler
-from hub.ingest import Ingest
-from hub.node import Node
 from hub.ratelimit import RateLimiter
-from hub.services import Services
+from hub.runtime import Runtime
 from hub.settings import Settings
 from hub.tokens import Tokens
-from pubsub.broker import Broker
-from pubsub.memory import MemoryBroker
-
-log = logging.getLogger("notifyhub")
-
-
-def make_broker(settings: Settings) -> Broker:
-    """Redis when ``HUB_REDIS_URL`` is set, else the in-process broker."""
-    if settings.redis_url:
-        from pubsub.redis import RedisBroker
-
-        return RedisBroker(settings.redis_url, settings.redis_prefix)
-    return MemoryBroker()
-
-
-async def open_database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
-    """The DSN to use, starting the embedded PostgreSQL when none is configured."""
-    if settings.database_url:
-        return settings.database_url, None
-    embedded = EmbeddedPostgres(settings.data_dir)
-    dsn = await asyncio.to_thread(embedded.start)
-    return dsn, embedded
 
 
 def create_app(settings: Settings) -> Starlette:
-    """A notifyhub ASGI app for ``settings``; resources open in its lifespan."""
+    """A notifyhub ASGI app for ``settings``; its ``Runtime`` opens in the lifespan."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        dsn, embedded = await open_database(settings)
-        tasks: list[asyncio.Task[Any]] = []
-        pool = None
-        node: Node | None = None
-        ingest: Ingest | None = None
-        broker = make_broker(settings)
-        try:
-            conn = await connect(dsn)
-            try:
-                applied = await migrate(conn)
-            finally:
-                await conn.close()
-            if applied:
-                log.info("applied migrations %s", ", ".join(applied))
-            pool = await create_pool(dsn, settings.db_pool_min, settings.db_pool_max)
-            services = Services(settings, pool, broker)
-            node = Node(services)
-            app.state.services = services
-            app.state.node = node
-            await broker.start(node.on_message, node.on_reconnect)
-            await node.start()
-            if settings.redis_url:
-                ingest = Ingest(services)
-                app.state.ingest = ingest  # api/server.py stops it at SIGTERM, beside the drain
-                await ingest.start()  # returns at once, even while Redis is down
-            tasks.append(asyncio.create_task(cleanup.run_forever(services), name="cleanup"))
-            tasks.append(
-                asyncio.create_task(run_announcement_scheduler(services), name="announcements")
-            )
+        async with Runtime(settings) as runtime:
+            app.state.runtime = runtime  # api/server.py drains it at SIGTERM
+            app.state.services = runtime.services
+            app.state.node = runtime.node
+            app.state.ingest = runtime.ingest
             yield
-        finally:
-            if ingest is not None:  # first: it still writes through the pool and broker
-                await ingest.stop()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if node is not None:
-                await node.stop()
-            await broker.stop()
-            if pool is not None:
-                await pool.close()
-            if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
 
     routes: list[BaseRoute] = [
         *notifications.routes,

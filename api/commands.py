@@ -1,18 +1,16 @@
 """The ``notifyhub`` commands that do one job and exit: ``migrate``, ``token``, ``publish``.
 
-Like the app factory, they open the hub's backends themselves (the embedded PostgreSQL
-when no ``HUB_DATABASE_URL`` is set, the broker ``HUB_REDIS_URL`` picks), and report
-every failure as a ``CliError``.
+Like the app's lifespan, they open the hub's backends through a ``hub.runtime.Runtime``
+(the embedded PostgreSQL when no ``HUB_DATABASE_URL`` is set, the broker ``HUB_REDIS_URL``
+picks), taking only the steps they need, and report every failure as a ``CliError``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
@@ -26,15 +24,15 @@ from api.failures import (
     invalid_input_message,
     validation_message,
 )
-from db.migrate import migrate
-from db.pool import connect, create_pool
 from hub import notifications
 from hub.errors import InvalidInput
 from hub.models import NotificationCreate, check_user_id
-from hub.services import Services
 from hub.settings import Settings
 from hub.tokens import Tokens
 from pubsub.errors import BrokerUnavailable
+
+if TYPE_CHECKING:
+    from hub.runtime import Runtime
 
 
 def migrate_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -48,33 +46,23 @@ def migrate_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _apply_migrations(settings: Settings) -> list[str]:
-    async with _database(settings) as dsn:
+    from hub.runtime import Runtime
+
+    async with Runtime(settings, live=False) as runtime:
+        await _open_database(runtime)
         try:
-            conn = await connect(dsn)
+            return await runtime.migrate()
         except EXPECTED as exc:
-            raise CliError(f"cannot connect to the database: {explain(exc)}") from None
-        try:
-            return await migrate(conn)
-        except EXPECTED as exc:
+            if runtime.stage == "connect":
+                raise CliError(f"cannot connect to the database: {explain(exc)}") from None
             raise CliError(f"migration failed: {explain(exc)}") from None
-        finally:
-            await conn.close()
 
 
-@contextlib.asynccontextmanager
-async def _database(settings: Settings) -> AsyncIterator[str]:
-    """The DSN to use; the embedded server (if any) is released on exit."""
-    from api.app import open_database
-
+async def _open_database(runtime: Runtime) -> None:
     try:
-        dsn, embedded = await open_database(settings)
+        await runtime.open_database()
     except EXPECTED as exc:
         raise CliError(f"cannot start the embedded PostgreSQL: {explain(exc)}") from None
-    try:
-        yield dsn
-    finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
 
 
 def token_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -119,35 +107,24 @@ def publish_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _create(settings: Settings, request: NotificationCreate) -> dict[str, Any]:
-    from api.app import make_broker
+    from hub.runtime import Runtime
 
-    async with _database(settings) as dsn:
+    async with Runtime(settings, live=False) as runtime:
+        await _open_database(runtime)
         try:
-            pool = await create_pool(dsn, min_size=1, max_size=2)
+            services = await runtime.connect()  # publishes only: the pool and the broker
+        except BrokerUnavailable as exc:
+            raise CliError(str(exc)) from None
         except EXPECTED as exc:
-            raise CliError(f"cannot connect to the database: {explain(exc)}") from None
-        broker = make_broker(settings)
+            if runtime.stage == "pool":
+                raise CliError(f"cannot connect to the database: {explain(exc)}") from None
+            raise CliError(f"cannot create the notification: {explain(exc)}") from None
         try:
-            try:
-                await broker.start(_ignore_message, _nothing)
-            except BrokerUnavailable as exc:
-                raise CliError(str(exc)) from None
-            created = await notifications.create(Services(settings, pool, broker), request)
+            created = await notifications.create(services, request)
         except asyncpg.UndefinedTableError:
             raise CliError("the database has no schema yet: run `notifyhub migrate`") from None
         except InvalidInput as exc:
             raise CliError(invalid_input_message(exc), 2) from None
         except EXPECTED as exc:
             raise CliError(f"cannot create the notification: {explain(exc)}") from None
-        finally:
-            await broker.stop()
-            await pool.close()
     return {"items": created.items, "suppressed": created.suppressed}
-
-
-def _ignore_message(channel: str, seq: int | None, message: bytes) -> None:
-    """The CLI only publishes; it subscribes to nothing."""
-
-
-async def _nothing() -> None:
-    return None

@@ -110,9 +110,9 @@ def server_config(
 
 
 class HubServer(uvicorn.Server):
-    """uvicorn's server that drains ``app.state.node`` before its own shutdown.
+    """uvicorn's server that drains ``app.state.runtime`` before its own shutdown.
 
-    ``app`` is the notifyhub Starlette app (the node lives in its state), even when
+    ``app`` is the notifyhub Starlette app (the runtime lives in its state), even when
     ``config.app`` wraps it. ``on_ready(port)`` runs once the lifespan has started and the
     socket is bound. SIGTERM/SIGINT shut it down and ``run`` returns normally.
     """
@@ -159,16 +159,11 @@ class HubServer(uvicorn.Server):
             server.close()
         for sock in sockets or []:
             sock.close()
-        node = getattr(self.hub_app.state, "node", None)
-        ingest = getattr(self.hub_app.state, "ingest", None)
-        if not self.force_exit:
-            # Ingest stops reading now (other instances take new entries) and settles its
-            # batch while connections drain, so its grace overlaps the drain and the
-            # process still exits within its 10 s.
-            await asyncio.gather(
-                *([node.drain(self.drain_seconds)] if node is not None else []),
-                *([ingest.stop()] if ingest is not None else []),
-            )
+        runtime = getattr(self.hub_app.state, "runtime", None)
+        if runtime is not None and not self.force_exit:
+            # Ingest stops reading now and settles its batch while connections drain, so
+            # its grace overlaps the drain and the process still exits within its 10 s.
+            await runtime.drain(self.drain_seconds)
         await super().shutdown(sockets=sockets)
 
 

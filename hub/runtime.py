@@ -1,0 +1,198 @@
+"""The runtime of one hub process: what ``serve``, ``publish`` and ``migrate`` open.
+
+``Runtime`` opens, in order, the database (the embedded PostgreSQL when no
+``HUB_DATABASE_URL`` is set), the migrations, the pool, the broker, the node, Redis
+ingest and the background tasks (cleanup, announcement scheduler), and closes what it
+opened in reverse, in one ``async with``::
+
+    async with Runtime(settings) as rt:  # serve: everything, live
+        ...rt.services, rt.node, rt.ingest...
+
+``Runtime(settings, live=False)`` is for the commands that do one job and exit: entering
+opens nothing, the command takes the steps it needs (``open_database``, ``migrate``,
+``connect``) and reports each failure its own way, with ``stage`` naming the step that
+was in progress; leaving closes whatever was opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+
+from db.embedded import EmbeddedPostgres
+from db.migrate import migrate
+from db.pool import connect, create_pool
+from hub import cleanup
+from hub.announcements import run_scheduler as run_announcement_scheduler
+from hub.ingest import Ingest
+from hub.node import Node
+from hub.services import Services
+from hub.settings import Settings
+from pubsub.broker import Broker
+from pubsub.memory import MemoryBroker
+
+log = logging.getLogger("notifyhub")
+
+#: The pool of a one-shot command: it makes one write.
+COMMAND_POOL = (1, 2)
+
+
+def make_broker(settings: Settings) -> Broker:
+    """Redis when ``HUB_REDIS_URL`` is set, else the in-process broker."""
+    if settings.redis_url:
+        from pubsub.redis import RedisBroker
+
+        return RedisBroker(settings.redis_url, settings.redis_prefix)
+    return MemoryBroker()
+
+
+class Runtime:
+    """The database, pool, broker, node, ingest and background tasks of one process.
+
+    Shutdown order is part of the contract: ingest stops first (a batch in hand still
+    writes through the pool and the broker), then the background tasks, the node, the
+    broker, the pool, and last the embedded PostgreSQL.
+    """
+
+    def __init__(self, settings: Settings, *, live: bool = True) -> None:
+        self.settings = settings
+        self.live = live
+        #: The step in progress or last taken: ``database``, ``connect`` (migrations'
+        #: own connection), ``migrate``, ``pool``, ``broker``, ``live``.
+        self.stage = "database"
+        self.dsn: str | None = None
+        #: Redis ingest, when live and ``HUB_REDIS_URL`` is set.
+        self.ingest: Ingest | None = None
+        self._embedded: EmbeddedPostgres | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._broker: Broker | None = None
+        self._services: Services | None = None
+        self._node: Node | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def services(self) -> Services:
+        """What domain operations need; after ``connect``."""
+        if self._services is None:
+            raise RuntimeError("the runtime is not connected")
+        return self._services
+
+    @property
+    def node(self) -> Node:
+        """The live node; after ``connect`` of a live runtime."""
+        if self._node is None:
+            raise RuntimeError("the runtime is not live")
+        return self._node
+
+    async def __aenter__(self) -> Runtime:
+        if self.live:
+            try:
+                await self.open_database()
+                applied = await self.migrate()
+                if applied:
+                    log.info("applied migrations %s", ", ".join(applied))
+                await self.connect()
+            except BaseException:
+                await self.close()
+                raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open_database(self) -> str:
+        """The DSN to use, starting the embedded PostgreSQL when none is configured."""
+        self.stage = "database"
+        if self.settings.database_url:
+            self.dsn = self.settings.database_url
+        else:
+            embedded = EmbeddedPostgres(self.settings.data_dir)
+            self.dsn = await asyncio.to_thread(embedded.start)
+            self._embedded = embedded
+        return self.dsn
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations on a connection of their own; the names applied."""
+        assert self.dsn is not None, "open_database first"
+        self.stage = "connect"
+        conn = await connect(self.dsn)
+        self.stage = "migrate"
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
+
+    async def connect(self) -> Services:
+        """Open the pool and start the broker; when live, also the node, ingest and tasks.
+
+        Without ``live`` the broker only publishes: nothing here subscribes.
+        """
+        assert self.dsn is not None, "open_database first"
+        settings = self.settings
+        self.stage = "pool"
+        low, high = (settings.db_pool_min, settings.db_pool_max) if self.live else COMMAND_POOL
+        self._pool = await create_pool(self.dsn, low, high)
+        self.stage = "broker"
+        broker = self._broker = make_broker(settings)
+        services = self._services = Services(settings, self._pool, broker)
+        if not self.live:
+            await broker.start(_ignore_message, _nothing)
+            return services
+        node = self._node = Node(services)
+        await broker.start(node.on_message, node.on_reconnect)
+        self.stage = "live"
+        await node.start()
+        if settings.redis_url:
+            self.ingest = Ingest(services)
+            await self.ingest.start()  # returns at once, even while Redis is down
+        self._tasks.append(asyncio.create_task(cleanup.run_forever(services), name="cleanup"))
+        self._tasks.append(
+            asyncio.create_task(run_announcement_scheduler(services), name="announcements")
+        )
+        return services
+
+    async def drain(self, seconds: float) -> None:
+        """At SIGTERM: close live connections spread over ``seconds`` (``Node.drain``)
+        while ingest stops reading and settles its batch, so its grace overlaps the drain.
+
+        Other instances take new ingest entries meanwhile. ``close`` stops the rest.
+        """
+        await asyncio.gather(
+            *([self._node.drain(seconds)] if self._node is not None else []),
+            *([self.ingest.stop()] if self.ingest is not None else []),
+        )
+
+    async def close(self) -> None:
+        """Stop whatever was opened, in the order the class states."""
+        if self.ingest is not None:  # first: it still writes through the pool and broker
+            await self.ingest.stop()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._node is not None:
+            await self._node.stop()
+        if self._broker is not None:
+            await self._broker.stop()
+        if self._pool is not None:
+            await self._pool.close()
+        embedded, self._embedded = self._embedded, None
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+def _ignore_message(channel: str, seq: int | None, message: bytes) -> None:
+    """A one-shot command only publishes; it subscribes to nothing."""
+
+
+async def _nothing() -> None:
+    return None
