@@ -2,7 +2,7 @@
 
 Each test runs two ``notifyhub serve`` child processes on one database and one Redis
 prefix, with real WebSocket and SSE clients. The helpers here (``cluster``, ``two_hubs``,
-``Feed``, ``notify``, ...) are reused by ``test_faults.py``.
+``Feed``, ``notify``, ...) are reused by ``test_faults_*.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.live.conftest import SSE, HubProcess, T, hub_env, recv, sse_stream, w
 Frame = dict[str, Any]
 
 
-# ---- helpers shared with test_faults.py ----------------------------------------------
+# ---- helpers shared with test_faults_*.py ----------------------------------------------
 
 
 @contextlib.asynccontextmanager
