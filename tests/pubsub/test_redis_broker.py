@@ -225,3 +225,56 @@ async def test_stop_returns_while_redis_is_down(own_redis: RedisServer) -> None:
 
 async def _nothing() -> None:
     pass
+
+
+async def publish_burst(harness: Harness, count: int) -> list[tuple[str, bytes]]:
+    sent = [(f"user:u{n % 3}", n + 1, b"m%d" % n) for n in range(count)]
+    await harness.broker.publish_many(sent)
+    return [(channel, message) for channel, _, message in sent]
+
+
+async def test_a_burst_larger_than_one_script_call_arrives_whole_and_in_order(
+    started: StartBroker, redis_url: str, redis_prefix: str
+) -> None:
+    hub = await started(redis_url, redis_prefix)
+    for n in range(3):
+        await hub.broker.subscribe(f"user:u{n}")
+    sent = await publish_burst(hub, 2500)  # more than one script call (1000 each)
+    assert [await hub.next() for _ in sent] == sent
+    assert hub.seqs == list(range(1, 2501))
+
+
+async def test_a_flushed_script_is_loaded_again(
+    started: StartBroker, redis_url: str, redis_prefix: str
+) -> None:
+    hub = await started(redis_url, redis_prefix)
+    await hub.broker.subscribe("user:u0")
+    await hub.broker.publish_many([("user:u0", 1, b"before")])
+    assert await hub.next() == ("user:u0", b"before")
+    async with Redis.from_url(redis_url) as client:
+        await client.script_flush()  # what a Redis restart does to loaded scripts
+    await hub.broker.publish_many([("user:u0", 2, b"after")])
+    assert await hub.next() == ("user:u0", b"after")
+
+
+async def test_without_scripting_rights_a_burst_is_published_with_pipelined_publish(
+    started: StartBroker, redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = f"noscript{uuid.uuid4().hex[:8]}"
+    async with Redis.from_url(redis_url) as client:
+        await client.execute_command(
+            "ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-@scripting"
+        )
+    try:
+        url = redis_url.replace("redis://", f"redis://{user}:pw@", 1)
+        hub = await started(url, redis_prefix)
+        for n in range(3):
+            await hub.broker.subscribe(f"user:u{n}")
+        for _ in range(2):  # the first burst finds out, the second goes straight there
+            sent = await publish_burst(hub, 10)
+            assert [await hub.next() for _ in sent] == sent
+        fallbacks = [r for r in caplog.records if "using pipelined PUBLISH" in r.getMessage()]
+        assert len(fallbacks) == 1
+    finally:
+        async with Redis.from_url(redis_url) as client:
+            await client.execute_command("ACL", "DELUSER", user)
