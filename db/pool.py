@@ -17,6 +17,13 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.TooManyConnectionsError,
 )
 
+#: Exceptions that mean the database refused one statement's data (a constraint, a
+#: value it cannot store): the fault of what was written, not of the database.
+REJECTED: tuple[type[Exception], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+)
+
 #: Anything queries can run on: a pool, or a connection (possibly in a transaction).
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 

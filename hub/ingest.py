@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-import asyncpg
 import orjson
 
+from db.pool import REJECTED
 from hub import notifications
 from hub.errors import HubError, InvalidInput
 from hub.models import NotificationCreate, validate
@@ -88,7 +88,7 @@ class Applier:
                 applied += not future.result().replayed
             elif isinstance(failure, HubError):
                 outcomes[n] = describe(failure)
-            elif isinstance(failure, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
+            elif isinstance(failure, REJECTED):
                 outcomes[n] = f"rejected by the database: {failure}"
             elif self.source == "stream":
                 unavailable = failure  # nothing is acknowledged: the batch is retried

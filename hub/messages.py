@@ -18,6 +18,7 @@ import asyncpg
 
 from db import events as event_log
 from db import messages as store
+from db.pool import REJECTED
 from hub import notifications
 from hub.errors import Conflict, Forbidden, HubError, InvalidInput, NotFound
 from hub.models import MessageSend, NotificationCreate
@@ -70,16 +71,13 @@ async def send(svc: Services, sender_id: str, body: MessageSend) -> tuple[dict[s
 
 def writer(svc: Services) -> GroupCommit[Send, Sent]:
     """The group-commit writer of ``svc``'s direct messages (made on first use)."""
-    writer = svc.writers.get("messages")
-    if writer is None:
-        writer = svc.writers["messages"] = GroupCommit(
-            partial(_commit, svc),
-            after=partial(_publish, svc),
-            isolate=(asyncpg.DataError, asyncpg.IntegrityConstraintViolationError),
-            # Two sends with one client_id never share a batch: the second replays.
-            key=lambda job: f"{job[0]}\n{job[1].client_id}" if job[1].client_id else None,
-        )
-    return writer
+    return svc.writer("messages", lambda: GroupCommit(
+        partial(_commit, svc),
+        after=partial(_publish, svc),
+        isolate=REJECTED,
+        # Two sends with one client_id never share a batch: the second replays.
+        key=lambda job: f"{job[0]}\n{job[1].client_id}" if job[1].client_id else None,
+    ))
 
 
 async def _commit(svc: Services, jobs: list[Send]) -> list[Sent | BaseException]:

@@ -15,6 +15,7 @@ import asyncpg
 
 from db import events as event_log
 from db import notifications as store
+from db.pool import REJECTED
 from hub import preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
 from hub.models import NotificationCreate
@@ -50,17 +51,14 @@ async def create(svc: Services, request: NotificationCreate) -> Created:
 
 def writer(svc: Services) -> GroupCommit[NotificationCreate, Created]:
     """The group-commit writer of ``svc``'s notification creates (made on first use)."""
-    writer = svc.writers.get("notifications")
-    if writer is None:
-        writer = svc.writers["notifications"] = GroupCommit(
-            partial(_commit, svc),
-            after=partial(_publish, svc),
-            isolate=(asyncpg.DataError, asyncpg.IntegrityConstraintViolationError),
-            weight=lambda request: len(request.recipients()),
-            key=lambda request: request.idempotency_key,
-            max_weight=BATCH_RECIPIENTS,
-        )
-    return writer
+    return svc.writer("notifications", lambda: GroupCommit(
+        partial(_commit, svc),
+        after=partial(_publish, svc),
+        isolate=REJECTED,
+        weight=lambda request: len(request.recipients()),
+        key=lambda request: request.idempotency_key,
+        max_weight=BATCH_RECIPIENTS,
+    ))
 
 
 async def _commit(

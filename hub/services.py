@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,15 @@ class Services:
     #: Group-commit writers by what they write (``hub.notifications.writer``,
     #: ``hub.messages.writer``), each made on first use by the module that owns it.
     writers: dict[str, GroupCommit[Any, Any]] = field(default_factory=dict, repr=False)
+
+    def writer(
+        self, name: str, make: Callable[[], GroupCommit[Any, Any]]
+    ) -> GroupCommit[Any, Any]:
+        """This instance's group-commit writer ``name``, made by ``make`` on first use."""
+        writer = self.writers.get(name)
+        if writer is None:
+            writer = self.writers[name] = make()
+        return writer
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[UnitOfWork]:

@@ -11,14 +11,11 @@ import asyncpg
 import orjson
 import pytest
 
-from db.pool import create_pool
 from hub import notifications
 from hub.errors import InvalidInput
 from hub.models import NotificationCreate
 from hub.services import Services
-from hub.settings import Settings
-from pubsub.memory import MemoryBroker
-from tests.conftest import SECRET
+from tests.hub.conftest import listening_services
 
 TIMEOUT = 15
 USERS = [f"u{n}" for n in range(10)]
@@ -34,24 +31,12 @@ async def svc(
     database_url: str, tmp_path: Any, published: dict[str, list[dict[str, Any]]]
 ) -> AsyncIterator[Services]:
     """Services on this test's database; the broker records each user's frames."""
-    settings = Settings(database_url=database_url, data_dir=tmp_path, jwt_secret=SECRET)
-    pool = await create_pool(database_url, 1, 4)
-    broker = MemoryBroker()
-
-    async def nothing() -> None:
-        return None
 
     def record(channel: str, seq: int | None, message: bytes) -> None:
         published.setdefault(channel.removeprefix("user:"), []).append(orjson.loads(message))
 
-    await broker.start(record, nothing)
-    for user in USERS:
-        await broker.subscribe(f"user:{user}")
-    try:
-        yield Services(settings, pool, broker)
-    finally:
-        await broker.stop()
-        await pool.close()
+    async with listening_services(database_url, tmp_path, record, USERS) as svc:
+        yield svc
 
 
 def create(svc: Services, user: str, title: str, **extra: Any) -> asyncio.Task[Any]:

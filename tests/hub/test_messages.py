@@ -9,14 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
-from db.pool import create_pool
 from hub import messages
 from hub.errors import Conflict, InvalidInput, NotFound
 from hub.models import MessageSend
 from hub.services import Services
-from hub.settings import Settings
-from pubsub.memory import MemoryBroker
-from tests.conftest import SECRET
+from tests.hub.conftest import listening_services
 
 TIMEOUT = 10
 
@@ -42,21 +39,8 @@ async def published() -> Published:
 @pytest.fixture
 async def svc(database_url: str, tmp_path: Any, published: Published) -> AsyncIterator[Services]:
     """Services on this test's database with an in-memory broker listening to u1..u3."""
-    settings = Settings(database_url=database_url, data_dir=tmp_path, jwt_secret=SECRET)
-    pool = await create_pool(database_url, 1, 6)
-    broker = MemoryBroker()
-
-    async def nothing() -> None:
-        return None
-
-    await broker.start(published, nothing)
-    for user in ("u1", "u2", "u3"):
-        await broker.subscribe(f"user:{user}")
-    try:
-        yield Services(settings, pool, broker)
-    finally:
-        await broker.stop()
-        await pool.close()
+    async with listening_services(database_url, tmp_path, published, ["u1", "u2", "u3"]) as svc:
+        yield svc
 
 
 def msg(recipient: str, body: str = "hi", client_id: str | None = None) -> MessageSend:

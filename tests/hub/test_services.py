@@ -10,11 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from db.pool import create_pool
 from hub.services import Services
-from hub.settings import Settings
-from pubsub.memory import MemoryBroker
-from tests.conftest import SECRET
+from tests.hub.conftest import listening_services
 
 TIMEOUT = 10
 
@@ -28,20 +25,11 @@ async def frames() -> list[dict[str, Any]]:
 async def svc(
     database_url: str, tmp_path: Any, frames: list[dict[str, Any]]
 ) -> AsyncIterator[Services]:
-    pool = await create_pool(database_url, 1, 3)
-    broker = MemoryBroker()
+    def record(channel: str, seq: int | None, message: bytes) -> None:
+        frames.append(orjson.loads(message))
 
-    async def nothing() -> None:
-        return None
-
-    await broker.start(lambda _c, _s, message: frames.append(orjson.loads(message)), nothing)
-    await broker.subscribe("user:ann")
-    settings = Settings(database_url=database_url, data_dir=tmp_path, jwt_secret=SECRET)
-    try:
-        yield Services(settings, pool, broker)
-    finally:
-        await broker.stop()
-        await pool.close()
+    async with listening_services(database_url, tmp_path, record, ["ann"]) as svc:
+        yield svc
 
 
 async def test_events_of_a_unit_of_work_are_published_after_its_commit(

@@ -1,0 +1,36 @@
+"""What the hub tests share: Services on the test's database with an in-memory broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from db.pool import create_pool
+from hub.services import Services
+from hub.settings import Settings
+from pubsub.broker import MessageHandler
+from pubsub.memory import MemoryBroker
+from tests.conftest import SECRET
+
+
+@asynccontextmanager
+async def listening_services(
+    database_url: str, data_dir: Path, on_message: MessageHandler, users: Iterable[str]
+) -> AsyncIterator[Services]:
+    """Services whose in-memory broker hands ``users``' events to ``on_message``."""
+    settings = Settings(database_url=database_url, data_dir=data_dir, jwt_secret=SECRET)
+    pool = await create_pool(database_url, 1, 6)
+    broker = MemoryBroker()
+
+    async def nothing() -> None:
+        return None
+
+    await broker.start(on_message, nothing)
+    for user in users:
+        await broker.subscribe(f"user:{user}")
+    try:
+        yield Services(settings, pool, broker)
+    finally:
+        await broker.stop()
+        await pool.close()
