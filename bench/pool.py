@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from bench.servers import rss_kib
+from bench.servers import reap, rss_kib
 
 
 class Pool:
@@ -95,9 +95,4 @@ class Pool:
                 proc.stdin.close()
             except OSError:
                 pass
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        reap(self.procs, 20)

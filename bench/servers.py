@@ -171,12 +171,17 @@ class Stack:
     def close(self) -> None:
         for proc in self.procs:
             proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        reap(self.procs, 15)
         self.redis.close()
         self.pg.close()
         self.log.close()
+
+
+def reap(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """Wait for each of ``procs`` to exit, killing the ones still there after ``timeout``."""
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
