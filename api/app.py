@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from api import announcements, messages, notifications, ops, pages, sse, templates, ws
 from api.problems import HANDLERS, CatchAll
@@ -17,6 +21,38 @@ from hub.ratelimit import RateLimiter
 from hub.runtime import Runtime
 from hub.settings import Settings
 from hub.tokens import Tokens
+
+
+class Hub(Starlette):
+    """The Starlette app, with ``/ws`` handshakes sent straight to ``ws.live``.
+
+    A live connection runs as long as its client stays, and every middleware and
+    routing layer it passes through keeps its frame and closures alive that long
+    (~5 KiB per idle connection). None of them acts on a WebSocket scope except
+    ``LoopbackHosts`` (demo mode), so that one check is made here, as it does it:
+    a close before accept, 4403. The address budget is spent in ``ws.live`` itself.
+    """
+
+    def __init__(self, *args: Any, loopback_only: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loopback_only = loopback_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and _route_path(scope) == ws.PATH:
+            scope["app"] = self
+            host = ops.host_name(Headers(scope=scope).get("host", ""))
+            if self.loopback_only and host not in ops.LOOPBACK_HOSTS:
+                await send({"type": "websocket.close", "code": 4403})
+                return
+            await ws.live(WebSocket(scope, receive, send))
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -74,7 +110,8 @@ def create_app(settings: Settings) -> Starlette:
     ]
     if settings.demo_mode:
         middleware.insert(0, Middleware(ops.LoopbackHosts))
-    app = Starlette(
+    app = Hub(
+        loopback_only=settings.demo_mode,
         routes=routes,
         middleware=middleware,
         exception_handlers=HANDLERS,

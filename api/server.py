@@ -28,6 +28,9 @@ from urllib.parse import urlsplit, urlunsplit
 import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import Protocol
+from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 
 from api.failures import EXPECTED, CliError, explain
 from hub.settings import Settings
@@ -73,23 +76,87 @@ class _Inbox:
         return self._items.pop(0)
 
 
+class _Writable:
+    """What uvicorn's WebSocket protocol uses of ``asyncio.Event``, for its one sender.
+
+    ``asyncio.Event`` keeps a deque of waiters (~750 bytes) per connection for a flag
+    that is almost always set.
+    """
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol, lighter per idle connection.
 
-    Its receive queue is an ``_Inbox``, and the handshake's parsed request and response
-    (their header objects, ~4 KiB) are let go once the response is sent; uvicorn reads
-    neither afterwards (the ASGI scope keeps the headers the app reads). Keepalive
+    Its receive queue is an ``_Inbox`` and its writable flag a ``_Writable``. The
+    handshake's parsed request and response (their header objects, ~4 KiB) are let go
+    once the response is sent, from uvicorn and from the websockets parser; neither
+    reads them afterwards (the ASGI scope keeps the headers the app reads). Keepalive
     stays uvicorn's: one timer per connection, no task.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = _Writable()  # type: ignore[assignment]
 
     def start_keepalive(self) -> None:
         # Called right after the handshake response went out.
         self.request = self.response = None  # type: ignore[assignment]
+        _restart_parser(self.conn)
         super().start_keepalive()
+
+
+def _restart_parser(conn: ServerProtocol) -> None:
+    """Give ``conn`` a frame parser that does not hold the handshake request.
+
+    ``ServerProtocol.parse`` keeps the parsed request (its headers, ~3 KiB) in a local
+    for as long as the connection lives, since it goes on to parse frames in the same
+    generator. A fresh ``Protocol.parse`` takes over, but only at a frame boundary
+    (waiting in ``at_eof`` with nothing buffered): a client that sent part of a frame
+    before the handshake response (which RFC 6455 forbids) keeps the old parser.
+    """
+    outer = conn.parser
+    frames = getattr(outer, "gi_yieldfrom", None)
+    waiting = getattr(frames, "gi_yieldfrom", None)
+    if (
+        getattr(frames, "gi_code", None) is not Protocol.parse.__code__
+        or getattr(waiting, "gi_code", None) is not StreamReader.at_eof.__code__
+        or conn.reader.buffer
+    ):
+        return
+    conn.parser = Protocol.parse(conn)
+    next(conn.parser)
+    outer.close()
 
 
 def server_config(

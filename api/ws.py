@@ -135,6 +135,7 @@ async def live(websocket: WebSocket) -> None:
     if not isinstance(admitted, Admission):
         await _close(websocket, *admitted)
         return
+    _forget_handshake(websocket)
     conn = node.connection(admitted.user_id, "ws", admitted.expires_at)
     try:
         await node.attach(conn, admitted.since)
@@ -161,6 +162,18 @@ async def live(websocket: WebSocket) -> None:
         await node.detach(conn)
     if code is not None and not gone:
         await _close(websocket, code, reason)
+
+
+def _forget_handshake(websocket: WebSocket) -> None:
+    """Let go of what only admission reads: the handshake's headers and query string.
+
+    The scope lives as long as the connection; its header list (and the parsed copies
+    Starlette caches on ``websocket``) is ~1.5 KiB per idle connection otherwise.
+    """
+    websocket.scope["headers"] = []
+    websocket.scope["query_string"] = b""
+    for cached in ("_headers", "_query_params", "_url"):
+        websocket.__dict__.pop(cached, None)
 
 
 async def _serve(websocket: WebSocket, node: Node, conn: Connection) -> bool:
@@ -342,4 +355,7 @@ HANDLERS: dict[str, Any] = {
     "typing": _Commands.typing,
 }
 
-routes: list[BaseRoute] = [WebSocketRoute("/ws", live)]
+PATH = "/ws"
+#: ``api.app.Hub`` sends ``/ws`` handshakes to ``live`` before its middleware; the route
+#: stays for anything that looks routes up (``url_path_for``).
+routes: list[BaseRoute] = [WebSocketRoute(PATH, live)]
