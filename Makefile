@@ -34,7 +34,8 @@ lint: $(TEST_STAMP)
 pytest: $(TEST_STAMP)
 	$(BIN)/pytest --durations=10 $(PYTEST_ARGS)
 
-# Starts its own throwaway PostgreSQL (and Redis with ARGS=--redis); see docs/benchmarks.md.
+# Starts its own throwaway PostgreSQL, Redis, hubs and a python-socketio peer; see
+# docs/benchmarks.md (`make bench ARGS=--quick` for a short run).
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
