@@ -24,7 +24,7 @@ async def conversations(request: Request) -> Response:
     user = require_user(request)
     limit = query_int(request, "limit", 20, 1, 100) or 20
     return json_response(
-        await messages.conversations(request.app.state.services.pool, user, limit)
+        await messages.conversations(request.app.state.services, user, limit)
     )
 
 
@@ -36,7 +36,7 @@ async def conversation(request: Request) -> Response:
     except ValueError as exc:
         raise InvalidInput(str(exc), [{"loc": ["path", "user_id"], "msg": str(exc)}]) from None
     page = await messages.conversation(
-        request.app.state.services.pool,
+        request.app.state.services,
         user,
         other,
         limit=query_int(request, "limit", 50, 1, 100) or 50,

@@ -23,7 +23,7 @@ async def list_notifications(request: Request) -> Response:
             raise InvalidInput(f"{name} must be at most 200 characters, without NUL",
                                [{"loc": ["query", name], "msg": "too long or contains NUL"}])
     page = await notifications.page(
-        request.app.state.services.pool,
+        request.app.state.services,
         user,
         limit=query_int(request, "limit", 20, 1, 100) or 20,
         before=query_int(request, "before", None, 1, 2**63 - 1),
@@ -59,7 +59,7 @@ async def mark_all_read(request: Request) -> Response:
 
 async def unread_count(request: Request) -> Response:
     user = require_user(request)
-    count = await notifications.unread_count(request.app.state.services.pool, user)
+    count = await notifications.unread_count(request.app.state.services, user)
     return json_response({"count": count})
 
 
@@ -71,7 +71,7 @@ async def delete_notification(request: Request) -> Response:
 
 async def get_preferences(request: Request) -> Response:
     user = require_user(request)
-    prefs = await preferences.get(request.app.state.services.pool, user)
+    prefs = await preferences.get(request.app.state.services, user)
     return json_response(prefs.model_dump(mode="json"))
 
 
@@ -83,14 +83,14 @@ async def user_preferences(request: Request) -> Response:
         check_user_id(user)
     except ValueError as exc:
         raise InvalidInput(str(exc), [{"loc": ["path", "user_id"], "msg": str(exc)}]) from None
-    prefs = await preferences.get(request.app.state.services.pool, user)
+    prefs = await preferences.get(request.app.state.services, user)
     return json_response(prefs.model_dump(mode="json"))
 
 
 async def put_preferences(request: Request) -> Response:
     user = require_user(request)
     body = await read_json(request, Preferences)
-    stored = await preferences.put(request.app.state.services.pool, user, body)
+    stored = await preferences.put(request.app.state.services, user, body)
     return json_response(stored.model_dump(mode="json"))
 
 

@@ -14,20 +14,20 @@ from hub.models import TemplatePut
 
 async def list_templates(request: Request) -> Response:
     require_admin(request)
-    items = await templates.list_all(request.app.state.services.pool)
+    items = await templates.list_all(request.app.state.services)
     return json_response({"items": items})
 
 
 async def get_template(request: Request) -> Response:
     require_admin(request)
-    item = await templates.get(request.app.state.services.pool, request.path_params["key"])
+    item = await templates.get(request.app.state.services, request.path_params["key"])
     return json_response(item)
 
 
 async def put_template(request: Request) -> Response:
     require_admin(request)
     body = await read_json(request, TemplatePut)
-    stored = await templates.put(request.app.state.services.pool, request.path_params["key"], body)
+    stored = await templates.put(request.app.state.services, request.path_params["key"], body)
     return json_response(stored)
 
 

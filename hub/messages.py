@@ -197,16 +197,16 @@ def _fixed_wording(request: NotificationCreate) -> NotificationCreate:
     })
 
 
-async def conversations(pool: asyncpg.Pool, user_id: str, limit: int = 20) -> dict[str, Any]:
+async def conversations(svc: Services, user_id: str, limit: int = 20) -> dict[str, Any]:
     """``user_id``'s conversations, newest last message first, with unread counts."""
-    return {"items": await store.conversations(pool, user_id, limit)}
+    return {"items": await store.conversations(svc.pool, user_id, limit)}
 
 
 async def conversation(
-    pool: asyncpg.Pool, user_id: str, other_id: str, *, limit: int = 50, before: int | None = None
+    svc: Services, user_id: str, other_id: str, *, limit: int = 50, before: int | None = None
 ) -> dict[str, Any]:
     """One page of the messages between ``user_id`` and ``other_id``, newest first."""
-    items, next_before = await store.page(pool, user_id, other_id, before=before, limit=limit)
+    items, next_before = await store.page(svc.pool, user_id, other_id, before=before, limit=limit)
     return {"items": items, "next_before": next_before}
 
 

@@ -207,7 +207,7 @@ def _content(request: NotificationCreate, stored: dict[str, dict[str, Any]]) -> 
 
 
 async def page(
-    pool: asyncpg.Pool,
+    svc: Services,
     user_id: str,
     *,
     limit: int = 20,
@@ -217,7 +217,7 @@ async def page(
     query: str | None = None,
 ) -> dict[str, Any]:
     """One page of ``user_id``'s inbox, newest first, with the unread count."""
-    async with pool.acquire() as conn:
+    async with svc.pool.acquire() as conn:
         items, next_before = await store.page(
             conn, user_id, before=before, unread_only=unread_only, type_=type_,
             query=query, limit=limit,
@@ -226,8 +226,9 @@ async def page(
     return {"items": items, "next_before": next_before, "unread_count": unread}
 
 
-async def unread_count(pool: asyncpg.Pool, user_id: str) -> int:
-    return await store.unread_count(pool, user_id)
+async def unread_count(svc: Services, user_id: str) -> int:
+    """How many of ``user_id``'s notifications are unread."""
+    return await store.unread_count(svc.pool, user_id)
 
 
 async def mark_read(svc: Services, user_id: str, ids: list[int]) -> dict[str, int]:

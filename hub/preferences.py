@@ -6,17 +6,18 @@ import asyncpg
 
 from db import preferences as store
 from hub.models import Preferences
+from hub.services import Services
 
 
-async def get(conn: asyncpg.Connection | asyncpg.Pool, user_id: str) -> Preferences:
+async def get(svc: Services, user_id: str) -> Preferences:
     """The preferences of ``user_id``; defaults if they never saved any."""
-    doc = await store.get(conn, user_id)
+    doc = await store.get(svc.pool, user_id)
     return Preferences() if doc is None else Preferences.model_validate(doc)
 
 
-async def put(pool: asyncpg.Pool, user_id: str, prefs: Preferences) -> Preferences:
+async def put(svc: Services, user_id: str, prefs: Preferences) -> Preferences:
     """Store ``prefs`` for ``user_id`` whole and return what was stored."""
-    doc = await store.put(pool, user_id, prefs.model_dump(mode="json"))
+    doc = await store.put(svc.pool, user_id, prefs.model_dump(mode="json"))
     return Preferences.model_validate(doc)
 
 

@@ -11,6 +11,7 @@ import asyncpg
 from db import templates as store
 from hub.errors import InvalidInput, NotFound
 from hub.models import TemplatePut
+from hub.services import Services
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FORMATTER = string.Formatter()
@@ -70,23 +71,23 @@ def _as_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-async def list_all(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+async def list_all(svc: Services) -> list[dict[str, Any]]:
     """Every stored template, by key."""
-    return await store.list_all(pool)
+    return await store.list_all(svc.pool)
 
 
-async def put(pool: asyncpg.Pool, key: str, body: TemplatePut) -> dict[str, Any]:
+async def put(svc: Services, key: str, body: TemplatePut) -> dict[str, Any]:
     """Create or replace template ``key``; its placeholders must be plain names."""
     if not re.match(r"^[a-z0-9_.-]{1,100}$", key):
         raise InvalidInput("a template key is 1-100 characters of a-z0-9_.-")
     for text in (body.title, body.body, body.link or ""):
         placeholders(text)
-    return await store.put(pool, key, body.type, body.title, body.body, body.link)
+    return await store.put(svc.pool, key, body.type, body.title, body.body, body.link)
 
 
-async def get(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> dict[str, Any]:
+async def get(svc: Services, key: str) -> dict[str, Any]:
     """Template ``key``; NotFound if there is none."""
-    row = await store.get(conn, key)
+    row = await store.get(svc.pool, key)
     if row is None:
         raise NotFound(f"no template {key!r}")
     return row
