@@ -17,6 +17,16 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.TooManyConnectionsError,
 )
 
+#: Failures of the database itself rather than of one statement: unreachable, starting
+#: up or shutting down, out of resources. A write that meets one is worth retrying
+#: later, whole; any other error is the fault of what was written.
+TRANSIENT: tuple[type[Exception], ...] = (
+    *UNAVAILABLE,
+    asyncpg.ObjectNotInPrerequisiteStateError,  # e.g. "not currently accepting connections"
+    asyncpg.OperatorInterventionError,  # admin or crash shutdown, query cancelled
+    asyncpg.InsufficientResourcesError,  # disk full, out of memory, too many connections
+)
+
 #: Exceptions that mean the database refused one statement's data (a constraint, a
 #: value it cannot store): the fault of what was written, not of the database.
 REJECTED: tuple[type[Exception], ...] = (

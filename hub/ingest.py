@@ -10,11 +10,12 @@ Infrastructure failures (database down) raise instead, so nothing is acknowledge
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Literal
 
 import orjson
 
-from db.pool import REJECTED
+from db.pool import REJECTED, TRANSIENT
 from hub import notifications
 from hub.errors import HubError, InvalidInput
 from hub.models import NotificationCreate, validate
@@ -22,6 +23,8 @@ from hub.services import Services
 from pubsub.channel import PublishChannelIngest
 from pubsub.ingest import StreamIngest
 from pubsub.runner import Entry, Outcome
+
+log = logging.getLogger("notifyhub")
 
 Source = Literal["stream", "publish"]
 #: Idempotency keys given to stream entries that bring none; reserved for ingest.
@@ -58,10 +61,11 @@ class Applier:
 
     Entries are validated first; the valid ones go to the instance's group-commit writer
     (``hub.notifications.create``) in stream order, where they commit together with
-    other creates. An entry the database or a template rejects fails alone and is
-    dead-lettered. Events are published after commit. Raises when the database itself
-    is unreachable: the caller retries the batch, and idempotency keys make the retry
-    create nothing twice.
+    other creates. An entry that fails (invalid, rejected by the database or a template,
+    or any error of its own) fails alone and is dead-lettered. Events are published
+    after commit. Raises only when the database itself fails (``db.pool.TRANSIENT``):
+    the caller retries the batch, and idempotency keys make the retry create nothing
+    twice.
     """
 
     def __init__(self, svc: Services, source: Source) -> None:
@@ -77,10 +81,14 @@ class Applier:
             except InvalidInput as exc:
                 outcomes[n] = describe(exc)
                 continue
+            except Exception as exc:  # one entry's bug must not stall the stream
+                log.exception("ingest entry %s could not be read", entry_id)
+                outcomes[n] = f"could not be read: {type(exc).__name__}"
+                continue
             queued.append((n, await writer.enqueue(request)))
         if queued:
             await asyncio.wait([future for _, future in queued])
-        unavailable: BaseException | None = None
+        retry: BaseException | None = None
         applied = 0
         for n, future in queued:
             failure = future.exception()
@@ -88,23 +96,31 @@ class Applier:
                 applied += not future.result().replayed
             elif isinstance(failure, HubError):
                 outcomes[n] = describe(failure)
+            elif isinstance(failure, TRANSIENT):
+                if self.source == "stream":
+                    retry = failure  # nothing is acknowledged: the batch is retried
+                else:
+                    # Publish-channel messages have no idempotency key: a failure is
+                    # reported for the entry alone, so entries that committed are not
+                    # dead-lettered (and duplicated by a replay).
+                    outcomes[n] = f"not applied: {failure or type(failure).__name__}"
             elif isinstance(failure, REJECTED):
                 outcomes[n] = f"rejected by the database: {failure}"
-            elif self.source == "stream":
-                unavailable = failure  # nothing is acknowledged: the batch is retried
             else:
-                # Publish-channel messages have no idempotency key: a failure is reported
-                # for the entry alone, so entries that committed are not dead-lettered
-                # (and duplicated by a replay).
-                outcomes[n] = f"not applied: {failure or type(failure).__name__}"
+                log.error("ingest entry %s failed: %r", entries[n][0], failure)
+                outcomes[n] = f"not applied: {type(failure).__name__}: {failure}"
         self.svc.metrics.ingest_applied.labels(source=self.source).inc(applied)
-        if unavailable is not None:
-            raise unavailable
+        if retry is not None:
+            raise retry
         return outcomes
 
     def dead_lettered(self, count: int) -> None:
         """Count entries that a ``pubsub`` reader wrote to the dead-letter stream."""
         self.svc.metrics.ingest_dead.inc(count)
+
+    def retried(self, count: int) -> None:
+        """Count entries whose batch a ``pubsub`` reader will apply again (database down)."""
+        self.svc.metrics.ingest_retried.inc(count)
 
 
 class Ingest:
@@ -122,7 +138,8 @@ class Ingest:
         prefix, grace = settings.redis_prefix, settings.ingest_stop_grace_seconds
         stream, publish = Applier(svc, "stream"), Applier(svc, "publish")
         self.stream = StreamIngest(
-            url, prefix, stream, on_dead=stream.dead_lettered, grace=grace,
+            url, prefix, stream, on_dead=stream.dead_lettered, on_retry=stream.retried,
+            grace=grace,
             claim_idle_ms=max(1, round(settings.ingest_claim_idle_seconds * 1000)),
         )
         # One name per instance: the leader lease shows the stream consumer's name.

@@ -18,7 +18,7 @@ import asyncpg
 
 from db import events as event_log
 from db import messages as store
-from db.pool import REJECTED
+from db.pool import TRANSIENT
 from hub import notifications
 from hub.errors import Conflict, Forbidden, HubError, InvalidInput, NotFound
 from hub.models import MessageSend, NotificationCreate
@@ -74,7 +74,7 @@ def writer(svc: Services) -> GroupCommit[Send, Sent]:
     return svc.writer("messages", lambda: GroupCommit(
         partial(_commit, svc),
         after=partial(_publish, svc),
-        isolate=REJECTED,
+        transient=TRANSIENT,
         # Two sends with one client_id never share a batch: the second replays.
         key=lambda job: f"{job[0]}\n{job[1].client_id}" if job[1].client_id else None,
     ))

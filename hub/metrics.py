@@ -61,6 +61,11 @@ class Metrics:
         self.ingest_applied = Counter(
             "notifyhub_ingest_applied_total", "Ingest entries applied", ["source"], registry=r
         )
+        self.ingest_retried = Counter(
+            "notifyhub_ingest_retried_total",
+            "Stream entries whose batch failed on the database and is applied again",
+            registry=r,
+        )
         self.ingest_dead = Counter(
             "notifyhub_ingest_dead_lettered_total", "Invalid ingest entries dead-lettered",
             registry=r,

@@ -92,10 +92,38 @@ def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+#: The deepest nesting of objects and arrays accepted in any JSON the hub is sent
+#: (REST bodies, WebSocket frames, ingest entries); the outermost object is level 1.
+MAX_DEPTH = 32
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests objects/arrays more than ``limit`` levels (no recursion,
+    so any depth is measured safely)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def validate(model: type[M], value: Any, what: str = "the body") -> M:
-    """``value`` (decoded JSON) validated as ``model``; InvalidInput listing the fields."""
+    """``value`` (decoded JSON) validated as ``model``; InvalidInput listing the fields.
+
+    Checked before anything walks it: nested deeper than ``MAX_DEPTH`` is refused.
+    """
     if not isinstance(value, dict):
         raise InvalidInput(f"{what} must be a JSON object")
+    if too_deep(value):
+        raise InvalidInput(f"{what} nests objects and arrays more than {MAX_DEPTH} levels deep")
     try:
         return model.model_validate(value)
     except ValidationError as exc:

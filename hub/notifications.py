@@ -15,7 +15,7 @@ import asyncpg
 
 from db import events as event_log
 from db import notifications as store
-from db.pool import REJECTED
+from db.pool import TRANSIENT
 from hub import preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
 from hub.models import NotificationCreate
@@ -54,7 +54,7 @@ def writer(svc: Services) -> GroupCommit[NotificationCreate, Created]:
     return svc.writer("notifications", lambda: GroupCommit(
         partial(_commit, svc),
         after=partial(_publish, svc),
-        isolate=REJECTED,
+        transient=TRANSIENT,
         weight=lambda request: len(request.recipients()),
         key=lambda request: request.idempotency_key,
         max_weight=BATCH_RECIPIENTS,

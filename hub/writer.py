@@ -8,10 +8,11 @@ batches grow with the load. Jobs are batched in arrival order, batches commit in
 order, and their ``after`` steps run in that order too: batch N's ``after`` overlaps
 batch N+1's commit, never batch N+1's ``after``.
 
-A batch whose commit raises one of the ``isolate`` errors (a constraint or data error
-that one bad job can cause) is split and retried one job at a time, so a bad job fails
-alone, never its batch. Any other error (the database is down) fails the whole batch at
-once: retrying job by job would only hammer a dead database.
+A batch whose commit raises one of the ``transient`` errors (the database is down)
+fails whole at once: retrying job by job would only hammer a dead database. Any other
+error (a constraint, a value the database or the encoder refuses, a bug one input
+triggers) is blamed on one job: the batch is split and retried one job at a time, so a
+bad job fails alone, never its batch.
 
 Bounded: at most ``max_queued`` jobs wait; further callers wait for room.
 """
@@ -60,13 +61,13 @@ class GroupCommit(Generic[J, R]):
         commit: Commit[J, R],
         *,
         after: After[R] = _nothing,
-        isolate: tuple[type[Exception], ...] = (),
+        transient: tuple[type[Exception], ...] = (),
         weight: Callable[[J], int] = lambda _: 1,
         key: Callable[[J], str | None] = lambda _: None,
         max_weight: int = 2000,
         max_queued: int = 10_000,
     ) -> None:
-        self._commit, self._after, self._isolate = commit, after, isolate
+        self._commit, self._after, self._transient = commit, after, transient
         self._weight, self._key, self._max_weight = weight, key, max_weight
         self._queue: deque[_Pending[J, R]] = deque()
         self._room = asyncio.Semaphore(max_queued)
@@ -149,7 +150,8 @@ class GroupCommit(Generic[J, R]):
         try:
             results = await self._commit([p.job for p in batch])
         except BaseException as exc:
-            if isinstance(exc, self._isolate) and len(batch) > 1:
+            blame_one = isinstance(exc, Exception) and not isinstance(exc, self._transient)
+            if blame_one and len(batch) > 1:
                 settled = []
                 for pending in batch:  # find the job that failed; the others commit
                     settled.extend(await self._commit_batch([pending]))

@@ -92,6 +92,7 @@ class StreamIngest(Runner):
         block_ms: int = 1000,
         max_deliveries: int = 5,
         on_dead: DeadHook | None = None,
+        on_retry: DeadHook | None = None,
         grace: float = 5.0,
     ) -> None:
         super().__init__(grace)
@@ -100,7 +101,7 @@ class StreamIngest(Runner):
         self.claim_idle_ms, self.batch, self.block_ms = claim_idle_ms, batch, block_ms
         self.max_deliveries = max_deliveries
         self.claim_interval = min(5.0, claim_idle_ms / 2000)
-        self._apply, self._on_dead = apply, on_dead
+        self._apply, self._on_dead, self._on_retry = apply, on_dead, on_retry
         # The batch being settled survives reconnects, so a Redis blip neither re-applies
         # it from scratch nor bumps its delivery count by re-reading it.
         self._held: tuple[list[RawEntry], list[Outcome] | None] | None = None
@@ -230,6 +231,8 @@ class StreamIngest(Runner):
             except Exception as exc:
                 log.warning("%s: applying %d entries failed (%r); retrying",
                             self.name, len(batch), exc)
+                if self._on_retry is not None:
+                    self._on_retry(len(batch))
                 await self._pause(attempt)
                 attempt += 1
                 await self._renew([e for e, _ in entries])

@@ -23,6 +23,28 @@ async def test_nul_characters_anywhere_in_a_body_are_422(client):
         assert "NUL" in str(r.json()["errors"])
 
 
+async def test_json_nested_deeper_than_32_levels_is_422_on_every_validated_route(client):
+    deep = "[" * 990 + "]" * 990
+    cases = [
+        ("POST", "/api/notifications", SERVICE,
+         '{"user_id":"u1","type":"t","title":"t","data":{"x":' + deep + "}}"),
+        ("PUT", "/api/notifications/preferences", auth("u1"), '{"types":{"t":' + deep + "}}"),
+        ("POST", "/api/messages/send", auth("u1"), '{"recipient_id":"u2","body":' + deep + "}"),
+    ]
+    for method, path, headers, body in cases:
+        r = await client.request(method, path, content=body,
+                                 headers={**headers, "Content-Type": "application/json"})
+        assert r.status_code == 422, (path, r.status_code)
+        assert "more than 32 levels deep" in r.json()["detail"]
+    # 32 levels is still fine.
+    ok = {"x": 0}
+    for _ in range(30):
+        ok = {"x": ok}
+    r = await client.post("/api/notifications", headers=SERVICE,
+                          json={"user_id": "u1", "type": "t", "title": "t", "data": ok})
+    assert r.status_code == 201
+
+
 async def test_nul_in_query_is_422(client):
     for query in ("q=%00", "type=a%00"):
         r = await client.get(f"/api/notifications?{query}", headers=auth("u1"))

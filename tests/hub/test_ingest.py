@@ -188,6 +188,55 @@ async def test_invalid_entries_are_dead_lettered_and_valid_ones_in_the_same_batc
     assert title == "still applied"
 
 
+def nested(depth: int) -> bytes:
+    """A create whose ``data`` nests arrays ``depth`` levels deep (about 2 KB at 990)."""
+    deep = "[" * depth + "]" * depth
+    return b'{"user_id":"u1","type":"t","title":"deep","data":{"x":%s}}' % deep.encode()
+
+
+async def test_a_deeply_nested_entry_is_dead_lettered_and_the_entries_after_it_applied(
+    svc: Services, r: redis.Redis
+) -> None:
+    applier = Applier(svc, "stream")
+    for depth in (990, 300):  # deeper than Python's recursion, deeper than orjson encodes
+        await xadd(r, svc, nested(depth))
+    await xadd(r, svc, {"user_id": "u1", "type": "t", "title": "behind it"})
+    async with stream_ingest(svc, applier, on_dead=applier.dead_lettered):
+        await eventually(lambda: count(svc, "u1"))
+        await eventually(lambda: none_pending(r, svc))
+        letters = await eventually(lambda: _at_least(dead_letters(r, svc), 2))
+    errors = [f[b"error"].decode() for f in letters]
+    assert all("more than 32 levels deep" in error for error in errors), errors
+    assert await count(svc, "u1") == 1
+
+
+async def test_an_entry_that_fails_for_a_reason_of_its_own_is_dead_lettered_not_retried(
+    svc: Services, r: redis.Redis
+) -> None:
+    # An error only this entry causes, and not one of the kinds the hub names: a trigger
+    # that refuses it. Only failures of the database itself are retried.
+    await svc.pool.execute("""
+        CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.title = 'boom' THEN RAISE EXCEPTION 'boom is refused'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_boom BEFORE INSERT ON notifications
+        FOR EACH ROW EXECUTE FUNCTION refuse_boom();
+    """)
+    applier = Applier(svc, "stream")
+    counting = Counting(applier)
+    await xadd(r, svc, {"user_id": "u1", "type": "t", "title": "boom"})
+    await xadd(r, svc, {"user_id": "u1", "type": "t", "title": "fine"})
+    async with stream_ingest(svc, counting, on_dead=applier.dead_lettered):
+        await eventually(lambda: count(svc, "u1"))
+        await eventually(lambda: none_pending(r, svc))
+        [letter] = await eventually(lambda: _at_least(dead_letters(r, svc), 1))
+    assert counting.raised == 0
+    assert "boom is refused" in letter[b"error"].decode()
+    assert await count(svc, "u1") == 1
+
+
 async def _at_least(letters: Any, n: int) -> Any:
     found = await letters
     return found if len(found) >= n else None
@@ -247,10 +296,13 @@ async def test_entries_wait_while_the_database_is_down_and_are_applied_after(
     svc: Services, r: redis.Redis, pg_admin_dsn: str
 ) -> None:
     async with database_down(svc, pg_admin_dsn) as restore:
-        counting = Counting(Applier(svc, "stream"))
-        async with stream_ingest(svc, counting, claim_idle_ms=30_000):
+        applier = Applier(svc, "stream")
+        counting = Counting(applier)
+        async with stream_ingest(svc, counting, claim_idle_ms=30_000, on_retry=applier.retried):
             await xadd(r, svc, {"user_id": "u1", "type": "t", "title": "waited"})
             await eventually(lambda: counting.raised >= 2)
+            # The retries are visible in /metrics while they last.
+            assert svc.metrics.ingest_retried._value.get() >= 2
             assert not await asyncio.wait_for(none_pending(r, svc), TIMEOUT)
             await restore()
             await eventually(lambda: none_pending(r, svc))

@@ -63,7 +63,7 @@ async def test_jobs_arriving_during_a_commit_share_the_next_batch_and_get_their_
 async def test_a_job_that_fails_its_batch_fails_alone_and_the_others_commit() -> None:
     hold = asyncio.Event()
     commit = Recorder(hold=hold)
-    writer: GroupCommit[str, str] = GroupCommit(commit, isolate=(Bad,))
+    writer: GroupCommit[str, str] = GroupCommit(commit, transient=(ConnectionRefusedError,))
     tasks = [asyncio.create_task(writer.submit(job)) for job in ("x", "bad", "y")]
     await asyncio.sleep(0)
     hold.set()
@@ -75,11 +75,11 @@ async def test_a_job_that_fails_its_batch_fails_alone_and_the_others_commit() ->
     assert commit.batches == [["x", "bad", "y"], ["x"], ["bad"], ["y"]]
 
 
-async def test_an_error_not_blamed_on_one_job_fails_the_whole_batch_without_retries() -> None:
+async def test_a_transient_error_fails_the_whole_batch_without_retries() -> None:
     hold = asyncio.Event()
     down = ConnectionRefusedError("database down")
     commit = Recorder(hold=hold, fail=down)
-    writer: GroupCommit[str, str] = GroupCommit(commit, isolate=(Bad,))
+    writer: GroupCommit[str, str] = GroupCommit(commit, transient=(ConnectionRefusedError,))
     tasks = [asyncio.create_task(writer.submit(job)) for job in "abc"]
     await asyncio.sleep(0)
     hold.set()
