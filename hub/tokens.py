@@ -13,6 +13,8 @@ from hub.models import USER_ID_RE
 from hub.settings import Settings, demo_secret
 
 LEEWAY_SECONDS = 30
+#: The latest ``exp`` accepted: 9999-12-31T23:59:59Z (anything later is not a time).
+MAX_EXP = 253_402_300_799
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +74,17 @@ class Tokens:
                 jwt.ImmatureSignatureError, jwt.InvalidSignatureError,
                 jwt.InvalidAlgorithmError) as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, OverflowError, ValueError, TypeError):
             raise Unauthorized("invalid token") from None
+        exp = payload["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, int | float) or not 0 < exp <= MAX_EXP:
+            raise Unauthorized("invalid token: exp is not a time before the year 10000")
         sub = payload.get("sub")
         if not isinstance(sub, str) or not USER_ID_RE.match(sub):
             raise Unauthorized("invalid token: sub is not a valid user id")
         roles = payload.get("roles")
         admin = isinstance(roles, list) and "admin" in roles
-        return Claims(user_id=sub, admin=admin, expires_at=float(payload["exp"]))
+        return Claims(user_id=sub, admin=admin, expires_at=float(exp))
 
 
 def _public_key_algorithm(pem: str) -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import jwt
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from api.ws import origin_allowed
-from tests.conftest import SERVICE, auth, make_token
+from tests.conftest import SECRET, SERVICE, auth, make_token
 from tests.live.conftest import (
     LiveHub,
     T,
@@ -238,6 +239,7 @@ async def test_the_reader_enforces_the_frame_limit_behind_a_larger_server_limit(
         ({}, {}),
         ({"token": make_token("u1", ttl=-60)}, {}),
         ({}, {"Authorization": "Basic dTE6cHc="}),
+        ({"token": jwt.encode({"sub": "u1", "exp": 10**400}, SECRET, algorithm="HS256")}, {}),
     ],
 )
 async def test_a_bad_token_closes_with_4401_before_hello(
