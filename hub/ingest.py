@@ -18,7 +18,7 @@ import orjson
 from db.pool import REJECTED, TRANSIENT
 from hub import notifications
 from hub.errors import HubError, InvalidInput
-from hub.models import NotificationCreate, validate
+from hub.models import RESERVED_KEY_PREFIX, NotificationCreate, validate
 from hub.services import Services
 from pubsub.channel import PublishChannelIngest
 from pubsub.ingest import StreamIngest
@@ -27,8 +27,6 @@ from pubsub.runner import Entry, Outcome
 log = logging.getLogger("notifyhub")
 
 Source = Literal["stream", "publish"]
-#: Idempotency keys given to stream entries that bring none; reserved for ingest.
-STREAM_KEY_PREFIX = "stream:"
 
 
 def parse(entry_id: str | None, payload: bytes | None, max_bytes: int) -> NotificationCreate:
@@ -43,7 +41,7 @@ def parse(entry_id: str | None, payload: bytes | None, max_bytes: int) -> Notifi
         raise InvalidInput("the payload is not valid JSON") from None
     request = validate(NotificationCreate, value, "the payload")
     if request.idempotency_key is None and entry_id is not None:
-        request = request.model_copy(update={"idempotency_key": STREAM_KEY_PREFIX + entry_id})
+        request = request.model_copy(update={"idempotency_key": RESERVED_KEY_PREFIX + entry_id})
     return request
 
 

@@ -153,6 +153,22 @@ class NotificationPage(BaseModel):
     unread_count: int
 
 
+#: Idempotency keys ingest gives stream entries that bring none (``stream:<entry id>``).
+RESERVED_KEY_PREFIX = "stream:"
+
+
+def safe_link(link: str) -> bool:
+    """Whether ``link`` is an http(s) URL or a path on this site (no ``javascript:``,
+    ``data:``, ``vbscript:`` or other scheme a client might follow)."""
+    text = link.strip()
+    if text.startswith("//"):  # scheme-relative: another host, over either scheme
+        return True
+    head = text.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if ":" not in head:
+        return True  # relative: no scheme before the first /, ? or #
+    return head.split(":", 1)[0].lower() in ("http", "https")
+
+
 class NotificationCreate(Strict):
     """Body of ``POST /api/notifications``; either ``template`` or ``title`` is required."""
 
@@ -178,9 +194,26 @@ class NotificationCreate(Strict):
     def _check(self) -> Any:
         if self.user_id is None and not self.user_ids:
             raise ValueError("user_id or user_ids is required")
+        if self.user_id is not None and self.user_ids is not None:
+            raise ValueError("give user_id or user_ids, not both")
         if self.template is None and self.title is None:
             raise ValueError("template or title is required")
         return self
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith(RESERVED_KEY_PREFIX):
+            raise ValueError(f"keys starting with {RESERVED_KEY_PREFIX!r} are reserved for "
+                             "Redis stream ingest")
+        return value
+
+    @field_validator("link")
+    @classmethod
+    def _safe_link(cls, value: str | None) -> str | None:
+        if value is not None and not safe_link(value):
+            raise ValueError("link must be an http(s) URL or a path on this site")
+        return value
 
 
 class CreateResult(BaseModel):

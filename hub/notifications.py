@@ -18,7 +18,7 @@ from db import notifications as store
 from db.pool import TRANSIENT
 from hub import preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
-from hub.models import NotificationCreate
+from hub.models import NotificationCreate, safe_link
 from hub.services import Event, Services
 from hub.writer import GroupCommit
 
@@ -203,6 +203,12 @@ def _content(request: NotificationCreate, stored: dict[str, dict[str, Any]]) -> 
     link = request.link
     if link is None and tpl["link"]:
         link = templates.render(tpl["link"], request.data)
+        if not safe_link(link):
+            raise InvalidInput(
+                "the template's link renders to something that is not an http(s) URL or "
+                "a path on this site",
+                errors=[{"loc": ["data"], "msg": "renders an unsafe link"}],
+            )
     return title, body[:2000], link[:2000] if link else link
 
 

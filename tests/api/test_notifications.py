@@ -75,6 +75,34 @@ async def test_create_needs_title_or_template_and_a_user(client):
     assert r.status_code == 422
 
 
+async def test_user_id_and_user_ids_together_are_422_not_merged(client):
+    r = await client.post("/api/notifications", headers=SERVICE, json={
+        "user_id": "u0", "user_ids": [f"u{i}" for i in range(1, 1001)], "type": "x",
+        "title": "t"})
+    assert r.status_code == 422
+    assert "not both" in str(r.json()["errors"])
+
+
+async def test_stream_idempotency_keys_are_reserved_for_ingest(client):
+    r = await create(client, user_id="u1", idempotency_key="stream:1732395600000-0")
+    assert r.status_code == 422
+    assert "reserved" in str(r.json()["errors"])
+    r = await create(client, user_id="u1", idempotency_key="streams-are-fine")
+    assert r.status_code == 201
+
+
+async def test_only_http_and_relative_links_are_stored(client):
+    for link in ("javascript:alert(1)", " JavaScript:alert(1)", "vbscript:msgbox(1)",
+                 "data:text/html,<script>alert(1)</script>", "file:///etc/passwd"):
+        r = await create(client, user_id="u1", link=link)
+        assert r.status_code == 422, link
+        assert "link" in str(r.json()["errors"])
+    for link in ("https://example.com/a?b=c:d", "http://x.test", "/inbox/1", "inbox?x=a:b",
+                 "#top", "//cdn.example.com/x"):
+        r = await create(client, user_id="u1", link=link)
+        assert r.status_code == 201, (link, r.text)
+
+
 async def test_limits_are_enforced(client):
     too_long = {
         "title": "t" * 201,

@@ -132,3 +132,16 @@ async def test_invalid_template_body_is_422(client, body):
 async def test_template_without_title_is_422(client):
     r = await client.put("/api/templates/k", json={"type": "t"}, headers=ADMIN)
     assert r.status_code == 422
+
+
+async def test_a_template_link_that_renders_an_unsafe_scheme_is_422(client):
+    assert (await put(client, "go", link="{url}")).status_code == 200
+    body = {"user_id": "u1", "type": "go", "template": "go",
+            "data": {"teacher": "T", "course": "C", "url": "javascript:alert(1)"}}
+    r = await client.post("/api/notifications", json=body, headers=ADMIN)
+    assert r.status_code == 422
+    assert "unsafe link" in str(r.json()["errors"])
+    body["data"]["url"] = "https://example.com/c"
+    r = await client.post("/api/notifications", json=body, headers=ADMIN)
+    assert r.status_code == 201
+    assert r.json()["items"][0]["link"] == "https://example.com/c"

@@ -237,6 +237,22 @@ async def test_an_entry_that_fails_for_a_reason_of_its_own_is_dead_lettered_not_
     assert await count(svc, "u1") == 1
 
 
+async def test_an_entry_claiming_a_reserved_stream_key_is_dead_lettered_with_the_reason(
+    svc: Services, r: redis.Redis
+) -> None:
+    applier = Applier(svc, "stream")
+    taken = await xadd(r, svc, {"user_id": "u1", "type": "t", "title": "first"})
+    # An entry may not name another entry's implicit key: it would silently replay it.
+    await xadd(r, svc, {"user_id": "u1", "type": "t", "title": "second",
+                        "idempotency_key": f"stream:{taken}"})
+    async with stream_ingest(svc, applier, on_dead=applier.dead_lettered):
+        await eventually(lambda: count(svc, "u1"))
+        await eventually(lambda: none_pending(r, svc))
+        [letter] = await eventually(lambda: _at_least(dead_letters(r, svc), 1))
+    assert "reserved for Redis stream ingest" in letter[b"error"].decode()
+    assert await count(svc, "u1") == 1
+
+
 async def _at_least(letters: Any, n: int) -> Any:
     found = await letters
     return found if len(found) >= n else None
