@@ -239,7 +239,10 @@ async def _read(websocket: WebSocket, node: Node, conn: Connection) -> bool:
         if allowed:
             reply = await commands.handle(raw)
         elif bucket.refused > bucket.burst:
-            conn.close(Close.POLICY, "too many frames")
+            # Told why before the close, even if earlier replies were still queued.
+            conn.close(Close.POLICY, "too many frames", last=error_frame(
+                "rate_limited", "too many frames; closing", retry_after=round(retry_after, 3)
+            ))
             return False
         else:
             reply = error_frame("rate_limited", "too many frames; slow down",

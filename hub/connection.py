@@ -88,9 +88,10 @@ class Connection:
     def closed(self) -> bool:
         return self.outbox.closed
 
-    def close(self, code: int, reason: str = "") -> bool:
-        """End the connection with ``code``; True if this call ended it."""
-        closed = self.outbox.close(code, reason)
+    def close(self, code: int, reason: str = "", last: bytes | None = None) -> bool:
+        """End the connection with ``code`` (after ``last``, if given); True if this call
+        ended it."""
+        closed = self.outbox.close(code, reason, last)
         if closed:
             self._drop_held()
             if self.expiry is not None:

@@ -112,12 +112,18 @@ class Outbox:
         """At most half full: a waiting producer may go on."""
         return len(self) <= self.max_events // 2 and self._bytes <= self.max_bytes // 2
 
-    def close(self, code: int, reason: str = "") -> bool:
-        """Close with ``code``; True if this call closed it (later calls change nothing)."""
+    def close(self, code: int, reason: str = "", last: bytes | None = None) -> bool:
+        """Close with ``code``; True if this call closed it (later calls change nothing).
+
+        What was queued is dropped; ``last`` (a small frame saying why) is the one frame
+        still sent before the close.
+        """
         if self.closed:
             return False
         self.close_code, self.close_reason = code, reason
         self._clear()
+        if last is not None:
+            self._frames, self._bytes = deque([last]), len(last)
         self._wake()
         self._wake_room()
         if not self.closed_future.done():

@@ -100,3 +100,14 @@ async def test_wait_room_returns_when_closed() -> None:
     await asyncio.sleep(0)
     box.close(4008)
     await asyncio.wait_for(waiter, T)
+
+
+async def test_close_with_a_last_frame_sends_that_frame_alone_before_ending() -> None:
+    box = Outbox(max_events=10, max_bytes=1000)
+    for frame in (b"a", b"b"):
+        assert box.put(frame)
+    assert box.close(1008, "too many frames", last=b"why")
+    assert not box.put(b"later")
+    assert await asyncio.wait_for(box.get(), 1) == b"why"
+    assert await asyncio.wait_for(box.get(), 1) is None
+    assert (box.close_code, box.close_reason) == (1008, "too many frames")

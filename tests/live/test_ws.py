@@ -323,6 +323,25 @@ async def test_frames_over_the_rate_limit_get_an_error_and_a_flood_closes_with_1
             assert await closed_code(ws) == 1008
 
 
+async def test_a_flood_sent_back_to_back_is_told_rate_limited_before_the_1008_close(
+    settings_env: dict[str, Any],
+) -> None:
+    async with live_hub(**settings_env, ws_frames_per_second=1, ws_frames_burst=10) as hub:
+        async with ws_connect(hub.ws_url("u1")) as ws:
+            await hello(ws)
+            for _ in range(120):  # without waiting for any reply
+                await ws.send('{"type":"ping"}')
+            kinds = []
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    frame = await recv(ws)
+                    kinds.append(frame["type"] if frame["type"] != "error"
+                                 else frame["data"]["code"])
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert kinds[-1] == "rate_limited", kinds
+    assert "pong" in kinds
+
+
 @pytest.mark.parametrize(
     ("origin", "host", "allowed", "ok"),
     [
