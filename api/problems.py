@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,6 +68,8 @@ async def hub_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.HubError)
     status = status_of(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, errors.RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     errs = exc.errors if isinstance(exc, errors.InvalidInput) else None
     return problem(status, exc.detail, errs, headers)
 

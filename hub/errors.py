@@ -62,7 +62,13 @@ class InvalidInput(HubError):
 
 
 class RateLimited(HubError):
+    """Over a limit; ``retry_after`` seconds is when trying again makes sense."""
+
     title = "Too Many Requests"
+
+    def __init__(self, detail: str = "", retry_after: float = 1.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class Unavailable(HubError):

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from hub.connection import Connection
 from hub.errors import RateLimited
 
+#: What a user over the connection cap is told to wait (one of theirs must close first).
+CAP_RETRY_SECONDS = 5.0
+
 
 @dataclass(eq=False)
 class _Guard:
@@ -74,7 +77,10 @@ class Registry:
         elif conn in conns:
             return False
         elif self.max_per_user is not None and len(conns) >= self.max_per_user:
-            raise RateLimited(f"too many live connections: at most {self.max_per_user} per user")
+            raise RateLimited(
+                f"too many live connections: at most {self.max_per_user} per user",
+                retry_after=CAP_RETRY_SECONDS,
+            )
         conns.add(conn)
         self._count += 1
         return len(conns) == 1

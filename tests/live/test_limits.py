@@ -231,6 +231,7 @@ async def test_the_connection_over_the_cap_is_refused_until_one_closes(
                 assert r.status_code == 429
                 assert r.headers["content-type"] == "application/problem+json"
                 assert "too many live connections" in r.json()["detail"]
+                assert r.headers["retry-after"] == "5"  # every 429 says when to retry
 
                 # The cap is per user: someone else still gets in.
                 async with ws_connect(hub.ws_url("u2")) as other:
