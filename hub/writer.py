@@ -11,8 +11,9 @@ batch N+1's commit, never batch N+1's ``after``.
 A batch whose commit raises one of the ``transient`` errors (the database is down)
 fails whole at once: retrying job by job would only hammer a dead database. Any other
 error (a constraint, a value the database or the encoder refuses, a bug one input
-triggers) is blamed on one job: the batch is split and retried one job at a time, so a
-bad job fails alone, never its batch.
+triggers) is blamed on one job: the batch is split in halves and each half committed
+again, down to the job that fails, so a bad job fails alone, never its batch, and the
+good jobs still commit in a few transactions.
 
 Bounded: at most ``max_queued`` jobs wait; further callers wait for room.
 """
@@ -78,14 +79,14 @@ class GroupCommit(Generic[J, R]):
         self.batches = self.jobs = 0
 
     async def submit(self, job: J) -> R:
-        """Queue ``job`` and return its result once its batch has committed.
+        """Queue ``job``; its result once its batch committed and its ``after`` step ran.
 
         Cancelling the caller does not take the job back: it may still commit.
         """
         return await (await self.enqueue(job))
 
     async def enqueue(self, job: J) -> asyncio.Future[R]:
-        """Queue ``job`` (waiting for room); its future resolves once its batch committed."""
+        """Queue ``job`` (waiting for room); its future resolves as ``submit`` returns."""
         await self._room.acquire()
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(job, future))
@@ -152,10 +153,9 @@ class GroupCommit(Generic[J, R]):
         except BaseException as exc:
             blame_one = isinstance(exc, Exception) and not isinstance(exc, self._transient)
             if blame_one and len(batch) > 1:
-                settled = []
-                for pending in batch:  # find the job that failed; the others commit
-                    settled.extend(await self._commit_batch([pending]))
-                return settled
+                half = len(batch) // 2  # find the job that failed; the others commit
+                return [*await self._commit_batch(batch[:half]),
+                        *await self._commit_batch(batch[half:])]
             if not isinstance(exc, Exception):
                 for pending in batch:
                     if not pending.future.done():
