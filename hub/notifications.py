@@ -80,14 +80,6 @@ async def _publish(svc: Services, results: list[Created | BaseException]) -> Non
     await svc.publish([e for r in results if isinstance(r, Created) for e in r.events])
 
 
-async def create_in(conn: asyncpg.Connection, request: NotificationCreate) -> Created:
-    """``create`` inside the caller's transaction; the caller publishes ``events``."""
-    [result] = await create_many_in(conn, [request])
-    if isinstance(result, HubError):
-        raise result
-    return result
-
-
 async def create_many_in(
     conn: asyncpg.Connection, requests: list[NotificationCreate]
 ) -> list[Created | HubError]:
