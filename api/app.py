@@ -91,7 +91,7 @@ def create_app(settings: Settings) -> Starlette:
         Middleware(
             CORSMiddleware,
             allow_origins=settings.allowed_origins,
-            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "Last-Event-ID"],
         ),
         # Inside CORS (a browser can read the 429) and inside metrics (refusals counted).

@@ -10,7 +10,14 @@ from api.auth import require_admin, require_user
 from api.jsonio import json_response, path_int, query_bool, query_int, read_json
 from hub import notifications, preferences
 from hub.errors import InvalidInput
-from hub.models import MarkAllRead, MarkRead, NotificationCreate, Preferences, check_user_id
+from hub.models import (
+    MarkAllRead,
+    MarkRead,
+    NotificationCreate,
+    Preferences,
+    PreferencesPatch,
+    check_user_id,
+)
 
 
 async def list_notifications(request: Request) -> Response:
@@ -87,6 +94,13 @@ async def user_preferences(request: Request) -> Response:
     return json_response(prefs.model_dump(mode="json"))
 
 
+async def patch_preferences(request: Request) -> Response:
+    user = require_user(request)
+    change = await read_json(request, PreferencesPatch)
+    stored = await preferences.patch(request.app.state.services, user, change)
+    return json_response(stored.model_dump(mode="json"))
+
+
 async def put_preferences(request: Request) -> Response:
     user = require_user(request)
     body = await read_json(request, Preferences)
@@ -102,6 +116,7 @@ routes = [
     Route("/api/notifications/unread-count", unread_count, methods=["GET"]),
     Route("/api/notifications/preferences", get_preferences, methods=["GET"]),
     Route("/api/notifications/preferences", put_preferences, methods=["PUT"]),
+    Route("/api/notifications/preferences", patch_preferences, methods=["PATCH"]),
     Route("/api/notifications/{id}", delete_notification, methods=["DELETE"]),
     Route("/api/users/{user_id}/preferences", user_preferences, methods=["GET"]),
 ]

@@ -16,6 +16,11 @@ async def get(conn: Conn, user_id: str) -> dict[str, Any] | None:
     return value if value is None else dict(value)
 
 
+async def get_for_update(conn: Conn, user_id: str, default: dict[str, Any]) -> dict[str, Any]:
+    """``user_id``'s document (``default`` stored if none), locked until the transaction ends."""
+    return dict(await conn.fetchval(Q.get_for_update, user_id, default))
+
+
 async def get_many(conn: Conn, user_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Stored documents of those ``user_ids`` that have one."""
     return {r["user_id"]: r["prefs"] for r in await conn.fetch(Q.get_many, user_ids)}

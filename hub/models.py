@@ -288,6 +288,34 @@ class Preferences(Strict):
         return self.channels.get("in_app", True)
 
 
+class PreferencesPatch(Strict):
+    """Body of ``PATCH /api/notifications/preferences``: only what is given changes.
+
+    ``channels`` is merged key by key, ``types`` type by type and, within a type,
+    channel by channel; ``quiet_hours: null`` removes the quiet hours.
+    """
+
+    muted: bool | None = None
+    channels: ChannelMap | None = None
+    types: dict[Annotated[str, Field(min_length=1, max_length=100)], ChannelMap] | None = (
+        Field(default=None, max_length=200)
+    )
+    quiet_hours: QuietHours | None = None
+    digest: Digest | None = None
+
+    def apply(self, prefs: Preferences) -> Preferences:
+        """``prefs`` with this patch applied; InvalidInput if the result breaks a limit."""
+        doc = prefs.model_dump(mode="json")
+        given = self.model_dump(mode="json", exclude_unset=True)
+        for name in ("muted", "digest", "quiet_hours"):
+            if name in given and (given[name] is not None or name == "quiet_hours"):
+                doc[name] = given[name]
+        doc["channels"].update(given.get("channels") or {})
+        for type_, channels in (given.get("types") or {}).items():
+            doc["types"].setdefault(type_, {}).update(channels)
+        return validate(Preferences, doc, "the patched preferences")
+
+
 # ---- direct messages -----------------------------------------------------------------
 
 

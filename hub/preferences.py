@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from db import preferences as store
-from hub.models import Preferences
+from hub.models import Preferences, PreferencesPatch
 from hub.services import Services
 
 
@@ -19,6 +19,19 @@ async def put(svc: Services, user_id: str, prefs: Preferences) -> Preferences:
     """Store ``prefs`` for ``user_id`` whole and return what was stored."""
     doc = await store.put(svc.pool, user_id, prefs.model_dump(mode="json"))
     return Preferences.model_validate(doc)
+
+
+async def patch(svc: Services, user_id: str, change: PreferencesPatch) -> Preferences:
+    """Apply ``change`` to ``user_id``'s preferences and return the result.
+
+    Read, merged and written under the row's lock: concurrent patches of different
+    fields all take effect.
+    """
+    async with svc.pool.acquire() as conn, conn.transaction():
+        doc = await store.get_for_update(conn, user_id, Preferences().model_dump(mode="json"))
+        merged = change.apply(Preferences.model_validate(doc))
+        stored = await store.put(conn, user_id, merged.model_dump(mode="json"))
+    return Preferences.model_validate(stored)
 
 
 async def load_many(

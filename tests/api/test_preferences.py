@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.conftest import SERVICE, auth
 
 FULL = {
@@ -94,3 +96,55 @@ async def test_services_read_a_users_preferences_and_users_cannot(client):
     assert (await client.get("/api/users/u1/preferences", headers=auth("u2"))).status_code == 403
     assert (await client.get("/api/users/u1/preferences")).status_code == 401
     assert (await client.get("/api/users/bad%20id/preferences", headers=SERVICE)).status_code == 422
+
+
+async def patch(client, body, user="u1"):
+    return await client.patch("/api/notifications/preferences", json=body, headers=auth(user))
+
+
+async def test_patch_changes_only_what_it_names_and_merges_maps(client):
+    assert (await client.put("/api/notifications/preferences", json=FULL,
+                             headers=auth("u1"))).status_code == 200
+    r = await patch(client, {"channels": {"push": True},
+                             "types": {"grade_posted": {"push": True}, "new_message": {}}})
+    assert r.status_code == 200
+    expected = {
+        **FULL,
+        "channels": {"in_app": True, "email": True, "push": True},
+        "types": {"grade_posted": {"in_app": True, "email": False, "push": True},
+                  "new_message": {}},
+    }
+    assert r.json() == expected
+    stored = await client.get("/api/notifications/preferences", headers=auth("u1"))
+    assert stored.json() == expected
+
+
+async def test_patch_with_null_quiet_hours_removes_them_and_muted_mutes(client):
+    await client.put("/api/notifications/preferences", json=FULL, headers=auth("u1"))
+    r = await patch(client, {"quiet_hours": None, "muted": True})
+    assert r.status_code == 200
+    assert r.json() == {**FULL, "quiet_hours": None, "muted": True}
+
+
+async def test_patch_of_a_user_who_never_saved_starts_from_the_defaults(client):
+    r = await patch(client, {"digest": "hourly"}, user="fresh")
+    assert r.status_code == 200
+    assert r.json() == {"muted": False, "channels": {"in_app": True, "email": True,
+                        "push": False}, "types": {}, "quiet_hours": None, "digest": "hourly"}
+
+
+async def test_patch_refuses_unknown_fields_and_bad_values(client):
+    for body in ({"colour": "red"}, {"digest": "weekly"}, {"channels": {"Email": True}},
+                 {"quiet_hours": {"start": "25:00", "end": "07:00"}}):
+        r = await patch(client, body)
+        assert r.status_code == 422, body
+
+
+async def test_concurrent_patches_of_different_fields_all_take_effect(client):
+    bodies = [{"types": {f"t{n}": {"email": False}}} for n in range(10)]
+    results = await asyncio.wait_for(
+        asyncio.gather(*(patch(client, body) for body in bodies)), 15
+    )
+    assert all(r.status_code == 200 for r in results)
+    stored = (await client.get("/api/notifications/preferences", headers=auth("u1"))).json()
+    assert stored["types"] == {f"t{n}": {"email": False} for n in range(10)}
