@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the REST API, built from one route table and the models.
 
-``ROUTES`` lists every REST operation of CONTRACT §4 with its security, models and
+``ROUTES`` lists every REST operation (the table in docs/api.md) with its security, models and
 status codes; the schemas come from ``hub.models`` via pydantic, so the document
 cannot drift from what the handlers validate. A test checks every ``/api`` route of
 the app is listed here.

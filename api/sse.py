@@ -1,4 +1,4 @@
-"""The Server-Sent Events endpoint ``/api/stream`` (CONTRACT §5), a raw ASGI app.
+"""The Server-Sent Events endpoint ``/api/stream`` (docs/live.md), a raw ASGI app.
 
 Auth and resume position are checked before the response starts, so a bad request
 gets a problem+json status. Opening a stream is an HTTP request, so the rate-limit

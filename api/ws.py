@@ -1,4 +1,4 @@
-"""The WebSocket endpoint ``/ws`` (CONTRACT §5): admission, then one reader and one writer.
+"""The WebSocket endpoint ``/ws`` (docs/live.md): admission, then one reader and one writer.
 
 Refusals happen after the handshake (accept, then close at once with 4401/4403/4400,
 or 4429 when the address is over its budget or the user has too many connections)

@@ -1,4 +1,4 @@
-"""The event envelope of the live protocol (CONTRACT §5) and its channels."""
+"""The event envelope of the live protocol (docs/live.md) and its channels."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request and response shapes of the public contract (CONTRACT §3–§4), as pydantic models.
+"""Request and response shapes of the REST API (docs/api.md), as pydantic models.
 
 Request models validate input at the edge; response models document the output in
 ``/openapi.json``. Stored rows travel as plain dicts shaped like the response models.
@@ -279,7 +279,7 @@ class Preferences(Strict):
     digest: Digest = "off"
 
     def allows_in_app(self, type_: str) -> bool:
-        """Whether a notification of ``type_`` goes to the inbox (CONTRACT §3)."""
+        """Whether a notification of ``type_`` goes to the inbox (docs/api.md, "Preferences")."""
         if self.muted:
             return False
         per_type = self.types.get(type_, {})

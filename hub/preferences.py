@@ -1,4 +1,4 @@
-"""Per-user notification preferences (CONTRACT §3)."""
+"""Per-user notification preferences (docs/api.md, "Preferences")."""
 
 from __future__ import annotations
 

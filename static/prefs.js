@@ -3,7 +3,7 @@
 import { $, el } from "./dom.js";
 import { typeLabel } from "./inbox.js";
 
-/** The nine template types present after the first migration (CONTRACT §3). */
+/** The nine template types present after the first migration (docs/api.md, "The nine seed templates"). */
 export const TYPES = [
   "assignment_created",
   "assignment_due_soon",
@@ -65,7 +65,7 @@ export class PreferencesForm {
     $("pref-muted").checked = prefs.muted;
     for (const type of TYPES) {
       for (const channel of CHANNELS) {
-        // A type or channel left out follows the global channel setting (CONTRACT §3).
+        // A type or channel left out follows the global channel setting (docs/api.md, "Preferences").
         const own = prefs.types[type] && prefs.types[type][channel];
         const fallback = prefs.channels[channel] ?? false;
         this.boxes.get(`${type}/${channel}`).checked = own ?? fallback;

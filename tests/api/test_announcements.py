@@ -1,4 +1,4 @@
-"""Announcements over REST, their live broadcasts, and the scheduler (CONTRACT §4, §5)."""
+"""Announcements over REST, their live broadcasts, and the scheduler (docs/api.md, docs/live.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Authentication and problem+json errors at the HTTP edge (CONTRACT §2)."""
+"""Authentication and problem+json errors at the HTTP edge (docs/api.md, "Authentication")."""
 
 from __future__ import annotations
 

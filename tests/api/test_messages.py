@@ -1,4 +1,4 @@
-"""REST direct messages (CONTRACT §4) and the events they leave in the logs (§5)."""
+"""REST direct messages (docs/messages.md) and the events they leave in the logs."""
 
 from __future__ import annotations
 

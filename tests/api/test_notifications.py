@@ -1,4 +1,4 @@
-"""The caller's inbox and creating notifications over REST (CONTRACT §4)."""
+"""The caller's inbox and creating notifications over REST (docs/api.md)."""
 
 from __future__ import annotations
 

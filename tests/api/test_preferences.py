@@ -1,4 +1,4 @@
-"""Preferences storage and their effect on creates (CONTRACT §3)."""
+"""Preferences storage and their effect on creates (docs/api.md, "Preferences")."""
 
 from __future__ import annotations
 

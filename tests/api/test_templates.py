@@ -1,4 +1,4 @@
-"""Notification templates over REST: admin only, safe placeholders (CONTRACT §3, §4)."""
+"""Notification templates over REST: admin only, safe placeholders (docs/api.md, "Templates")."""
 
 from __future__ import annotations
 
