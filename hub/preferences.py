@@ -27,10 +27,11 @@ async def patch(svc: Services, user_id: str, change: PreferencesPatch) -> Prefer
     Read, merged and written under the row's lock: concurrent patches of different
     fields all take effect.
     """
-    async with svc.pool.acquire() as conn, conn.transaction():
-        doc = await store.get_for_update(conn, user_id, Preferences().model_dump(mode="json"))
+    async with svc.write() as work:
+        default = Preferences().model_dump(mode="json")
+        doc = await store.get_for_update(work.conn, user_id, default)
         merged = change.apply(Preferences.model_validate(doc))
-        stored = await store.put(conn, user_id, merged.model_dump(mode="json"))
+        stored = await store.put(work.conn, user_id, merged.model_dump(mode="json"))
     return Preferences.model_validate(stored)
 
 
