@@ -1,0 +1,3 @@
+"""The hostile-input suite: live hubs and clients come from the live tests' fixtures."""
+
+from tests.live.conftest import hub  # noqa: F401  (the fixture, re-exported)
