@@ -14,6 +14,7 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -264,19 +265,64 @@ class QuietHours(Strict):
         return value
 
 
-ChannelMap = dict[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")], bool]
+#: The channels a preference may name: the hub delivers ``in_app``; ``email`` and
+#: ``push`` are kept for delivery workers (docs/api.md, "Preferences").
+CHANNELS = ("in_app", "email", "push")
+Channel = Literal["in_app", "email", "push"]
+DEFAULT_CHANNELS: dict[Channel, bool] = {"in_app": True, "email": True, "push": False}
+#: The most per-type entries one user's preferences may hold.
+MAX_TYPES = 200
+
+
+def _known_channels(value: Any) -> Any:
+    # One error for the whole map (not one per key, which could be thousands), and
+    # without the offending name: the input is never echoed back.
+    if isinstance(value, dict) and any(key not in CHANNELS for key in value):
+        raise ValueError("the only channels are in_app, email and push")
+    return value
+
+
+def _at_most_types(value: Any) -> Any:
+    # Counted before the entries are validated, so 30,000 types cost one error.
+    if isinstance(value, dict) and len(value) > MAX_TYPES:
+        raise ValueError(f"at most {MAX_TYPES} types")
+    return value
+
+
+def _only_known(channels: dict[str, Any]) -> dict[str, Any]:
+    return {key: on for key, on in channels.items() if key in CHANNELS}
+
+
+ChannelMap = Annotated[dict[Channel, bool], BeforeValidator(_known_channels)]
+TypeName = Annotated[str, Field(min_length=1, max_length=100)]
+TypeMap = Annotated[
+    dict[TypeName, ChannelMap], BeforeValidator(_at_most_types), Field(max_length=MAX_TYPES)
+]
 
 
 class Preferences(Strict):
     muted: bool = False
-    channels: ChannelMap = Field(
-        default_factory=lambda: {"in_app": True, "email": True, "push": False}
-    )
-    types: dict[Annotated[str, Field(min_length=1, max_length=100)], ChannelMap] = Field(
-        default_factory=dict, max_length=200
-    )
+    channels: ChannelMap = Field(default_factory=lambda: dict(DEFAULT_CHANNELS))
+    types: TypeMap = Field(default_factory=dict)
     quiet_hours: QuietHours | None = None
     digest: Digest = "off"
+
+    @classmethod
+    def load(cls, doc: dict[str, Any]) -> Preferences:
+        """A stored document as Preferences.
+
+        Earlier versions stored any lower-case channel name; names other than
+        ``CHANNELS`` are left out, so what loads can be sent back unchanged.
+        """
+        doc = dict(doc)
+        if isinstance(doc.get("channels"), dict):
+            doc["channels"] = _only_known(doc["channels"])
+        if isinstance(doc.get("types"), dict):
+            doc["types"] = {
+                type_: _only_known(channels) if isinstance(channels, dict) else channels
+                for type_, channels in doc["types"].items()
+            }
+        return cls.model_validate(doc)
 
     def allows_in_app(self, type_: str) -> bool:
         """Whether a notification of ``type_`` goes to the inbox (docs/api.md, "Preferences")."""
@@ -297,9 +343,7 @@ class PreferencesPatch(Strict):
 
     muted: bool | None = None
     channels: ChannelMap | None = None
-    types: dict[Annotated[str, Field(min_length=1, max_length=100)], ChannelMap] | None = (
-        Field(default=None, max_length=200)
-    )
+    types: TypeMap | None = None
     quiet_hours: QuietHours | None = None
     digest: Digest | None = None
 

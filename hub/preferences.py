@@ -12,13 +12,13 @@ from hub.services import Services
 async def get(svc: Services, user_id: str) -> Preferences:
     """The preferences of ``user_id``; defaults if they never saved any."""
     doc = await store.get(svc.pool, user_id)
-    return Preferences() if doc is None else Preferences.model_validate(doc)
+    return Preferences() if doc is None else Preferences.load(doc)
 
 
 async def put(svc: Services, user_id: str, prefs: Preferences) -> Preferences:
     """Store ``prefs`` for ``user_id`` whole and return what was stored."""
     doc = await store.put(svc.pool, user_id, prefs.model_dump(mode="json"))
-    return Preferences.model_validate(doc)
+    return Preferences.load(doc)
 
 
 async def patch(svc: Services, user_id: str, change: PreferencesPatch) -> Preferences:
@@ -30,9 +30,9 @@ async def patch(svc: Services, user_id: str, change: PreferencesPatch) -> Prefer
     async with svc.write() as work:
         default = Preferences().model_dump(mode="json")
         doc = await store.get_for_update(work.conn, user_id, default)
-        merged = change.apply(Preferences.model_validate(doc))
+        merged = change.apply(Preferences.load(doc))
         stored = await store.put(work.conn, user_id, merged.model_dump(mode="json"))
-    return Preferences.model_validate(stored)
+    return Preferences.load(stored)
 
 
 async def load_many(
@@ -40,7 +40,7 @@ async def load_many(
 ) -> dict[str, Preferences]:
     """The saved preferences of those ``user_ids`` that saved any (one query)."""
     docs = await store.get_many(conn, user_ids) if user_ids else {}
-    return {user: Preferences.model_validate(doc) for user, doc in docs.items()}
+    return {user: Preferences.load(doc) for user, doc in docs.items()}
 
 
 def split(

@@ -148,3 +148,58 @@ async def test_concurrent_patches_of_different_fields_all_take_effect(client):
     assert all(r.status_code == 200 for r in results)
     stored = (await client.get("/api/notifications/preferences", headers=auth("u1"))).json()
     assert stored["types"] == {f"t{n}": {"email": False} for n in range(10)}
+
+
+async def test_only_the_known_channels_are_accepted_with_a_422_naming_them(client):
+    many = {f"c{n}": True for n in range(30_000)}
+    for body in ({"channels": {"sms": True}}, {"channels": many},
+                 {"types": {"grade_posted": {"slack": False}}},
+                 {"types": {f"t{n}": {"sms": True} for n in range(200)}}):
+        for send in (client.put, client.patch):
+            r = await send("/api/notifications/preferences", json=body, headers=auth("u1"))
+            assert r.status_code == 422, (send, str(body)[:60])
+            errors = r.json()["errors"]
+            assert 1 <= len(errors) <= 200  # one error per map, not one per key
+            assert "in_app, email and push" in errors[0]["msg"]
+            assert "c1" not in r.text and "sms" not in r.text  # the input is not echoed
+    r = await client.get("/api/notifications/preferences", headers=auth("u1"))
+    assert r.json()["channels"] == {"in_app": True, "email": True, "push": False}
+
+
+async def test_more_than_200_types_are_422_on_put_and_patch(client):
+    for count, status in ((200, 200), (201, 422), (30_000, 422)):
+        body = {"types": {f"t{n}": {"email": False} for n in range(count)}}
+        r = await client.put("/api/notifications/preferences", json=body, headers=auth("u1"))
+        assert r.status_code == status, count
+        if status == 422:
+            assert len(r.json()["errors"]) == 1
+            assert "at most 200 types" in r.json()["errors"][0]["msg"]
+    # A patch that adds a 201st type to the stored 200 is refused too.
+    r = await patch(client, {"types": {"one_more": {"email": True}}})
+    assert r.status_code == 422
+    assert "at most 200 types" in str(r.json())
+
+
+async def test_stored_preferences_with_channels_no_longer_accepted_still_load(app, client):
+    legacy = {**FULL, "channels": {"in_app": False, "email": True, "sms": True},
+              "types": {"grade_posted": {"in_app": True, "slack": True}}}
+    await app.state.services.pool.execute(
+        "INSERT INTO preferences (user_id, prefs) VALUES ('u1', $1)", legacy)
+    r = await client.get("/api/notifications/preferences", headers=auth("u1"))
+    assert r.status_code == 200
+    assert r.json()["channels"] == {"in_app": False, "email": True}
+    assert r.json()["types"] == {"grade_posted": {"in_app": True}}
+    # What GET answers can be sent back as it is, and a patch keeps the rest.
+    assert (await client.put("/api/notifications/preferences", json=r.json(),
+                             headers=auth("u1"))).status_code == 200
+    await app.state.services.pool.execute(
+        "UPDATE preferences SET prefs = $1 WHERE user_id = 'u1'", legacy)
+    r = await patch(client, {"digest": "hourly"})
+    assert r.status_code == 200
+    assert r.json()["channels"] == {"in_app": False, "email": True}
+    assert r.json()["digest"] == "hourly"
+    # Creates still read them: in_app off suppresses, the type's own map wins.
+    await app.state.services.pool.execute(
+        "UPDATE preferences SET prefs = $1 WHERE user_id = 'u1'", legacy)
+    assert (await create(client, ["u1"], type_="friend_request")).json()["suppressed"] == ["u1"]
+    assert (await create(client, ["u1"])).json()["suppressed"] == []
