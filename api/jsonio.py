@@ -25,13 +25,30 @@ def json_response(body: Any, status: int = 200) -> Response:
                     media_type="application/json")
 
 
-async def read_body(request: Request) -> bytes:
-    """The request body, refusing more than the configured limit without buffering it."""
+#: The 415 detail: which header to send.
+NOT_JSON = ("the body must be sent with the header Content-Type: application/json "
+            "(or application/*+json)")
+FORM = "application/x-www-form-urlencoded"
+
+
+def _not_json(media: str) -> UnsupportedMediaType:
+    hint = " (curl -d sends a form unless given -H 'Content-Type: application/json')"
+    return UnsupportedMediaType(NOT_JSON + (hint if media == FORM else ""))
+
+
+async def read_body(request: Request, *, optional: bool = False) -> bytes:
+    """The request body, refusing more than the configured limit without buffering it.
+
+    A body labelled with a media type other than JSON is refused (415) before it is
+    read; with ``optional``, an empty one is accepted whatever its label, since there
+    is nothing to misread (``curl -X POST -d ''`` labels it as a form).
+    """
     limit: int = request.app.state.settings.max_body_bytes
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media and not _JSON_TYPES.match(media):
-        raise UnsupportedMediaType("send the body as application/json")
+    wrong_type = bool(media) and not _JSON_TYPES.match(media)
     declared = request.headers.get("content-length")
+    if wrong_type and not (optional and declared in (None, "0")):
+        raise _not_json(media)
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     chunks, size = [], 0
@@ -39,6 +56,8 @@ async def read_body(request: Request) -> bytes:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        if wrong_type and chunk:
+            raise _not_json(media)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -48,7 +67,7 @@ async def read_json(request: Request, model: type[M], *, optional: bool = False)
 
     With ``optional``, an empty body stands for ``{}``.
     """
-    raw = await read_body(request)
+    raw = await read_body(request, optional=optional)
     if optional and not raw.strip():
         raw = b"{}"
     try:

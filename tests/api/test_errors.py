@@ -83,6 +83,44 @@ async def test_non_json_content_type_is_415(client):
     assert r.headers["content-type"] == "application/problem+json"
 
 
+async def test_a_body_sent_as_a_form_gets_415_saying_which_header_to_send(client):
+    # What `curl -d '{...}' URL` sends: a JSON body labelled as a form.
+    r = await client.post("/api/notifications", content=b'{"user_id":"u1"}',
+                          headers={**SERVICE,
+                                   "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415
+    detail = r.json()["detail"]
+    assert "Content-Type: application/json" in detail
+    assert "curl -d" in detail
+    for media in ("text/plain", "multipart/form-data; boundary=x"):
+        r = await client.put("/api/notifications/preferences", content=b"{}",
+                             headers={**auth("u1"), "Content-Type": media})
+        assert r.status_code == 415, media
+        assert "Content-Type: application/json" in r.json()["detail"]
+
+
+async def test_an_empty_body_is_accepted_with_any_content_type_where_the_body_is_optional(
+    client,
+):
+    # `curl -X POST -d '' URL` labels its empty body as a form.
+    for media in ("application/x-www-form-urlencoded", "text/plain", None):
+        headers = auth("u1") if media is None else {**auth("u1"), "Content-Type": media}
+        r = await client.post("/api/notifications/mark-all-read", content=b"", headers=headers)
+        assert r.status_code == 200, (media, r.text)
+        assert r.json() == {"updated": 0, "unread_count": 0}
+    # A non-empty body must still be JSON, and a body that is required must be there.
+    r = await client.post("/api/notifications/mark-all-read", content=b"before_id=5",
+                          headers={**auth("u1"),
+                                   "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415
+    r = await client.post("/api/notifications/mark-read", content=b"",
+                          headers={**auth("u1"),
+                                   "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415
+    r = await client.post("/api/notifications/mark-read", content=b"", headers=auth("u1"))
+    assert r.status_code == 422
+
+
 async def test_mark_all_read_accepts_an_empty_chunked_body(client):
     async def empty():
         yield b""
