@@ -1,7 +1,7 @@
 """The ``notifyhub`` command line: ``serve``, ``migrate``, ``token`` and ``publish``.
 
 This module parses the arguments, sets up logging (uvicorn's records in the same format,
-tokens in URLs redacted) and runs the chosen command: ``serve`` is in ``api.server``, the
+secrets in URLs redacted) and runs the chosen command: ``serve`` is in ``api.server``, the
 others in ``api.commands``. Like the app factory, the commands are composition roots that
 build the app or open its backends themselves (lazily, inside the command). How every
 command fails is ``api.failures``: one line on stderr, ``notifyhub: <message>``, never a
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from api.commands import migrate_command, publish_command, token_command
 from api.failures import CliError, fail
+from api.redact import redact_record
 from api.server import serve_command
 from hub.settings import Settings, SettingsError, load_settings
 
@@ -51,24 +51,11 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_rename_uvicorn)
-        handler.addFilter(_redact_tokens)
+        handler.addFilter(redact_record)
     # pgserver logs every pg_ctl call with its full output at INFO.
     logging.getLogger("pgserver").setLevel(max(logging.WARNING, logging.getLogger().level))
     # pgserver asks platformdirs for a runtime dir; root has no XDG_RUNTIME_DIR.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-
-
-_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
-
-
-def _redact_tokens(record: logging.LogRecord) -> bool:
-    # Browsers must put the JWT in ?token= (WebSocket, EventSource): never log it.
-    if isinstance(record.args, tuple):
-        record.args = tuple(
-            _TOKEN_IN_URL.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-            for a in record.args
-        )
-    return True
 
 
 def _rename_uvicorn(record: logging.LogRecord) -> bool:

@@ -18,12 +18,10 @@ import contextlib
 import gc
 import ipaddress
 import logging
-import re
 import signal
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 from starlette.applications import Starlette
@@ -32,6 +30,7 @@ from websockets.protocol import Protocol
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
+from api import redact
 from api.failures import EXPECTED, CliError, explain
 from hub.settings import Settings
 
@@ -360,14 +359,8 @@ def print_banner(settings: Settings, host: str, port: int) -> None:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with its password (in the user info or a ``password=`` query) as ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostinfo}"
-    query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", parts.query, flags=re.IGNORECASE)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    """``url`` with its secrets as ``***`` (the rule of ``api.redact.mask_url``)."""
+    return redact.mask_url(url)
 
 
 def is_loopback(host: str) -> bool:

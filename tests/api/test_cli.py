@@ -10,6 +10,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -373,10 +374,51 @@ async def test_serve_on_a_port_in_use_exits_1_with_one_clear_line(
         ("postgresql://db/hub?user=hub&password=s3cret", "postgresql://db/hub?user=hub&password=***"),
         ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
         ("redis://cache:6379/0", "redis://cache:6379/0"),
+        ("postgresql://hub:p@ss@db/hub", "postgresql://hub:***@db/hub"),
+        ("postgresql://db/hub?sslmode=verify-full&sslpassword=s3cret",
+         "postgresql://db/hub?sslmode=verify-full&sslpassword=***"),
+        ("postgresql://db/hub?SSLPassword=s3cret&user=hub", "postgresql://db/hub?SSLPassword=***&user=hub"),
+        ("postgresql://db/hub?%70assword=s3cret", "postgresql://db/hub?%70assword=***"),
+        ("postgresql://db/hub?password=a&password=b", "postgresql://db/hub?password=***&password=***"),
+        ("rediss://cache/0?token=s3cret&api_key=s3cret&client_secret=s3cret&auth=s3cret",
+         "rediss://cache/0?token=***&api_key=***&client_secret=***&auth=***"),
+        ("redis://cache/0?ssl_keyfile=/k.pem&health_check_interval=5",
+         "redis://cache/0?ssl_keyfile=***&health_check_interval=5"),
     ],
 )
-def test_urls_are_shown_with_their_password_masked(url: str, shown: str) -> None:
+def test_urls_are_shown_with_every_secret_masked(url: str, shown: str) -> None:
     assert mask_url(url) == shown
+
+
+async def test_the_banner_masks_every_secret_of_the_database_url(
+    database_url: str, tmp_path: Path
+) -> None:
+    # The test server trusts local connections, so it ignores both passwords.
+    parts = urlsplit(database_url)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.split(':')[0] or 'postgres'}:s3cret-user@{host}"
+    query = "&".join(q for q in (parts.query, "sslmode=disable&sslpassword=s3cret-ssl") if q)
+    dsn = urlunsplit(parts._replace(netloc=netloc, query=query))
+    env = cli_env(tmp_path, HUB_DATABASE_URL=dsn, HUB_JWT_SECRET=SECRET)
+    with open(tmp_path / "stderr.log", "wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            *CLI, "serve", "--port", "0",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+            env=env, cwd=tmp_path,
+        )
+        try:
+            assert proc.stdout is not None
+            banner = await read_banner(proc.stdout)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), TIMEOUT)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert banner[1].startswith(f"database: postgresql://{netloc.split(':')[0]}:***@"), banner
+    assert banner[1].endswith("sslmode=disable&sslpassword=***"), banner
+    assert "s3cret" not in "\n".join(banner) + (tmp_path / "stderr.log").read_text()
+
 
 
 @pytest.mark.parametrize(
