@@ -24,6 +24,8 @@ REF = "#/components/schemas/{model}"
 NONE: tuple[str, ...] = ()
 USER = ("bearerAuth",)
 ADMIN = ("bearerAuth", "apiKey")
+#: The live stream also takes the user JWT as ``?token=`` (EventSource sets no headers).
+STREAM = ("bearerAuth", "queryToken")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class Op:
     params: tuple[Param, ...] = ()
     media_type: str = "application/json"
     body_optional: bool = False
+    demo_only: bool = False  # listed only when the hub runs in demo mode
 
 
 def _q(name: str, schema: dict[str, Any], description: str) -> Param:
@@ -119,11 +122,15 @@ ROUTES: tuple[Op, ...] = (
        params=(ID, _q("for_everyone", BOOL, "remove it for both (sender only)"))),
     # ---- live ----
     Op("GET", "/api/stream", "Server-sent events of the caller's live events",
-       "live", USER, response="EventStream", media_type="text/event-stream", errors=(403,),
-       params=(_q("token", {"type": "string"}, "a JWT, for clients that cannot set headers"),
+       "live", STREAM, response="EventStream", media_type="text/event-stream",
+       errors=(403, 422, 429),
+       params=(_q("token", {"type": "string"},
+                  "the user JWT, for clients that cannot set headers (EventSource); "
+                  "the Authorization header wins when both are sent"),
                _q("since", {"type": "integer", "minimum": 0}, "resume after this seq"),
                Param("Last-Event-ID", "header", {"type": "string"},
-                     "resume after this seq (sent by EventSource on reconnect)"))),
+                     "resume after this seq (sent by EventSource on reconnect); "
+                     "wins over since"))),
     # ---- announcements ----
     Op("GET", "/api/announcements", "Active announcements, most recently started first",
        "announcements", ADMIN, response=m.AnnouncementList, errors=(403, 422),
@@ -154,7 +161,7 @@ ROUTES: tuple[Op, ...] = (
        media_type="text/plain"),
     Op("GET", "/openapi.json", "This document", "operations", NONE, response="OpenAPI"),
     Op("GET", "/demo/token", "A user token (demo mode only; 404 otherwise)", "operations",
-       NONE, response="DemoToken", errors=(404, 422),
+       NONE, response="DemoToken", errors=(404, 422), demo_only=True,
        params=(Param("user_id", "query", USER_ID, "who the token is for", True),
                _q("admin", BOOL, "include the admin role"))),
 )
@@ -260,7 +267,7 @@ def _operation(op: Op, refs: Refs) -> dict[str, Any]:
         errors |= {413, 415, 422}
     if op.path.startswith("/api/"):
         errors.add(503)
-    if op.path not in ("/health", "/ready", "/metrics") and op.path != "/api/stream":
+    if op.path not in ("/health", "/ready", "/metrics"):
         errors.add(429)  # api/ratelimit.py; answered with a Retry-After header
     problem = {"application/problem+json": {"schema": refs[(m.Problem, "serialization")]}}
     for status in sorted(errors - {int(s) for s in responses}):
@@ -285,11 +292,14 @@ def _version() -> str:
 
 
 @cache
-def document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the REST API (built once; it only depends on code)."""
+def document(demo: bool = False) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the REST API (built once per mode; it only depends on
+    code). ``demo``: the hub runs in demo mode, so ``/demo/token`` exists and is listed."""
     refs, schemas = _schemas()
     paths: dict[str, dict[str, Any]] = {}
     for op in ROUTES:
+        if op.demo_only and not demo:
+            continue
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs)
     return {
         "openapi": "3.1.0",
@@ -299,8 +309,9 @@ def document() -> dict[str, Any]:
             "description": (
                 "REST API of notifyhub, a real-time notification hub. Errors are "
                 "application/problem+json (RFC 9457). The WebSocket endpoint "
-                "`GET /ws?token=<jwt>&since=<seq>` carries the same events as "
-                "`/api/stream`; it is described in the project's docs, not here."
+                "`GET /ws?token=<jwt>&since=<seq>` (or the token as "
+                "`Authorization: Bearer`) carries the same events as `/api/stream`; it is "
+                "described in the project's docs (docs/live.md), not here."
             ),
         },
         "tags": [{"name": t} for t in dict.fromkeys(op.tag for op in ROUTES)],
@@ -312,6 +323,9 @@ def document() -> dict[str, Any]:
                                "description": "a user JWT; admin routes need roles: [admin]"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
                            "description": "a backend service key (HUB_API_KEYS)"},
+                "queryToken": {"type": "apiKey", "in": "query", "name": "token",
+                               "description": "a user JWT as ?token=, accepted only by "
+                                              "the live stream"},
             },
         },
     }

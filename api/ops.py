@@ -54,7 +54,7 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi_json(request: Request) -> Response:
-    return json_response(document())
+    return json_response(document(request.app.state.settings.demo_mode))
 
 
 async def demo_token(request: Request) -> Response:

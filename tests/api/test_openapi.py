@@ -6,10 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.routing import Route
 
 from api.openapi import ROUTES
+from tests.conftest import running_app
 
 DOCUMENTED = [
     ("get", "/api/notifications"),
@@ -147,3 +149,28 @@ async def test_request_and_response_models_come_from_the_hub_models(doc):
 async def test_route_table_paths_and_methods_are_unique():
     keys = [(op.method, op.path) for op in ROUTES]
     assert len(keys) == len(set(keys))
+
+
+async def test_demo_token_is_listed_only_in_demo_mode(doc, database_url, tmp_path):
+    assert "/demo/token" not in doc["paths"]
+    async with running_app(database_url=database_url, data_dir=tmp_path / "d") as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            demo = (await c.get("/openapi.json")).json()
+    assert demo["paths"]["/demo/token"]["get"]["security"] == []
+    assert set(demo["paths"]) - set(doc["paths"]) == {"/demo/token"}
+
+
+async def test_the_stream_documents_its_token_query_form_and_its_refusals(doc):
+    stream = doc["paths"]["/api/stream"]["get"]
+    # Either credential opens it: the bearer header, or ?token= (EventSource sets no headers).
+    assert stream["security"] == [{"bearerAuth": []}, {"queryToken": []}]
+    scheme = doc["components"]["securitySchemes"]["queryToken"]
+    assert scheme == {**scheme, "type": "apiKey", "in": "query", "name": "token"}
+    params = {(p["in"], p["name"]): p for p in stream["parameters"]}
+    assert {("query", "token"), ("query", "since"), ("header", "Last-Event-ID")} <= set(params)
+    assert params[("query", "since")]["schema"] == {"type": "integer", "minimum": 0}
+    # docs/live.md: 401/403/422/429 problem+json before the stream starts.
+    for status in ("401", "403", "422", "429", "503"):
+        assert "application/problem+json" in stream["responses"][status]["content"], status
+    assert "text/event-stream" in stream["responses"]["200"]["content"]
