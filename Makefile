@@ -13,13 +13,14 @@ PYTEST_ARGS ?=
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint pytest bench venv clean help
+.PHONY: run test lint pytest bench soak venv clean help
 
 help:
 	@echo "make run    create $(VENV), install notifyhub, start the hub (embedded PostgreSQL)"
 	@echo "make test   install the test tools, run ruff, mypy and the whole test suite"
 	@echo "make lint   ruff and mypy only"
 	@echo "make bench  run the load benchmarks against a real hub process (docs/benchmarks.md)"
+	@echo "make soak   two hubs under mixed load and faults for 3 minutes, then checks (docs/reliability.md)"
 	@echo "make clean  remove $(VENV) and caches (keeps the data in .notifyhub)"
 
 run: $(RUN_STAMP)
@@ -38,6 +39,11 @@ pytest: $(TEST_STAMP)
 # docs/benchmarks.md (`make bench ARGS=--quick` for a short run).
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+# Two hubs, PostgreSQL and Redis under load and faults, then loss/duplicate/order checks;
+# see docs/reliability.md (`make soak ARGS="--seconds 600"` for a longer run).
+soak: $(TEST_STAMP)
+	$(BIN)/python -m bench.soak $(ARGS)
 
 venv: $(BIN)/python
 
