@@ -32,6 +32,7 @@ from websockets.streams import StreamReader
 
 from api import redact
 from api.failures import EXPECTED, CliError, explain
+from api.transport import HttpProtocol, TransportLimits, http_protocol
 from hub.settings import Settings
 
 log = logging.getLogger("notifyhub")
@@ -161,11 +162,21 @@ def _restart_parser(conn: ServerProtocol) -> None:
 def server_config(
     app: Any, host: str, port: int, settings: Settings, **overrides: Any
 ) -> uvicorn.Config:
-    """uvicorn settings for notifyhub: WebSocket limits and keepalive from ``settings``."""
+    """uvicorn settings for notifyhub: HTTP transport limits (``api.transport``),
+    WebSocket limits and keepalive from ``settings``."""
+    limits = TransportLimits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout=settings.header_timeout_seconds,
+        max_connections=settings.max_connections,
+        db_pool_max=settings.db_pool_max,
+    )
     options: dict[str, Any] = {
         "host": host,
         "port": port,
         "lifespan": "on",
+        "http": http_protocol(limits),
+        # Only after a response; a connection's first request has the header deadline.
+        "timeout_keep_alive": settings.keepalive_seconds,
         "ws": WebSocketProtocol,
         "ws_max_size": settings.ws_max_frame_bytes,
         "ws_per_message_deflate": settings.ws_per_message_deflate,
@@ -204,6 +215,10 @@ class HubServer(uvicorn.Server):
         return int(self.servers[0].sockets[0].getsockname()[1])
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # Before the socket is bound: the cap is derived from the raised limit.
+        protocol = self.config.http
+        if isinstance(protocol, type) and issubclass(protocol, HttpProtocol):
+            protocol.limits.start()
         await super().startup(sockets=sockets)
         # Everything loaded so far (modules, settings, pools) lives as long as the process:
         # keep it out of every future collection, and collect the young generation less

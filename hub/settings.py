@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     history_min_events: int = Field(default=1000, ge=1000)
     cleanup_interval_seconds: float = Field(default=3600.0, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # HTTP transport limits (docs/api.md, "Connection limits"); max_connections None:
+    # derived from the file-descriptor limit at start.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    keepalive_seconds: float = Field(default=5.0, gt=0)
+    max_connections: int | None = Field(default=None, ge=1)
     ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     ws_per_message_deflate: bool = False
     outbox_max_events: int = Field(default=1000, ge=1)
