@@ -9,12 +9,14 @@ handshake flood gets 429 before it gets here. ``node.attach`` refuses a user ove
 Then the connection's outbox, which holds SSE blocks (``hub.events.sse_block``, cut by
 the node once per event for all SSE connections), is written as it is, with a comment
 line whenever ``heartbeat_seconds`` pass without one; the stream ends when the client
-leaves or the node closes the connection (slow, expired, draining).
+leaves or the node closes the connection (slow, expired, draining); a client that does
+not take the end within the close grace (``api.closing.GRACE``) has its connection reset.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from starlette.requests import Request
@@ -22,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from api.auth import authenticate
+from api.closing import GRACE, Peer, abort, peer_of
 from db.pool import UNAVAILABLE
 from hub.connection import Connection, parse_since
 from hub.errors import Forbidden, Unavailable
@@ -35,8 +38,7 @@ HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 KEEPALIVE = b": keepalive\n\n"
-#: How long ending the stream may wait for a client that does not read.
-END_TIMEOUT = 5.0
+END = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 class Stream:
@@ -64,17 +66,30 @@ class Stream:
             await node.attach(conn, since)
         except UNAVAILABLE as exc:
             raise Unavailable("the database is unavailable") from exc
+        peer = peer_of(receive, send)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             gone = await _serve(receive, send, conn, node.svc.settings.heartbeat_seconds)
         finally:
             await node.detach(conn)
         if not gone:
-            try:
-                end = {"type": "http.response.body", "body": b"", "more_body": False}
-                await asyncio.wait_for(send(end), END_TIMEOUT)
-            except (TimeoutError, OSError):
-                pass  # never reading: uvicorn drops the connection when we return
+            await _end(receive, send, peer)
+
+
+async def _end(receive: Receive, send: Send, peer: Peer | None) -> None:
+    """End the stream; a client that does not take the end within the grace is reset."""
+    try:
+        await asyncio.wait_for(send(END), GRACE)
+        return
+    except TimeoutError:
+        pass  # stuck behind what the client never read
+    except OSError:
+        return  # gone meanwhile
+    if abort(peer):
+        # Return once the server has seen the connection go: an unfinished response of
+        # a connection still up would be logged as an application error.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_disconnected(receive), GRACE)
 
 
 async def _serve(receive: Receive, send: Send, conn: Connection, heartbeat: float) -> bool:

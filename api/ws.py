@@ -5,7 +5,9 @@ or 4429 when the address is over its budget or the user has too many connections
 because a browser never sees the status of a refused handshake, only a close code.
 The writer (in the endpoint's own task) drains the connection's outbox; the reader (one
 task) answers client frames. When either ends, or the node closes the outbox (slow,
-expired, draining), both stop.
+expired, draining), both stop. From that close the client has the close grace
+(``api.closing.GRACE``) to take its close frame; then the transport is aborted, even
+while the writer is still blocked on a client that stopped reading.
 
 Write frames (``message.send``, ``notifications.mark_read``) are charged to the app's
 shared write limiter under ``user_key``, the budget REST writes of the same user spend.
@@ -25,6 +27,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from api.auth import authenticate
+from api.closing import GRACE, abort_after_grace, peer_of
 from api.jsonio import parse
 from api.ratelimit import address_key, user_key
 from db.pool import UNAVAILABLE
@@ -39,8 +42,6 @@ from hub.ratelimit import Bucket, RateLimiter
 _DOWN: tuple[type[Exception], ...] = (errors.Unavailable, *UNAVAILABLE)
 log = logging.getLogger("notifyhub")
 
-#: How long closing may wait for a client that does not read before giving up on it.
-CLOSE_TIMEOUT = 5.0
 #: At most one typing frame per connection per this many seconds; extra ones are dropped.
 TYPING_INTERVAL = 0.5
 PONG = encode("pong", None, {})
@@ -182,6 +183,10 @@ async def _serve(websocket: WebSocket, node: Node, conn: Connection) -> bool:
     True if the client left (its disconnect ended the reader). One task per connection
     beside the ASGI one, not two: at 50,000 connections every task counts.
     """
+    # However the connection ends, its transport is aborted if still up after the grace:
+    # a writer blocked on a client that stopped reading is released that way.
+    peer = peer_of(websocket._send)
+    conn.outbox.closed_future.add_done_callback(lambda _: abort_after_grace(peer))
     reader = asyncio.create_task(_read(websocket, node, conn), name="ws-reader")
     # The reader ending (the client left, a frame too big, a flood) must end the writer.
     reader.add_done_callback(lambda _: conn.close(Close.NORMAL))
@@ -205,9 +210,9 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     if websocket.application_state != WebSocketState.CONNECTED:
         return
     try:
-        await asyncio.wait_for(websocket.close(code, reason), CLOSE_TIMEOUT)
+        await asyncio.wait_for(websocket.close(code, reason), GRACE)
     except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
-        pass  # gone, or never reading: uvicorn drops the transport when we return
+        pass  # gone, or never reading (then its transport is aborted, see _serve)
 
 
 async def _write(websocket: WebSocket, conn: Connection) -> None:
