@@ -179,8 +179,9 @@ class Soak:
         self.stalled_user = "soakstalled"
         self.tallies = [Tally(u, "ws") for u in self.ws_users] + \
             [Tally(u, "sse") for u in self.sse_users]
-        self.log_path = os.path.join(tempfile.gettempdir(), "notifyhub-soak.log")
-        self.log = open(self.log_path, "wb")
+        # The hubs' stderr, one file per run (kept for inspection; its path is printed).
+        fd, self.log_path = tempfile.mkstemp(prefix="notifyhub-soak-", suffix=".log")
+        self.log = os.fdopen(fd, "wb")
         self.pg = PostgresServer()
         self.redis = RedisServer()
         self.proxy: UnixProxy | None = None
