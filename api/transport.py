@@ -84,8 +84,15 @@ class TransportLimits:
         Without a configured cap it is ``default_max_connections`` of the limit.
         """
         before, after = raise_fd_limit()
+        fitting = default_max_connections(after, self.db_pool_max)
         if self.max_connections is None:
-            self.max_connections = default_max_connections(after, self.db_pool_max)
+            self.max_connections = fitting
+        elif self.max_connections > fitting:
+            log.warning(
+                "HUB_MAX_CONNECTIONS (%d) is more than %d file descriptors allow (%d): "
+                "past that, connections fail without an answer",
+                self.max_connections, after, fitting,
+            )
         limit = f"soft limit raised from {before} to {after}" if after != before else (
             f"limit {after}"
         )

@@ -272,6 +272,17 @@ async def test_connections_over_the_cap_get_503_and_one_log_line_until_some_clos
 # ---- the file-descriptor limit -------------------------------------------------------
 
 
+async def test_a_cap_above_what_the_fd_limit_allows_is_logged_as_a_warning(
+    settings_env: dict[str, Any], caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="notifyhub"):
+        async with live_hub(**settings_env, max_connections=10**9) as hub:
+            assert (await hub.http.get("/health")).status_code == 200
+    [line] = [r for r in caplog.records if "HUB_MAX_CONNECTIONS (1000000000)" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert any("file descriptors:" in r.getMessage() for r in caplog.records)
+
+
 async def test_with_a_low_fd_limit_the_hub_raises_it_logs_it_and_refuses_with_503(
     database_url: str, tmp_path: Path,
 ) -> None:
