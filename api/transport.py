@@ -40,6 +40,8 @@ log = logging.getLogger("notifyhub")
 REFUSAL_LOG_SECONDS = 10.0
 #: Seconds a refused connection that sends nothing is kept for its 503 to be read.
 REFUSAL_LINGER_SECONDS = 1.0
+#: Refused connections kept open at once before ``start`` sets half the reserve.
+MAX_LINGERING = 16
 #: File descriptors kept for the database pool, Redis, logs and refused connections:
 #: at least this many plus ``HUB_DB_POOL_MAX``, and at least a tenth of the limit.
 RESERVED_FDS = 100
@@ -77,6 +79,9 @@ class TransportLimits:
     db_pool_max: int = 0
     refused: int = 0
     next_refusal_log: float = 0.0
+    #: Refused connections waiting for their request, and how many may at once.
+    lingering: int = 0
+    max_lingering: int = MAX_LINGERING
 
     def start(self) -> None:
         """Raise the file-descriptor limit and fix the cap; log both (INFO, one line).
@@ -93,6 +98,7 @@ class TransportLimits:
                 "past that, connections fail without an answer",
                 self.max_connections, after, fitting,
             )
+        self.max_lingering = max(MAX_LINGERING, (after - self.max_connections) // 2)
         limit = f"soft limit raised from {before} to {after}" if after != before else (
             f"limit {after}"
         )
@@ -134,10 +140,16 @@ class HttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         now = self.loop.time()
         if self.limits.refusing(len(self.connections), now):
-            # Answered before the request is read: closing now, with the request unread,
-            # would reset the connection and lose the answer; the first data closes it.
-            self._refused = True
+            # Answered before the request is read: closing with the request unread would
+            # reset the connection, and the client might not read the answer; the first
+            # data closes it. Past max_lingering such connections (a flood of silent
+            # ones) descriptors matter more: closed at once.
             transport.write(TOO_MANY_CONNECTIONS)
+            if self.limits.lingering >= self.limits.max_lingering:
+                transport.close()
+                return
+            self.limits.lingering += 1
+            self._refused = True
             self._header_timer = self.loop.call_later(REFUSAL_LINGER_SECONDS, transport.close)
             return
         self._headers_due = now + self.limits.header_timeout
@@ -147,11 +159,14 @@ class HttpProtocol(HttpToolsProtocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        if self._refused:
+            self._refused = False
+            self.limits.lingering -= 1
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
-            self.transport.close()
+            self.transport.close()  # the 503 went out in connection_made
             return
         limit = self.limits.max_header_bytes
         if self._headers_due is not None and self._header_bytes + len(data) > limit:
