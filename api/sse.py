@@ -8,9 +8,11 @@ handshake flood gets 429 before it gets here. ``node.attach`` refuses a user ove
 
 Then the connection's outbox, which holds SSE blocks (``hub.events.sse_block``, cut by
 the node once per event for all SSE connections), is written as it is, with a comment
-line whenever ``heartbeat_seconds`` pass without one; the stream ends when the client
-leaves or the node closes the connection (slow, expired, draining); a client that does
-not take the end within the close grace (``api.closing.GRACE``) has its connection reset.
+line whenever ``heartbeat_seconds`` pass without one. The first block, ``hello``, also
+carries ``retry:`` and, as its ``id:``, the position the stream continues after (the
+only block written for this connection alone). The stream ends when the client leaves
+or the node closes the connection (slow, expired, draining); a client that does not
+take the end within the close grace (``api.closing.GRACE``) has its connection reset.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 KEEPALIVE = b": keepalive\n\n"
+#: The reconnection delay (ms) the stream asks EventSource clients for (3 s by default).
+RETRY_MS = 1000
 END = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
@@ -127,14 +131,14 @@ async def _write(send: Send, conn: Connection, heartbeat: float) -> None:
             continue
         if frame is None:
             return
-        chunk = frame  # already an SSE block: the node framed it for this transport
         if first:
-            # hello has no seq, so no id; this id-only block (dispatches no event) sets
-            # the browser's lastEventId to where the stream continues, so even an
-            # automatic reconnect before the first event resumes without a gap.
-            chunk += b"id: %d\n\n" % conn.start_seq
+            # hello: its id is where the stream continues, so that even a reconnect before
+            # the first event resumes without a gap (on a block with data: some clients,
+            # eventsource@4 among them, ignore a block without), and a short retry.
+            frame = b"retry: %d\nid: %d\n%s" % (RETRY_MS, conn.start_seq, frame)
             first = False
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        # Otherwise already an SSE block: the node framed it for this transport.
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
 
 
 routes: list[BaseRoute] = [Route("/api/stream", Stream(), methods=["GET"])]

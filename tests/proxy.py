@@ -42,6 +42,8 @@ class StallableProxy:
             asyncio.run_coroutine_threadsafe(self._cancel_all(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()  # its sockets, or they warn (an error) when collected
 
     def __enter__(self) -> StallableProxy:
         return self.start()

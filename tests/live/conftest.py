@@ -189,7 +189,8 @@ async def closed_code(ws: ClientConnection, timeout: float = T) -> int | None:
 
 @dataclass
 class SSE:
-    """Blocks of an SSE response: ``{"id","event","data","comments"}`` (absent -> None)."""
+    """Blocks of an SSE response: ``{"id","event","data","comments"}`` (absent -> None),
+    and ``retry`` when the block has one."""
 
     response: httpx.Response
     _lines: AsyncIterator[str] = field(init=False)
@@ -213,7 +214,7 @@ class SSE:
                     block["comments"].append(value)
                 elif name == "data":
                     data.append(value)
-                elif name in ("id", "event"):
+                elif name in ("id", "event", "retry"):
                     block[name] = value
         return None
 
@@ -224,8 +225,16 @@ class SSE:
                 block = await self.block(timeout)
                 assert block is not None, "the stream ended"
                 if block["event"] is not None:
-                    seq = int(block["id"]) if block["id"] is not None else None
-                    return {"type": block["event"], "seq": seq, "data": block["data"]}
+                    return sse_frame(block)
+
+
+def sse_frame(block: dict[str, Any]) -> dict[str, Any]:
+    """An SSE block carrying an event as ``{"type","seq","data"}``: its ``id:`` is the
+    event's seq, except on ``hello``, where it is the position the stream continues
+    after (docs/live.md)."""
+    has_seq = block["id"] is not None and block["event"] != "hello"
+    seq = int(block["id"]) if has_seq else None
+    return {"type": block["event"], "seq": seq, "data": block["data"]}
 
 
 @contextlib.asynccontextmanager

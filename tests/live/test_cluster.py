@@ -19,7 +19,17 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import API_KEY, SECRET, SERVICE
-from tests.live.conftest import SSE, HubProcess, T, hub_env, recv, sse_stream, ws_connect, ws_url
+from tests.live.conftest import (
+    SSE,
+    HubProcess,
+    T,
+    hub_env,
+    recv,
+    sse_frame,
+    sse_stream,
+    ws_connect,
+    ws_url,
+)
 
 Frame = dict[str, Any]
 
@@ -138,8 +148,7 @@ class Feed:
             try:
                 while (block := await sse.block(3600)) is not None:
                     if block["event"] is not None:
-                        seq = int(block["id"]) if block["id"] is not None else None
-                        return {"type": block["event"], "seq": seq, "data": block["data"]}
+                        return sse_frame(block)
             except httpx.HTTPError:
                 pass  # the server went away without ending the stream (SIGKILL)
             return None

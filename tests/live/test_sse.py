@@ -23,12 +23,13 @@ async def test_the_stream_starts_with_hello_and_frames_each_event(hub: LiveHub) 
         assert headers["cache-control"] == "no-cache"
         assert headers["x-accel-buffering"] == "no"
         first = await sse.block()
+        # hello's id is where the stream continues (not a seq: hello has none), on the
+        # block itself, beside the reconnection delay: a standard EventSource that
+        # reconnects before the first event resumes from there, after about 1 s.
         assert first == {
-            "id": None, "event": "hello", "comments": [],
+            "id": "1", "retry": "1000", "event": "hello", "comments": [],
             "data": {"user_id": "u1", "last_seq": 1, "unread_count": 1},
         }
-        # An id-only block: sets the browser's lastEventId to where the stream resumes.
-        assert await sse.block() == {"id": "1", "event": None, "data": None, "comments": []}
         created = await notify(hub, "u1", "Essay graded")
         block = await sse.block()
     assert block == {
@@ -55,6 +56,19 @@ def test_an_sse_block_is_cut_from_the_frame_as_decoding_would_build_it(
 ) -> None:
     frame = encode(type_, seq, data)
     assert sse_block(frame) == _decoded_sse_block(frame)
+
+
+async def test_hello_carries_the_resume_position_as_its_id(hub: LiveHub) -> None:
+    for i in range(3):
+        await notify(hub, "u1", f"n{i}")
+    async with sse_stream(hub.url, "u1", since=1) as sse:
+        hello = await sse.block()
+        assert hello is not None and (hello["event"], hello["id"]) == ("hello", "1")
+        # Every block after it has data; the events carry their seq as id.
+        blocks = [await sse.block() for _ in range(2)]
+    assert [(b["event"], b["id"]) for b in blocks if b is not None] == [
+        ("notification.created", "2"), ("notification.created", "3")
+    ]
 
 
 async def test_a_keepalive_comment_is_written_when_nothing_happens(
