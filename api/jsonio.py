@@ -9,9 +9,10 @@ import orjson
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from hub.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from hub.models import validate
+from hub.models import USER_ID_RULE, valid_user_id, validate
 
 M = TypeVar("M", bound=BaseModel)
 _DIGITS = re.compile(r"^[0-9]+$")
@@ -106,6 +107,29 @@ def query_bool(request: Request, name: str) -> bool:
         return True
     raise InvalidInput(f"{name} must be true or false",
                        [{"loc": ["query", name], "msg": "not a boolean"}])
+
+
+class UserRoute(Route):
+    """A route whose ``{user_id}`` segment is one whole user id, ``/`` included.
+
+    A user id with ``/`` or ``%`` travels percent-encoded (``team%2Fann``), and the server
+    decodes the path before routing, so the segment may hold ``/`` by then: it matches as
+    ``{user_id:path}``. ``path`` stays the documented template (``/openapi.json``, the
+    ``route`` label of the metrics).
+    """
+
+    def __init__(self, path: str, endpoint: Any, **options: Any) -> None:
+        super().__init__(path.replace("{user_id}", "{user_id:path}"), endpoint, **options)
+        self.path = path
+
+
+def path_user_id(request: Request) -> str:
+    """The ``{user_id}`` path parameter; InvalidInput (422) if it is not a user id."""
+    user_id: str = request.path_params["user_id"]
+    if not valid_user_id(user_id):
+        raise InvalidInput(f"user_id is not valid: {USER_ID_RULE}",
+                           [{"loc": ["path", "user_id"], "msg": USER_ID_RULE}])
+    return user_id
 
 
 def path_int(request: Request, name: str) -> int:

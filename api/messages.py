@@ -7,10 +7,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.auth import require_user
-from api.jsonio import json_response, path_int, query_bool, query_int, read_json
+from api.jsonio import (
+    UserRoute,
+    json_response,
+    path_int,
+    path_user_id,
+    query_bool,
+    query_int,
+    read_json,
+)
 from hub import messages
-from hub.errors import InvalidInput
-from hub.models import MessageSend, MessagesMarkRead, check_user_id
+from hub.models import MessageSend, MessagesMarkRead
 
 
 async def send(request: Request) -> Response:
@@ -30,11 +37,7 @@ async def conversations(request: Request) -> Response:
 
 async def conversation(request: Request) -> Response:
     user = require_user(request)
-    other = request.path_params["user_id"]
-    try:
-        check_user_id(other)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), [{"loc": ["path", "user_id"], "msg": str(exc)}]) from None
+    other = path_user_id(request)
     page = await messages.conversation(
         request.app.state.services,
         user,
@@ -65,7 +68,7 @@ async def delete_message(request: Request) -> Response:
 routes: list[BaseRoute] = [
     Route("/api/messages/send", send, methods=["POST"]),
     Route("/api/messages/conversations", conversations, methods=["GET"]),
-    Route("/api/messages/conversation/{user_id}", conversation, methods=["GET"]),
+    UserRoute("/api/messages/conversation/{user_id}", conversation, methods=["GET"]),
     Route("/api/messages/mark-read", mark_read, methods=["POST"]),
     Route("/api/messages/{id}", delete_message, methods=["DELETE"]),
 ]

@@ -7,7 +7,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import require_admin, require_user
-from api.jsonio import json_response, path_int, query_bool, query_int, read_json
+from api.jsonio import (
+    UserRoute,
+    json_response,
+    path_int,
+    path_user_id,
+    query_bool,
+    query_int,
+    read_json,
+)
 from hub import notifications, preferences
 from hub.errors import InvalidInput
 from hub.models import (
@@ -16,7 +24,6 @@ from hub.models import (
     NotificationCreate,
     Preferences,
     PreferencesPatch,
-    check_user_id,
 )
 
 
@@ -85,11 +92,7 @@ async def get_preferences(request: Request) -> Response:
 async def user_preferences(request: Request) -> Response:
     """Another user's preferences, for the services that deliver email and push."""
     require_admin(request)
-    user = request.path_params["user_id"]
-    try:
-        check_user_id(user)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), [{"loc": ["path", "user_id"], "msg": str(exc)}]) from None
+    user = path_user_id(request)
     prefs = await preferences.get(request.app.state.services, user)
     return json_response(prefs.model_dump(mode="json"))
 
@@ -118,5 +121,5 @@ routes = [
     Route("/api/notifications/preferences", put_preferences, methods=["PUT"]),
     Route("/api/notifications/preferences", patch_preferences, methods=["PATCH"]),
     Route("/api/notifications/{id}", delete_notification, methods=["DELETE"]),
-    Route("/api/users/{user_id}/preferences", user_preferences, methods=["GET"]),
+    UserRoute("/api/users/{user_id}/preferences", user_preferences, methods=["GET"]),
 ]

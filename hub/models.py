@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeGuard, TypeVar
 
 import orjson
 from pydantic import (
@@ -24,15 +24,30 @@ from pydantic import (
 
 from hub.errors import InvalidInput
 
-USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+#: The longest user id, in characters: OpenID Connect's limit for ``sub`` (255 ASCII).
+MAX_USER_ID_CHARS = 255
+#: A user id: 1-255 characters, none of them a C0 or C1 control character (NUL cannot be
+#: stored in PostgreSQL text; the others would break log lines) or a lone surrogate (not
+#: encodable as UTF-8). Anything else is an id: ``auth0|…``, ``ann+tag@example.com``,
+#: ``team/ann``, ``100%``, spaces, any script. Match with ``fullmatch`` (``$`` alone would
+#: accept a trailing newline); the pattern is also the JSON Schema of ``/openapi.json``.
+USER_ID_RE = re.compile(rf"^[^\x00-\x1f\x7f-\x9f\ud800-\udfff]{{1,{MAX_USER_ID_CHARS}}}$")
+USER_ID_RULE = (
+    f"a user id is 1-{MAX_USER_ID_CHARS} characters, none of them a control character"
+)
 MAX_DATA_BYTES = 16 * 1024
 MAX_USER_IDS = 1000
 
 
+def valid_user_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a user id (a string matching ``USER_ID_RE``, docs/api.md)."""
+    return isinstance(value, str) and USER_ID_RE.fullmatch(value) is not None
+
+
 def check_user_id(value: str) -> str:
-    """Return ``value`` if it is a valid user id (1–128 of ``A-Za-z0-9_.:@-``)."""
-    if not USER_ID_RE.match(value):
-        raise ValueError("a user id is 1-128 characters of A-Za-z0-9_.:@-")
+    """Return ``value`` if it is a valid user id (``valid_user_id``); ValueError if not."""
+    if not valid_user_id(value):
+        raise ValueError(USER_ID_RULE)
     return value
 
 

@@ -124,7 +124,7 @@ class Runtime:
         """Apply pending migrations on a connection of their own; the names applied."""
         assert self.dsn is not None, "open_database first"
         self.stage = "connect"
-        conn = await connect(self.dsn)
+        conn = await connect(self.dsn, self.settings.db_connect_timeout_seconds)
         self.stage = "migrate"
         try:
             return await migrate(conn)
@@ -140,14 +140,19 @@ class Runtime:
         settings = self.settings
         self.stage = "pool"
         low, high = (settings.db_pool_min, settings.db_pool_max) if self.live else COMMAND_POOL
-        self._pool = await create_pool(self.dsn, low, high)
+        self._pool = await create_pool(
+            self.dsn, low, high,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            acquire_timeout=settings.db_acquire_timeout_seconds,
+            statement_timeout=settings.db_statement_timeout_seconds,
+        )
         self.stage = "broker"
         broker = self._broker = make_broker(settings)
         services = self._services = Services(settings, self._pool, broker)
         if not self.live:
             await broker.start(_ignore_message, _nothing)
             return services
-        node = self._node = Node(services)
+        node = self._node = Node(services, expiry_leeway=settings.jwt_leeway_seconds)
         await broker.start(node.on_message, node.on_reconnect)
         self.stage = "live"
         await node.start()

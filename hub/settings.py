@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     redis_prefix: str = "hub:"
@@ -61,6 +62,10 @@ class Settings(BaseSettings):
     head_check_seconds: float = Field(default=2.0, gt=0)
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
+    # A database that accepts connections but never answers (docs/configuration.md).
+    db_connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    db_acquire_timeout_seconds: float = Field(default=2.0, gt=0)
+    db_statement_timeout_seconds: float = Field(default=3.0, ge=0.001)
     # Rate limits (docs/rate-limits.md); a rate of 0 disables that limit.
     rate_limit_per_second: float = Field(default=20.0, ge=0)
     rate_limit_burst: int = Field(default=60, ge=1)

@@ -9,9 +9,11 @@ from typing import Any
 import jwt
 
 from hub.errors import Unauthorized
-from hub.models import USER_ID_RE
+from hub.models import USER_ID_RULE, valid_user_id
 from hub.settings import Settings, demo_secret
 
+#: Clock-skew leeway for ``exp``, ``nbf`` and ``iat`` unless ``HUB_JWT_LEEWAY_SECONDS``
+#: says otherwise.
 LEEWAY_SECONDS = 30
 #: The latest ``exp`` accepted: 9999-12-31T23:59:59Z (anything later is not a time).
 MAX_EXP = 253_402_300_799
@@ -31,6 +33,7 @@ class Tokens:
 
     def __init__(self, settings: Settings) -> None:
         self._audience = settings.jwt_audience
+        self._leeway = settings.jwt_leeway_seconds
         self._issuer = settings.jwt_issuer
         if settings.jwt_public_key:
             self._signing_key: str | None = None
@@ -57,7 +60,12 @@ class Tokens:
         return jwt.encode(payload, self._signing_key, algorithm=self.algorithm)
 
     def verify(self, token: str) -> Claims:
-        """The claims of a valid token; Unauthorized for anything else."""
+        """The claims of a valid token; Unauthorized for anything else.
+
+        ``exp`` is required, ``nbf`` and ``iat`` are checked when present, each with
+        ``HUB_JWT_LEEWAY_SECONDS`` of leeway for clocks that disagree; ``sub`` must be a
+        user id (``hub.models.valid_user_id``).
+        """
         try:
             payload = jwt.decode(
                 token,
@@ -65,7 +73,7 @@ class Tokens:
                 algorithms=[self.algorithm],
                 audience=self._audience,
                 issuer=self._issuer,
-                leeway=LEEWAY_SECONDS,
+                leeway=self._leeway,
                 options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
             )
         except jwt.ExpiredSignatureError:
@@ -80,8 +88,8 @@ class Tokens:
         if isinstance(exp, bool) or not isinstance(exp, int | float) or not 0 < exp <= MAX_EXP:
             raise Unauthorized("invalid token: exp is not a time before the year 10000")
         sub = payload.get("sub")
-        if not isinstance(sub, str) or not USER_ID_RE.match(sub):
-            raise Unauthorized("invalid token: sub is not a valid user id")
+        if not valid_user_id(sub):
+            raise Unauthorized(f"invalid token: sub is not a user id: {USER_ID_RULE}")
         roles = payload.get("roles")
         admin = isinstance(roles, list) and "admin" in roles
         return Claims(user_id=sub, admin=admin, expires_at=float(exp))

@@ -2,7 +2,8 @@
 
 import { $, announce, avatar, el, reconcile, relativeTime, shortTime, timeEl } from "./dom.js";
 
-const USER_ID = /^[A-Za-z0-9_.:@-]{1,128}$/;
+// A user id: 1-255 characters, no control characters (docs/api.md, "User ids").
+const USER_ID = /^[^\u0000-\u001f\u007f-\u009f]{1,255}$/;
 const PAGE_SIZE = 30;
 const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_SHOW_MS = 5000;

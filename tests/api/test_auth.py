@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 
+import httpx
 import jwt
 import pytest
 
@@ -42,15 +43,20 @@ async def test_valid_token_is_200(client):
         "Bearer " + token({"sub": "u1", "exp": int(time.time()) - 120}),
         "Bearer " + token({"sub": "u1"}),
         "Bearer " + token({"exp": int(time.time()) + 60}),
-        "Bearer " + token({"sub": "bad user", "exp": int(time.time()) + 60}),
+        "Bearer " + token({"sub": "bad\nuser", "exp": int(time.time()) + 60}),
         "Bearer " + jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, None, algorithm="none"),
         "Bearer " + token({"sub": "u1", "exp": int(time.time()) + 60}, alg="HS512"),
         "Bearer " + token({"sub": "u1", "exp": 10**400}),
         "Bearer " + token({"sub": "u1", "exp": 1e300}),
         "Bearer " + token({"sub": "u1", "exp": True}),
+        "Bearer " + token({"sub": "", "exp": int(time.time()) + 60}),
+        "Bearer " + token({"sub": "x" * 256, "exp": int(time.time()) + 60}),
+        "Bearer " + token({"sub": 42, "exp": int(time.time()) + 60}),
+        "Bearer " + token({"sub": "alice\n", "exp": int(time.time()) + 60}),
     ],
     ids=["garbage", "basic", "bad-signature", "expired", "no-exp", "no-sub", "bad-sub",
-         "alg-none", "other-alg", "exp-10^400", "exp-1e300", "exp-bool"],
+         "alg-none", "other-alg", "exp-10^400", "exp-1e300", "exp-bool", "empty-sub",
+         "long-sub", "number-sub", "sub-trailing-newline"],
 )
 async def test_bad_tokens_are_401(client, bad):
     assert await status(client, {"Authorization": bad}) == 401
@@ -59,6 +65,42 @@ async def test_bad_tokens_are_401(client, bad):
 async def test_expiry_has_30_seconds_leeway(client):
     t = token({"sub": "u1", "exp": int(time.time()) - 10})
     assert await status(client, {"Authorization": f"Bearer {t}"}) == 200
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+async def test_a_token_from_a_clock_30_seconds_ahead_is_accepted_but_not_more(client, claim):
+    now = int(time.time())
+    soon = token({"sub": "u1", "exp": now + 600, claim: now + 20})
+    assert await status(client, {"Authorization": f"Bearer {soon}"}) == 200
+    later = token({"sub": "u1", "exp": now + 600, claim: now + 120})
+    assert await status(client, {"Authorization": f"Bearer {later}"}) == 401
+
+
+async def test_the_leeway_is_a_setting(settings_env):
+    now = int(time.time())
+    late = token({"sub": "u1", "exp": now - 100})
+    early = token({"sub": "u1", "exp": now + 600, "nbf": now + 100})
+    async with running_app(**settings_env, jwt_leeway_seconds=120) as app:
+        async with _client(app) as client:
+            assert await status(client, {"Authorization": f"Bearer {late}"}) == 200
+            assert await status(client, {"Authorization": f"Bearer {early}"}) == 200
+    async with running_app(**settings_env, jwt_leeway_seconds=0) as app:
+        async with _client(app) as client:
+            recent = token({"sub": "u1", "exp": now - 2})
+            assert await status(client, {"Authorization": f"Bearer {recent}"}) == 401
+
+
+@pytest.mark.parametrize("sub", [
+    "auth0|5f7c8ec7c33c6c004bbafe82", "google-oauth2|1043", "ann+tag@example.com",
+    "team/ann", "100%", "ann smith", "名前", "x" * 255,
+])
+async def test_identity_provider_subjects_are_user_ids(client, sub):
+    t = token({"sub": sub, "exp": int(time.time()) + 60})
+    assert await status(client, {"Authorization": f"Bearer {t}"}) == 200
+
+
+def _client(app):
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
 
 
 async def test_bad_api_key_is_401(client):

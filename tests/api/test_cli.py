@@ -129,7 +129,7 @@ async def test_token_in_demo_mode_is_signed_with_the_secret_kept_in_the_data_dir
 
 async def test_token_refuses_an_invalid_user_id(tmp_path: Path) -> None:
     env = cli_env(tmp_path, HUB_JWT_SECRET=SECRET)
-    result = await run_cli(env, tmp_path, "token", "not a user id")
+    result = await run_cli(env, tmp_path, "token", "x" * 256)
     assert_one_line_error(result, 2, "USER_ID")
     assert result.stdout == ""
 

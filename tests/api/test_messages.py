@@ -143,7 +143,7 @@ async def test_a_body_of_4000_characters_is_accepted(client: httpx.AsyncClient) 
     assert response.json()["body"] == "é" * 4000
 
 
-@pytest.mark.parametrize("recipient", ["", "has space", "x" * 129, "a/b"])
+@pytest.mark.parametrize("recipient", ["", "has\ttab", "x" * 256, "a\x85b"])
 async def test_an_invalid_recipient_id_is_422(client: httpx.AsyncClient, recipient: str) -> None:
     assert (await send(client, "u1", recipient)).status_code == 422
 
@@ -265,8 +265,8 @@ async def test_a_conversation_with_a_stranger_is_empty(client: httpx.AsyncClient
 
 
 @pytest.mark.parametrize("path", [
-    "/api/messages/conversation/bad%20id",
-    "/api/messages/conversation/" + "x" * 129,
+    "/api/messages/conversation/bad%09id",
+    "/api/messages/conversation/" + "x" * 256,
     "/api/messages/conversation/u2?limit=0",
     "/api/messages/conversation/u2?limit=101",
     "/api/messages/conversation/u2?before=abc",
@@ -349,7 +349,7 @@ async def test_mark_read_that_changes_nothing_emits_no_event(
 
 
 @pytest.mark.parametrize("body", [
-    {}, {"ids": [1], "user_id": "u2"}, {"user_id": "bad id"}, {"ids": ["x"]},
+    {}, {"ids": [1], "user_id": "u2"}, {"user_id": "bad\u007fid"}, {"ids": ["x"]},
 ])
 async def test_mark_read_needs_either_ids_or_a_valid_user_id(
     client: httpx.AsyncClient, body: dict[str, Any]

@@ -120,7 +120,7 @@ async def test_limits_are_enforced(client):
 
 
 async def test_invalid_user_id_is_422(client):
-    for bad in ["", "a" * 129, "has space", "ü"]:
+    for bad in ["", "a" * 256, "line\nbreak", "\x1b[31m"]:
         r = await create(client, user_id=bad)
         assert r.status_code == 422, bad
 

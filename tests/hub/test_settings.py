@@ -46,6 +46,8 @@ def settings_error(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> st
         ("HUB_HISTORY_DAYS", "3"),
         ("HUB_HISTORY_MIN_EVENTS", "10"),
         ("HUB_HEARTBEAT_SECONDS", "-1"),
+        ("HUB_JWT_LEEWAY_SECONDS", "-1"),
+        ("HUB_JWT_LEEWAY_SECONDS", "301"),
         ("HUB_MAX_BODY_BYTES", "12kb"),
         ("HUB_WS_PER_MESSAGE_DEFLATE", "maybe"),
     ],
@@ -85,6 +87,7 @@ def test_defaults_match_the_documented_ones() -> None:
     assert settings.redis_prefix == "hub:"
     assert settings.history_days == 7 and settings.history_min_events == 1000
     assert settings.ws_max_frame_bytes == 64 * 1024
+    assert settings.jwt_leeway_seconds == 30
     assert settings.demo_mode is True
 
 

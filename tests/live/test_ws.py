@@ -157,7 +157,7 @@ async def test_message_send_is_acked_with_the_stored_message_once_per_client_id(
         ("[1, 2]", "invalid_frame"),
         ('{"type": 5}', "invalid_frame"),
         ('{"type": "subscribe"}', "unknown_type"),
-        ('{"type": "typing", "data": {"to": "bad id!"}}', "invalid_input"),
+        ('{"type": "typing", "data": {"to": "bad\\u0007id"}}', "invalid_input"),
         ('{"type": "typing", "data": "u2"}', "invalid_input"),
         ('{"type": "notifications.mark_read", "data": {"ids": "x"}}', "invalid_input"),
     ],

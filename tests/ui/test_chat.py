@@ -138,9 +138,17 @@ async def test_conversation_history_loads_older_messages_on_scroll(
     assert await messages(alice).all_text_contents() == [f"message {i}" for i in range(40)]
 
 
-async def test_chat_refuses_yourself_and_invalid_user_ids(open_page: OpenPage) -> None:
+async def test_chat_refuses_yourself_and_talks_to_identity_provider_ids(
+    open_page: OpenPage,
+) -> None:
     alice = await open_page("alice")
     await open_conversation(alice, "alice")
     await expect(alice.locator("#chat-error")).to_have_text("That's you.")
-    await open_conversation(alice, "not a user!")
-    await expect(alice.locator("#chat-error")).to_have_text("Not a valid user id.")
+    # An id with |, a space, / and % travels as one percent-encoded path segment.
+    await open_conversation(alice, "auth0|ann smith/100%")
+    await expect(alice.locator("#chat-error")).to_have_text("")
+    await alice.get_by_test_id("chat-input").fill("Hello there")
+    await alice.get_by_test_id("chat-input").press("Enter")
+    await expect(messages(alice)).to_have_text(["Hello there"])
+    listed = alice.locator(".conversation-item", has_text="auth0|ann smith/100%")
+    await expect(listed).to_have_count(1)
