@@ -10,7 +10,8 @@ processes, then for ``--seconds`` runs at once:
 - stream ingest (``XADD {prefix}ingest``, title ``ingest <n>``, no idempotency key);
 - direct messages (``POST /api/messages/send``, client id ``soak-dm-<n>``), retried
   like the creates;
-- reconnecting WebSocket and SSE clients, one per user, from ``since=0``;
+- reconnecting WebSocket and SSE clients, one per user, from ``since=0``, which also
+  leave and come back on their own every ``--churn`` seconds or so;
 - a stalled client on the hub that is never killed (it connects and never reads),
   whose user gets a share of the creates with 2 KB bodies;
 - faults every ``--fault-every`` seconds, in turn: hub 0 SIGKILLed and restarted,
@@ -319,7 +320,8 @@ class Soak:
 
     async def run(self) -> dict[str, Any]:
         readers = [asyncio.create_task(
-            (ws_reader if t.kind == "ws" else sse_reader)(t, self.urls)) for t in self.tallies]
+            (ws_reader if t.kind == "ws" else sse_reader)(t, self.urls, self.args.churn))
+            for t in self.tallies]
         stalled = stalled_client(self.hubs[1].url, self.stalled_user)
         r = aioredis.Redis.from_url(self.redis.url, socket_timeout=5,
                                     socket_connect_timeout=2, decode_responses=True)
@@ -513,6 +515,8 @@ def main() -> None:
     parser.add_argument("--dm-rate", type=float, default=4, help="messages per second (4)")
     parser.add_argument("--ws-users", type=int, default=6, help="WebSocket clients (6)")
     parser.add_argument("--sse-users", type=int, default=6, help="SSE clients (6)")
+    parser.add_argument("--churn", type=float, default=30,
+                        help="clients reconnect on their own every 0.5-1.5 x this (30 s)")
     parser.add_argument("--fault-every", type=float, default=20,
                         help="seconds between faults (20; at most a quarter of --seconds)")
     parser.add_argument("--stall-seconds", type=float, default=4,

@@ -5,11 +5,14 @@ and runs until cancelled: it connects to one of the instances that is up, record
 ``seq`` and type of every logged event it receives in a ``Tally``, and on any drop
 (closed, refused, reset, timed out) reconnects to a random instance with its last
 ``seq`` (WebSocket ``since``, SSE ``Last-Event-ID``), as docs/live.md tells clients to.
+It also leaves on its own after a random 0.5–1.5 × ``churn`` seconds (as a page reload
+does) and reconnects the same way, so that clients keep spreading over both instances.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import socket
@@ -81,7 +84,12 @@ async def pause_before_reconnect() -> None:
     await asyncio.sleep(random.uniform(0.05, 0.5))
 
 
-async def ws_reader(tally: Tally, urls: Urls) -> None:
+def lifetime(churn: float) -> float:
+    """How long a connection stays before the client leaves on its own."""
+    return churn * random.uniform(0.5, 1.5)
+
+
+async def ws_reader(tally: Tally, urls: Urls, churn: float) -> None:
     """``tally.user``'s WebSocket client, reconnecting for ever (until cancelled)."""
     while True:
         base = random.choice(urls()).replace("http", "ws", 1)
@@ -93,13 +101,15 @@ async def ws_reader(tally: Tally, urls: Urls) -> None:
                 if hello.get("type") != "hello":
                     raise ValueError(f"first frame {hello.get('type')!r}")
                 tally.connects += 1
-                async for raw in ws:
-                    frame = orjson.loads(raw)
-                    if frame["seq"] is not None:
-                        tally.take(frame["seq"], frame["type"])
-                    elif frame["type"] == "resync":
-                        tally.resyncs += 1
-            tally.drops["closed"] += 1
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(lifetime(churn)):
+                        async for raw in ws:
+                            frame = orjson.loads(raw)
+                            if frame["seq"] is not None:
+                                tally.take(frame["seq"], frame["type"])
+                            elif frame["type"] == "resync":
+                                tally.resyncs += 1
+                        tally.drops["closed"] += 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any drop: count it and reconnect
@@ -107,7 +117,7 @@ async def ws_reader(tally: Tally, urls: Urls) -> None:
         await pause_before_reconnect()
 
 
-async def sse_reader(tally: Tally, urls: Urls) -> None:
+async def sse_reader(tally: Tally, urls: Urls, churn: float) -> None:
     """``tally.user``'s SSE client, resuming with ``Last-Event-ID`` (until cancelled)."""
     timeout = httpx.Timeout(15, read=45)  # keep-alive comments come every 15 s
     async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
@@ -120,8 +130,10 @@ async def sse_reader(tally: Tally, urls: Urls) -> None:
                     if response.status_code != 200:
                         raise ValueError(f"status {response.status_code}")
                     tally.connects += 1
-                    await read_sse(response, tally)
-                tally.drops["ended"] += 1
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(lifetime(churn)):
+                            await read_sse(response, tally)
+                            tally.drops["ended"] += 1
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
