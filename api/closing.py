@@ -64,13 +64,20 @@ def abort(peer: Peer | None) -> bool:
     """
     if peer is None or peer.disconnected:
         return False
-    transport = peer.transport
+    reset_on_close(peer.transport)
+    peer.transport.abort()
+    return True
+
+
+def reset_on_close(transport: asyncio.BaseTransport) -> None:
+    """Make closing ``transport``'s socket reset the connection, dropping its send queue.
+
+    Only for a transport that is still open (its descriptor is still its own).
+    """
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-    transport.abort()
-    return True
 
 
 def abort_after_grace(peer: Peer | None) -> asyncio.TimerHandle | None:

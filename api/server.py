@@ -31,6 +31,7 @@ from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
 from api import redact
+from api.closing import abort_after_grace, reset_on_close
 from api.failures import EXPECTED, CliError, explain
 from api.transport import HttpProtocol, TransportLimits, http_protocol
 from hub.settings import Settings
@@ -128,6 +129,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Writable()  # type: ignore[assignment]
+
+    def keepalive_timeout(self) -> None:
+        # uvicorn closes a peer that did not answer its ping with ``transport.close()``,
+        # which waits for the send buffer to drain, and the kernel then keeps trying to
+        # deliver what it holds: a peer that also stopped reading would keep its socket.
+        # A peer that does not answer is gone: its socket resets once closed, and the
+        # close gets the grace to flush the process's buffer before it is aborted.
+        if not self.close_sent and not self.transport.is_closing():
+            reset_on_close(self.transport)
+        super().keepalive_timeout()
+        abort_after_grace(self)
 
     def start_keepalive(self) -> None:
         # Called right after the handshake response went out.

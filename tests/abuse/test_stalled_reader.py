@@ -17,6 +17,7 @@ import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -89,13 +90,13 @@ def sse_request(port: int, user: str) -> bytes:
 
 @contextlib.asynccontextmanager
 async def one_hub(
-    tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
+    tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str, **settings: Any
 ) -> AsyncIterator[tuple[HubProcess, httpx.AsyncClient, aioredis.Redis]]:
     redis = aioredis.Redis.from_url(redis_url)
     try:
         async with (
             cluster(tmp_path, 1, database_url=database_url, redis_url=redis_url,
-                    redis_prefix=redis_prefix) as (hub,),
+                    redis_prefix=redis_prefix, **settings) as (hub,),
             http_client(hub) as http,
         ):
             yield hub, http, redis
@@ -190,3 +191,21 @@ async def test_an_sse_client_that_stops_reading_then_leaves_logs_no_error(
         assert (await http.get("/health")).status_code == 200
         assert errors_logged(hub) == []
 
+
+
+async def test_a_websocket_that_stops_reading_and_answering_pings_is_aborted(
+    tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """Its buffers fill but its queue never overflows: the unanswered ping closes it."""
+    async with one_hub(tmp_path, database_url, redis_url, redis_prefix,
+                       heartbeat_seconds=1) as (hub, http, redis):
+        port = int(hub.url.rsplit(":", 1)[1])
+        with stalled_client(port, ws_request(port, "u1")) as sock:
+            client_port = sock.getsockname()[1]
+            frame = orjson.dumps({"type": "typing", "seq": None, "data": {"pad": "x" * PAD}})
+            for _ in range(20):  # 1.2 MB: fills the socket buffers, far below the queue
+                await redis.publish(f"{redis_prefix}user:u1", wire(None, frame))
+            assert await gone(port, client_port) is None, "the hub kept the socket"
+            assert await metric(http, "notifyhub_slow_client_disconnects_total") == 0
+            assert await open_connections(http) == 0
+        assert errors_logged(hub) == []
