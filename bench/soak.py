@@ -529,9 +529,12 @@ def main() -> None:
     try:
         soak.start()
         result = asyncio.run(soak.run())
+    except RuntimeError as exc:  # a hub or Redis that did not (re)start
+        print(f"CHECK the stack (re)started: FAIL {exc}")
+        result = None
     finally:
         soak.close()
-    ok = report(result)
+    ok = result is not None and report(result)
     print(f"hub logs: {soak.log_path}", flush=True)
     sys.exit(0 if ok else 1)
 
