@@ -184,10 +184,20 @@ EXTRA_SCHEMAS: dict[str, dict[str, Any]] = {
         },
         "required": ["user_id", "token", "expires_in"],
     },
+    # For text/event-stream, OpenAPI 3.1 has ``schema`` describe one event.
     "EventStream": {
-        "type": "string",
-        "description": "`id: <seq>` (absent when seq is null), `event: <type>`, "
-                       "`data: <json>`; a comment line at least every 15 s",
+        "type": "object",
+        "description": "One server-sent event: `event: <type>`, `data: <json>` and "
+                       "`id: <seq>` (absent when seq is null); a comment line at least "
+                       "every 15 s keeps the stream open",
+        "properties": {
+            "event": {"type": "string", "description": "the event type, e.g. `hello`"},
+            "data": {"type": "string", "contentMediaType": "application/json",
+                     "description": "the event's JSON payload"},
+            "id": {"type": "string", "description": "the event's seq, for Last-Event-ID"},
+            "retry": {"type": "integer", "description": "reconnection delay in ms"},
+        },
+        "required": ["event", "data"],
     },
     "Metrics": {"type": "string", "description": "Prometheus text exposition format"},
     "OpenAPI": {"type": "object", "description": "an OpenAPI 3.1 document"},
@@ -261,6 +271,8 @@ def _operation(op: Op, refs: Refs) -> dict[str, Any]:
             "content": {op.media_type: {"schema": schema}},
         }
     errors = set(op.errors)
+    if any(p.where == "path" for p in op.params):
+        errors.add(404)  # a path the route does not match (an empty segment, say)
     if op.security:
         errors.add(401)
     if op.request is not None:
