@@ -87,7 +87,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def unexpected(request: Request, exc: Exception) -> Response:
     if isinstance(exc, UNAVAILABLE):
-        log.warning("database unavailable: %s", exc)
+        log.warning("database unavailable: %s", exc or type(exc).__name__)  # a timeout: ""
         return problem(503, "the database is unavailable")
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(500, "an unexpected error occurred")

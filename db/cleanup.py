@@ -7,6 +7,9 @@ import asyncpg
 from db import events, notifications
 
 LOCK_ID = 0x636C6E70  # "clnp"
+#: The statement timeout of pruning, instead of the pool's (seconds): a first prune of a
+#: large backlog may take minutes, and it runs in the background on one connection.
+PRUNE_TIMEOUT = 600
 
 
 async def prune(
@@ -20,7 +23,12 @@ async def prune(
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK_ID):
             return None
+        await conn.execute(f"SET LOCAL statement_timeout = '{PRUNE_TIMEOUT}s'")
         return {
-            "notifications": await notifications.prune(conn, retention_days, history_days),
-            "events": await events.prune(conn, history_days, history_min_events),
+            "notifications": await notifications.prune(
+                conn, retention_days, history_days, timeout=PRUNE_TIMEOUT
+            ),
+            "events": await events.prune(
+                conn, history_days, history_min_events, timeout=PRUNE_TIMEOUT
+            ),
         }

@@ -67,7 +67,10 @@ async def heads(conn: Conn, user_ids: list[str]) -> dict[str, int]:
     return {r["user_id"]: r["last_seq"] for r in await conn.fetch(Q.heads, user_ids)}
 
 
-async def prune(conn: Conn, days: int, keep: int) -> int:
-    """Delete events older than ``days`` beyond each user's newest ``keep``; return count."""
-    status = await conn.execute(Q.prune, days, keep)
+async def prune(conn: Conn, days: int, keep: int, timeout: float | None = None) -> int:
+    """Delete events older than ``days`` beyond each user's newest ``keep``; return count.
+
+    ``timeout`` (seconds) replaces the pool's statement timeout for the statement.
+    """
+    status = await conn.execute(Q.prune, days, keep, timeout=timeout)
     return int(status.split()[-1])

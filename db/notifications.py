@@ -108,8 +108,13 @@ async def get_requests(conn: Conn, keys: list[str]) -> dict[str, tuple[list[int]
     }
 
 
-async def prune(conn: Conn, retention_days: int, request_days: int) -> int:
-    """Delete read notifications older than ``retention_days``; return how many."""
-    status = await conn.execute(Q.prune_read, retention_days)
-    await conn.execute(Q.prune_requests, request_days)
+async def prune(
+    conn: Conn, retention_days: int, request_days: int, timeout: float | None = None
+) -> int:
+    """Delete read notifications older than ``retention_days``; return how many.
+
+    ``timeout`` (seconds) replaces the pool's statement timeout for each statement.
+    """
+    status = await conn.execute(Q.prune_read, retention_days, timeout=timeout)
+    await conn.execute(Q.prune_requests, request_days, timeout=timeout)
     return int(status.split()[-1])

@@ -1,4 +1,20 @@
-"""The asyncpg connection pool, with jsonb decoded and encoded by orjson."""
+"""The asyncpg connection pool, with jsonb decoded and encoded by orjson, and timeouts.
+
+A database that accepts connections but never answers (a hung server, a black-holed
+network) must not hang the hub. Every step has a bound (docs/configuration.md):
+
+- opening a connection: ``connect_timeout`` (TCP, TLS, startup and authentication);
+- waiting for a pool connection, opening one included: ``acquire_timeout``;
+- each statement: ``statement_timeout``, enforced by the server (``statement_timeout``
+  sent at startup: a slow statement on a healthy server is cancelled there and its
+  connection stays usable) and by the client ``CLIENT_GRACE`` seconds later, for a
+  server or network that does not answer at all.
+
+A statement the client gives up on (its timeout, or the awaiting task cancelled) is
+cancelled on the server; if the server does not confirm within ``CANCEL_TIMEOUT``, its
+connection is closed (``_Connection``) and the pool opens a fresh one on a later
+acquire, so a connection is never reused while a stalled answer may still arrive on it.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +31,7 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,  # over the statement timeout (or cancelled by an admin)
 )
 
 #: Failures of the database itself rather than of one statement: unreachable, starting
@@ -57,33 +74,120 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """Open a pool to ``dsn``; every connection uses UTC and orjson for JSON."""
-    pool = await asyncpg.create_pool(
+#: How much longer than the server's statement timeout the client waits for an answer:
+#: a healthy server cancels the statement itself first, and its answer arrives in this.
+CLIENT_GRACE = 0.5
+#: How long a cancel request may take before its connection is closed instead.
+CANCEL_TIMEOUT = 1.0
+#: Defaults of the three timeouts (``HUB_DB_*_TIMEOUT_SECONDS`` in hub.settings).
+CONNECT_TIMEOUT, ACQUIRE_TIMEOUT, STATEMENT_TIMEOUT = 2.0, 2.0, 3.0
+
+
+class _Connection(asyncpg.Connection):
+    """A connection whose cancel request gives up after ``CANCEL_TIMEOUT`` seconds.
+
+    When the client gives up on a statement (its timeout, or the awaiting task
+    cancelled), asyncpg sends a CancelRequest on a second connection and keeps this one
+    until the server confirms; the release to the pool, a ROLLBACK or the next statement
+    wait for that. On a stalled server or network the second connection stalls too, and
+    asyncpg waits ``command_timeout`` before closing this one: here ``CANCEL_TIMEOUT``.
+    A healthy server confirms in milliseconds, and the connection is reused as usual.
+    """
+
+    async def _cancel(self, waiter: Any, cancel_waiter: Any = None) -> None:
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT) as deadline:
+                await super()._cancel(waiter, cancel_waiter)
+        except TimeoutError:
+            pass
+        if deadline.expired():
+            # Closing completes the waiters: whatever waits for the cancel goes on,
+            # and the pool opens a fresh connection in place of this one.
+            self.terminate()
+
+
+class _Pool(asyncpg.Pool):
+    """An asyncpg pool whose ``acquire`` waits at most ``acquire_timeout`` by default
+    (its own queries, ``pool.fetch`` and the like, included); the release after it, too."""
+
+    acquire_timeout: float | None = None
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def create_pool(
+    dsn: str,
+    min_size: int = 1,
+    max_size: int = 10,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    acquire_timeout: float = ACQUIRE_TIMEOUT,
+    statement_timeout: float = STATEMENT_TIMEOUT,
+) -> asyncpg.Pool:
+    """Open a pool to ``dsn``; every connection uses UTC, orjson for JSON, and the
+    timeouts of the module docstring (seconds)."""
+    pool = _Pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
+        max_queries=50_000,  # asyncpg's defaults
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        record_class=asyncpg.Record,
+        connection_class=_Connection,
         init=_init,
         reset=_keep_session,
-        server_settings={"timezone": "UTC", "application_name": "notifyhub"},
-        command_timeout=30,
+        server_settings={
+            "timezone": "UTC",
+            "application_name": "notifyhub",
+            "statement_timeout": str(max(1, round(statement_timeout * 1000))),  # ms
+        },
+        command_timeout=statement_timeout + CLIENT_GRACE,
+        timeout=connect_timeout,
     )
-    assert pool is not None
+    pool.acquire_timeout = acquire_timeout
+    await pool
     return pool
 
 
-async def connect(dsn: str) -> asyncpg.Connection:
-    """One connection with the same codecs as the pool (for the CLI and migrations)."""
-    conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
+async def connect(dsn: str, timeout: float = CONNECT_TIMEOUT) -> asyncpg.Connection:
+    """One connection with the same codecs as the pool (for the CLI and migrations).
+
+    Opening it waits at most ``timeout`` seconds; its statements have no timeout
+    (a migration may take long).
+    """
+    conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"}, timeout=timeout)
     await _init(conn)
     return conn
 
 
 async def ping(pool: asyncpg.Pool, timeout: float) -> bool:
-    """Whether ``SELECT 1`` answers within ``timeout`` seconds (pool wait included)."""
-    try:
-        async with asyncio.timeout(timeout), pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
-    except Exception:
+    """Whether ``SELECT 1`` answers within ``timeout`` seconds (pool wait included).
+
+    Returns at ``timeout`` at the latest: a probe that did not answer is cancelled and
+    finishes in the background (cancelling its statement, releasing its connection).
+    """
+    probe = asyncio.ensure_future(_select_one(pool))
+    done, _ = await asyncio.wait({probe}, timeout=timeout)
+    if not done:
+        probe.cancel()
+        _probes.add(probe)
+        probe.add_done_callback(_forget_probe)
         return False
-    return True
+    return not probe.cancelled() and probe.exception() is None
+
+
+#: Probes that ``ping`` stopped waiting for, kept until they finish.
+_probes: set[asyncio.Future[None]] = set()
+
+
+def _forget_probe(probe: asyncio.Future[None]) -> None:
+    _probes.discard(probe)
+    if not probe.cancelled():
+        probe.exception()  # retrieved: a late failure is expected, not worth a warning
+
+
+async def _select_one(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await conn.fetchval("SELECT 1")

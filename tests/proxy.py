@@ -1,8 +1,9 @@
 """A TCP proxy that a test can stall: a database or Redis that accepts but never answers.
 
 ``StallableProxy(host, port)`` listens on an ephemeral loopback port and forwards every
-connection to ``host:port``. ``stall()`` keeps every connection (and new ones) open but
-stops moving bytes either way, as a hung server or a black-holed network does;
+connection to ``host:port`` (``StallableProxy(path)``: to the Unix socket ``path``, as
+the tests' own PostgreSQL listens). ``stall()`` keeps every connection (and new ones)
+open but stops moving bytes either way, as a hung server or a black-holed network does;
 ``resume()`` lets the held bytes through; ``cut()`` closes every open connection. It runs
 its own event loop in a daemon thread, so it keeps working whatever the caller's loop
 (or a hub in a child process) is doing.
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 
 
 class StallableProxy:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int | None = None) -> None:
         self.upstream = (host, port)
         self.port = 0
         self._flowing = threading.Event()
@@ -91,14 +92,22 @@ class StallableProxy:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)  # type: ignore[arg-type]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = self.upstream
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+            if port is None:
+                up_reader, up_writer = await asyncio.open_unix_connection(host)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(host, port)
         except OSError:
             writer.transport.abort()
             return
         self._writers.update((writer, up_writer))
         try:
             await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        except asyncio.CancelledError:
+            # ``stop`` cancels it: ending normally keeps asyncio's start_server callback
+            # (Python 3.11) from logging the cancellation as an unhandled exception.
+            pass
         finally:
             for w in (writer, up_writer):
                 self._writers.discard(w)
