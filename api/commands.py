@@ -12,7 +12,6 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import orjson
 from pydantic import ValidationError
 
@@ -24,6 +23,7 @@ from api.failures import (
     invalid_input_message,
     validation_message,
 )
+from db.errors import SchemaMissing
 from hub import notifications
 from hub.errors import InvalidInput
 from hub.models import NotificationCreate, check_user_id
@@ -121,7 +121,7 @@ async def _create(settings: Settings, request: NotificationCreate) -> dict[str, 
             raise CliError(f"cannot create the notification: {explain(exc)}") from None
         try:
             created = await notifications.create(services, request)
-        except asyncpg.UndefinedTableError:
+        except SchemaMissing:
             raise CliError("the database has no schema yet: run `notifyhub migrate`") from None
         except InvalidInput as exc:
             raise CliError(invalid_input_message(exc), 2) from None

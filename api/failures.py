@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 from pydantic import ValidationError
 
+from db.errors import DatabaseError
 from hub.errors import HubError, InvalidInput
 from pubsub.errors import BrokerUnavailable
 
@@ -25,8 +25,7 @@ log = logging.getLogger("notifyhub")
 #: Failures of the outside world (network, database, Redis, the embedded server):
 #: reported as one line. Anything else is a bug and keeps its traceback.
 EXPECTED = (
-    OSError, asyncpg.PostgresError, asyncpg.InterfaceError, BrokerUnavailable, HubError,
-    subprocess.SubprocessError,
+    OSError, DatabaseError, BrokerUnavailable, HubError, subprocess.SubprocessError,
 )
 
 

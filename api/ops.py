@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -13,10 +12,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import answer_for
 from api.jsonio import json_response, query_bool
 from api.openapi import document
 from api.problems import problem
-from db.pool import UNAVAILABLE, ping
+from db.pool import Pool, ping
 from hub.errors import InvalidInput
 from hub.models import USER_ID_RULE, valid_user_id
 
@@ -43,7 +43,7 @@ async def ready(request: Request) -> Response:
     return json_response(body, status=200 if database and broker else 503)
 
 
-async def database_ok(pool: asyncpg.Pool, timeout: float = DB_CHECK_TIMEOUT) -> bool:
+async def database_ok(pool: Pool, timeout: float = DB_CHECK_TIMEOUT) -> bool:
     """Whether the database answers within ``timeout`` seconds."""
     return await ping(pool, timeout)
 
@@ -102,7 +102,7 @@ class HttpMetrics:
             await self.app(scope, receive, send_and_count)
         except Exception as exc:
             if not started:
-                _observe(scope, 503 if isinstance(exc, UNAVAILABLE) else 500, start)
+                _observe(scope, answer_for(exc).status, start)
             raise
 
 

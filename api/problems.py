@@ -14,23 +14,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from db.pool import UNAVAILABLE
+from api.errors import ANSWERS, DOWN, INTERNAL, PROBLEM_TYPE, UNAVAILABLE, answer_for
+from db.errors import DatabaseRejected
 from hub import errors
 from hub.models import validation_errors
+from pubsub.errors import BrokerUnavailable
 
 log = logging.getLogger("notifyhub")
-
-STATUS: dict[type[errors.HubError], int] = {
-    errors.Unauthorized: 401,
-    errors.Forbidden: 403,
-    errors.NotFound: 404,
-    errors.Conflict: 409,
-    errors.PayloadTooLarge: 413,
-    errors.UnsupportedMediaType: 415,
-    errors.InvalidInput: 422,
-    errors.RateLimited: 429,
-    errors.Unavailable: 503,
-}
 
 TITLES = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -40,13 +30,20 @@ TITLES = {
     503: "Service Unavailable",
 }
 
+#: The problem code of a status no error of the table answers (Starlette's own 404/405).
+_CODES = {
+    **{answer.status: answer.code for answer in reversed(ANSWERS.values())},
+    400: "bad_request", 405: "method_not_allowed", 500: INTERNAL.code,
+}
 
 
 def problem(status: int, detail: str, errors_: list[dict[str, Any]] | None = None,
-            headers: Mapping[str, str] | None = None) -> Response:
-    """A problem+json response."""
+            headers: Mapping[str, str] | None = None, code: str | None = None) -> Response:
+    """A problem+json response; its ``type`` is ``api.errors.PROBLEM_TYPE`` + ``code``
+    (by default the code of ``status``)."""
+    code = code or _CODES.get(status)
     body: dict[str, Any] = {
-        "type": "about:blank",
+        "type": PROBLEM_TYPE + code if code else "about:blank",
         "title": TITLES.get(status, "Error"),
         "status": status,
         "detail": detail,
@@ -57,21 +54,14 @@ def problem(status: int, detail: str, errors_: list[dict[str, Any]] | None = Non
                     media_type="application/problem+json")
 
 
-def status_of(exc: errors.HubError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
-
-
 async def hub_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.HubError)
-    status = status_of(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    answer = answer_for(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if answer.status == 401 else None
     if isinstance(exc, errors.RateLimited):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     errs = exc.errors if isinstance(exc, errors.InvalidInput) else None
-    return problem(status, exc.detail, errs, headers)
+    return problem(answer.status, exc.detail, errs, headers, answer.code)
 
 
 async def pydantic_error(request: Request, exc: Exception) -> Response:
@@ -86,11 +76,22 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, UNAVAILABLE):
-        log.warning("database unavailable: %s", exc or type(exc).__name__)  # a timeout: ""
-        return problem(503, "the database is unavailable")
+    """A dependency failure (``api.errors.DOWN``) or a rejected value; else a bug (500)."""
+    answer = answer_for(exc)
+    if answer is UNAVAILABLE:
+        log.warning("%s unavailable: %s", _dependency(exc), exc)
+        return problem(503, f"the {_dependency(exc)} is unavailable", code=answer.code)
+    if isinstance(exc, DatabaseRejected):
+        log.warning("the database refused a value on %s %s: %s", request.method,
+                    request.url.path, exc)
+        return problem(answer.status, "the database refused a value of the request",
+                       code=answer.code)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem(500, "an unexpected error occurred")
+    return problem(500, "an unexpected error occurred", code=INTERNAL.code)
+
+
+def _dependency(exc: Exception) -> str:
+    return "broker" if isinstance(exc, BrokerUnavailable) else "database"
 
 
 # Starlette re-raises whatever reaches its outermost ``Exception`` handler (and the
@@ -100,7 +101,7 @@ HANDLERS: dict[Any, Any] = {
     errors.HubError: hub_error,
     ValidationError: pydantic_error,
     HTTPException: http_error,
-    **{cls: unexpected for cls in UNAVAILABLE},
+    **{cls: unexpected for cls in (*DOWN, DatabaseRejected)},
 }
 
 

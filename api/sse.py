@@ -27,9 +27,8 @@ from starlette.types import Receive, Scope, Send
 
 from api.auth import authenticate
 from api.closing import GRACE, Peer, abort, peer_of
-from db.pool import UNAVAILABLE
 from hub.connection import Connection, parse_since
-from hub.errors import Forbidden, Unavailable
+from hub.errors import Forbidden
 from hub.node import Node
 
 log = logging.getLogger("notifyhub")
@@ -66,10 +65,7 @@ class Stream:
             return
         node: Node = request.app.state.node
         conn = node.connection(principal.user_id, "sse", principal.expires_at)
-        try:
-            await node.attach(conn, since)
-        except UNAVAILABLE as exc:
-            raise Unavailable("the database is unavailable") from exc
+        await node.attach(conn, since)  # a dependency down: 503 (api.problems)
         peer = peer_of(receive, send)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})

@@ -34,6 +34,8 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from api.errors import PROBLEM_TYPE
+
 log = logging.getLogger("notifyhub")
 
 #: Least time between two log lines about refused connections.
@@ -47,8 +49,10 @@ MAX_LINGERING = 16
 RESERVED_FDS = 100
 
 
-def _response(status: int, title: str, detail: str, extra: bytes = b"") -> bytes:
-    body = orjson.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+def _response(status: int, code: str, title: str, detail: str, extra: bytes = b"") -> bytes:
+    body = orjson.dumps(
+        {"type": PROBLEM_TYPE + code, "title": title, "status": status, "detail": detail}
+    )
     return (
         b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\n"
         b"content-length: %d\r\nconnection: close\r\n%s\r\n%s"
@@ -57,11 +61,15 @@ def _response(status: int, title: str, detail: str, extra: bytes = b"") -> bytes
 
 
 HEADERS_TOO_LARGE = _response(
-    431, "Request Header Fields Too Large", "the request line and headers are too large"
+    431, "headers_too_large", "Request Header Fields Too Large",
+    "the request line and headers are too large",
 )
-HEADERS_TIMEOUT = _response(408, "Request Timeout", "the request headers took too long")
+HEADERS_TIMEOUT = _response(
+    408, "request_timeout", "Request Timeout", "the request headers took too long"
+)
 TOO_MANY_CONNECTIONS = _response(
-    503, "Service Unavailable", "too many open connections; retry later", b"retry-after: 5\r\n"
+    503, "unavailable", "Service Unavailable", "too many open connections; retry later",
+    b"retry-after: 5\r\n",
 )
 
 

@@ -28,9 +28,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from api.auth import authenticate
 from api.closing import GRACE, abort_after_grace, peer_of
+from api.errors import DOWN, answer_for
 from api.jsonio import parse
 from api.ratelimit import address_key, user_key
-from db.pool import UNAVAILABLE
 from hub import errors, messages, notifications
 from hub.connection import Close, Connection, Verdict, parse_since
 from hub.events import encode, user_channel
@@ -38,8 +38,6 @@ from hub.models import MarkRead, MessageSend, Strict, UserId
 from hub.node import Node
 from hub.ratelimit import Bucket, RateLimiter
 
-#: Errors that mean a dependency is down: the client should retry, not give up.
-_DOWN: tuple[type[Exception], ...] = (errors.Unavailable, *UNAVAILABLE)
 log = logging.getLogger("notifyhub")
 
 #: At most one typing frame per connection per this many seconds; extra ones are dropped.
@@ -47,16 +45,6 @@ TYPING_INTERVAL = 0.5
 PONG = encode("pong", None, {})
 #: Client frames that change state: they spend the user's write budget, as REST writes do.
 WRITE_FRAMES = frozenset({"message.send", "notifications.mark_read"})
-ERROR_CODES: dict[type[errors.HubError], str] = {
-    errors.Unauthorized: "unauthorized",
-    errors.Forbidden: "forbidden",
-    errors.NotFound: "not_found",
-    errors.Conflict: "conflict",
-    errors.PayloadTooLarge: "too_large",
-    errors.InvalidInput: "invalid_input",
-    errors.RateLimited: "rate_limited",
-    errors.Unavailable: "unavailable",
-}
 
 
 class Typing(Strict):
@@ -115,14 +103,22 @@ def _admit(websocket: WebSocket) -> Admission | tuple[int, str]:
     try:
         principal = authenticate(websocket, allow_query_token=True)
     except errors.Unauthorized as exc:
-        return Close.UNAUTHORIZED, exc.detail[:120]
+        return _refusal(exc)
     if principal.user_id is None:
         return Close.FORBIDDEN, "live connections are for users; use a user token"
     try:
         since = parse_since(websocket.query_params.get("since"))
     except errors.InvalidInput as exc:
-        return Close.BAD_REQUEST, exc.detail
+        return _refusal(exc)
     return Admission(principal.user_id, principal.expires_at, since)
+
+
+def _refusal(exc: Exception, reason: str | None = None) -> tuple[int, str]:
+    """The close code (``api.errors``) and reason that refuse a connection for ``exc``."""
+    code = answer_for(exc).close
+    assert code is not None, f"{type(exc).__name__} does not refuse connections"
+    detail = exc.detail if isinstance(exc, errors.HubError) else str(exc)
+    return code, (reason or detail)[:120]
 
 
 async def live(websocket: WebSocket) -> None:
@@ -141,11 +137,11 @@ async def live(websocket: WebSocket) -> None:
     try:
         await node.attach(conn, admitted.since)
     except errors.RateLimited as exc:  # the per-user cap, checked before any database work
-        await _close(websocket, Close.TOO_MANY, exc.detail[:120])
+        await _close(websocket, *_refusal(exc))
         return
-    except _DOWN as exc:
+    except DOWN as exc:
         log.warning("live connection for %s refused: %s", admitted.user_id, exc)
-        await _close(websocket, Close.TRY_AGAIN, "unavailable; reconnect with since")
+        await _close(websocket, *_refusal(exc, "unavailable; reconnect with since"))
         return
     except Exception:
         log.exception("live connection for %s failed", admitted.user_id)
@@ -312,8 +308,8 @@ class _Commands:
         except errors.InvalidInput as exc:
             return error_frame("invalid_input", exc.detail, errors=exc.errors, **extra)
         except errors.HubError as exc:
-            return error_frame(ERROR_CODES.get(type(exc), "error"), exc.detail, **extra)
-        except UNAVAILABLE as exc:
+            return error_frame(answer_for(exc).code, exc.detail, **extra)
+        except DOWN as exc:
             log.warning("websocket %s failed: %s", kind, exc)
             return error_frame("unavailable", "the database is unavailable; retry", **extra)
         except Exception:

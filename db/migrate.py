@@ -11,6 +11,8 @@ from pathlib import Path
 
 import asyncpg
 
+from db.errors import translating
+
 MIGRATION_DIR = Path(__file__).parent / "migrations"
 LOCK_ID = 0x6E6F7469  # "noti"
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -27,7 +29,15 @@ def available() -> list[tuple[int, str, Path]]:
 
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:
-    """Apply pending migrations; return the names applied (empty when up to date)."""
+    """Apply pending migrations; return the names applied (empty when up to date).
+
+    Raises ``db.errors.DatabaseUnavailable`` when the database fails meanwhile.
+    """
+    with translating():
+        return await _migrate(conn)
+
+
+async def _migrate(conn: asyncpg.Connection) -> list[str]:
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_ID)
     try:
         await conn.execute(

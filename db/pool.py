@@ -24,33 +24,12 @@ from typing import Any, TypeAlias
 import asyncpg
 import orjson
 
-#: Exceptions that mean the database is unreachable, not that a query was wrong.
-UNAVAILABLE: tuple[type[Exception], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.QueryCanceledError,  # over the statement timeout (or cancelled by an admin)
-)
+from db.errors import translate, translating
 
-#: Failures of the database itself rather than of one statement: unreachable, starting
-#: up or shutting down, out of resources. A write that meets one is worth retrying
-#: later, whole; any other error is the fault of what was written.
-TRANSIENT: tuple[type[Exception], ...] = (
-    *UNAVAILABLE,
-    asyncpg.ObjectNotInPrerequisiteStateError,  # e.g. "not currently accepting connections"
-    asyncpg.OperatorInterventionError,  # admin or crash shutdown, query cancelled
-    asyncpg.InsufficientResourcesError,  # disk full, out of memory, too many connections
-)
-
-#: Exceptions that mean the database refused one statement's data (a constraint, a
-#: value it cannot store): the fault of what was written, not of the database.
-REJECTED: tuple[type[Exception], ...] = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-)
-
+#: A connection, as the layers above ``db`` name it (they import no driver).
+Connection: TypeAlias = asyncpg.Connection
+#: The pool, as the layers above ``db`` name it.
+Pool: TypeAlias = asyncpg.Pool
 #: Anything queries can run on: a pool, or a connection (possibly in a transaction).
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -108,12 +87,40 @@ class _Connection(asyncpg.Connection):
 
 class _Pool(asyncpg.Pool):
     """An asyncpg pool whose ``acquire`` waits at most ``acquire_timeout`` by default
-    (its own queries, ``pool.fetch`` and the like, included); the release after it, too."""
+    (its own queries, ``pool.fetch`` and the like, included); the release after it, too.
+
+    What acquiring, the ``async with`` block and the release raise leaves as its
+    ``db.errors`` translation: the layers above see ``DatabaseUnavailable`` and
+    ``DatabaseRejected``, never a driver exception.
+    """
 
     acquire_timeout: float | None = None
 
     def acquire(self, *, timeout: float | None = None) -> Any:
-        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+        return _Translating(
+            super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+        )
+
+
+class _Translating:
+    """An ``async with`` around asyncpg's acquire context that translates what it raises."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        with translating():
+            return await self._inner.__aenter__()
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        with translating():
+            await self._inner.__aexit__(exc_type, exc, tb)
+        if exc is not None:
+            translated = translate(exc)
+            if translated is not None and translated is not exc:
+                raise translated from exc
 
 
 async def create_pool(
@@ -147,7 +154,8 @@ async def create_pool(
         timeout=connect_timeout,
     )
     pool.acquire_timeout = acquire_timeout
-    await pool
+    with translating():
+        await pool
     return pool
 
 
@@ -157,8 +165,9 @@ async def connect(dsn: str, timeout: float = CONNECT_TIMEOUT) -> asyncpg.Connect
     Opening it waits at most ``timeout`` seconds; its statements have no timeout
     (a migration may take long).
     """
-    conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"}, timeout=timeout)
-    await _init(conn)
+    with translating():
+        conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"}, timeout=timeout)
+        await _init(conn)
     return conn
 
 

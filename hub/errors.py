@@ -1,4 +1,5 @@
-"""The one error hierarchy of notifyhub; only the edges (api/) map it to HTTP or WS codes.
+"""The one error hierarchy of notifyhub; only the edges map it to HTTP or WS codes, in one
+table (api/errors.py) together with the dependency failures of db.errors and pubsub.errors.
 
     HubError
     ├── Unauthorized      no or bad credentials

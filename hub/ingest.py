@@ -15,7 +15,7 @@ from typing import Literal
 
 import orjson
 
-from db.pool import REJECTED, TRANSIENT
+from db.errors import DatabaseRejected, DatabaseUnavailable
 from hub import notifications
 from hub.errors import HubError, InvalidInput
 from hub.models import RESERVED_KEY_PREFIX, NotificationCreate, validate
@@ -61,7 +61,7 @@ class Applier:
     (``hub.notifications.create``) in stream order, where they commit together with
     other creates. An entry that fails (invalid, rejected by the database or a template,
     or any error of its own) fails alone and is dead-lettered. Events are published
-    after commit. Raises only when the database itself fails (``db.pool.TRANSIENT``):
+    after commit. Raises only when the database itself fails (``DatabaseUnavailable``):
     the caller retries the batch, and idempotency keys make the retry create nothing
     twice.
     """
@@ -94,7 +94,7 @@ class Applier:
                 applied += not future.result().replayed
             elif isinstance(failure, HubError):
                 outcomes[n] = describe(failure)
-            elif isinstance(failure, TRANSIENT):
+            elif isinstance(failure, DatabaseUnavailable):
                 if self.source == "stream":
                     retry = failure  # nothing is acknowledged: the batch is retried
                 else:
@@ -102,7 +102,7 @@ class Applier:
                     # reported for the entry alone, so entries that committed are not
                     # dead-lettered (and duplicated by a replay).
                     outcomes[n] = f"not applied: {failure or type(failure).__name__}"
-            elif isinstance(failure, REJECTED):
+            elif isinstance(failure, DatabaseRejected):
                 outcomes[n] = f"rejected by the database: {failure}"
             else:
                 log.error("ingest entry %s failed: %r", entries[n][0], failure)

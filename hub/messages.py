@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import asyncpg
-
 from db import events as event_log
 from db import messages as store
-from db.pool import TRANSIENT
+from db.errors import DatabaseUnavailable
+from db.pool import Connection
 from hub import notifications
 from hub.errors import Conflict, Forbidden, HubError, InvalidInput, NotFound
 from hub.models import MessageSend, NotificationCreate
@@ -74,7 +73,7 @@ def writer(svc: Services) -> GroupCommit[Send, Sent]:
     return svc.writer("messages", lambda: GroupCommit(
         partial(_commit, svc),
         after=partial(_publish, svc),
-        transient=TRANSIENT,
+        transient=(DatabaseUnavailable,),
         # Two sends with one client_id never share a batch: the second replays.
         key=lambda job: f"{job[0]}\n{job[1].client_id}" if job[1].client_id else None,
     ))
@@ -97,7 +96,7 @@ async def _publish(svc: Services, results: list[Sent | BaseException]) -> None:
     await svc.publish(sorted(events, key=lambda e: (e[0], e[1])))
 
 
-async def send_many_in(conn: asyncpg.Connection, jobs: list[Send]) -> list[Sent | Exception]:
+async def send_many_in(conn: Connection, jobs: list[Send]) -> list[Sent | Exception]:
     """Store ``(sender_id, body)`` sends inside the caller's transaction, set-based.
 
     One result per send, in order. ``(sender, client_id)`` pairs must be distinct. Lock
@@ -148,7 +147,7 @@ def _check(sender_id: str, body: MessageSend) -> None:
 
 
 async def _notify(
-    conn: asyncpg.Connection, messages: list[dict[str, Any]]
+    conn: Connection, messages: list[dict[str, Any]]
 ) -> list[notifications.Created]:
     """Each recipient's ``new_message`` notification (possibly suppressed by preferences).
 

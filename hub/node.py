@@ -18,7 +18,7 @@ import time
 
 from db import events as event_log
 from db import notifications as inbox
-from db.pool import UNAVAILABLE
+from db.errors import DatabaseUnavailable
 from hub.connection import Close, Connection, Verdict, start_point
 from hub.errors import Unavailable
 from hub.events import BROADCAST, encode, sse_block, user_channel
@@ -317,7 +317,7 @@ class Node:
                     await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS)) - 1])
         except asyncio.CancelledError:
             raise
-        except UNAVAILABLE as exc:
+        except DatabaseUnavailable as exc:
             log.warning("catch-up for %s failed: %s", conn.user_id, exc)
             conn.close(Close.TRY_AGAIN, "database unavailable")
         except Exception:

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import asyncpg
-
 from db import events as event_log
 from db import notifications as store
-from db.pool import TRANSIENT
+from db.errors import DatabaseUnavailable
+from db.pool import Connection
 from hub import preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
 from hub.models import NotificationCreate, safe_link
@@ -54,7 +53,7 @@ def writer(svc: Services) -> GroupCommit[NotificationCreate, Created]:
     return svc.writer("notifications", lambda: GroupCommit(
         partial(_commit, svc),
         after=partial(_publish, svc),
-        transient=TRANSIENT,
+        transient=(DatabaseUnavailable,),
         weight=lambda request: len(request.recipients()),
         key=lambda request: request.idempotency_key,
         max_weight=BATCH_RECIPIENTS,
@@ -81,7 +80,7 @@ async def _publish(svc: Services, results: list[Created | BaseException]) -> Non
 
 
 async def create_many_in(
-    conn: asyncpg.Connection, requests: list[NotificationCreate]
+    conn: Connection, requests: list[NotificationCreate]
 ) -> list[Created | HubError]:
     """Create ``requests`` inside the caller's transaction with set-based statements.
 
@@ -143,7 +142,7 @@ async def create_many_in(
 
 
 async def _replay(
-    conn: asyncpg.Connection,
+    conn: Connection,
     requests: list[NotificationCreate],
     replays: list[int],
     contents: list[Content | HubError],
@@ -166,7 +165,7 @@ async def _replay(
 
 
 async def _contents(
-    conn: asyncpg.Connection, requests: list[NotificationCreate]
+    conn: Connection, requests: list[NotificationCreate]
 ) -> list[Content | HubError]:
     """Title, body and link of each request (explicit fields win over its template)."""
     names = sorted({r.template for r in requests if r.template is not None})
@@ -255,7 +254,7 @@ async def _mark(
 
 
 async def forget_message(
-    conn: asyncpg.Connection, user_id: str, message_id: int
+    conn: Connection, user_id: str, message_id: int
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """Inside the caller's transaction, delete ``user_id``'s notifications quoting a
     direct message that was removed for everyone; returns the events to append.

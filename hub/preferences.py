@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncpg
-
 from db import preferences as store
+from db.pool import Conn
 from hub.models import Preferences, PreferencesPatch
 from hub.services import Services
 
@@ -36,7 +35,7 @@ async def patch(svc: Services, user_id: str, change: PreferencesPatch) -> Prefer
 
 
 async def load_many(
-    conn: asyncpg.Connection | asyncpg.Pool, user_ids: list[str]
+    conn: Conn, user_ids: list[str]
 ) -> dict[str, Preferences]:
     """The saved preferences of those ``user_ids`` that saved any (one query)."""
     docs = await store.get_many(conn, user_ids) if user_ids else {}

@@ -21,11 +21,9 @@ import logging
 from types import TracebackType
 from typing import Any
 
-import asyncpg
-
 from db.embedded import EmbeddedPostgres
 from db.migrate import migrate
-from db.pool import connect, create_pool
+from db.pool import Pool, connect, create_pool
 from hub import cleanup
 from hub.announcements import run_scheduler as run_announcement_scheduler
 from hub.ingest import Ingest
@@ -68,7 +66,7 @@ class Runtime:
         #: Redis ingest, when live and ``HUB_REDIS_URL`` is set.
         self.ingest: Ingest | None = None
         self._embedded: EmbeddedPostgres | None = None
-        self._pool: asyncpg.Pool | None = None
+        self._pool: Pool | None = None
         self._broker: Broker | None = None
         self._services: Services | None = None
         self._node: Node | None = None

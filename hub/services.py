@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
-
 from db import events as event_log
+from db.pool import Connection, Pool
 from hub.events import BROADCAST, UserEvent, encode, user_channel
 from hub.metrics import Metrics
 from hub.settings import Settings
@@ -31,7 +30,7 @@ Event = tuple[str, int, str, Any]
 class UnitOfWork:
     """One transaction's connection and the events appended in it (``Services.write``)."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.events: list[Event] = []
 
@@ -47,7 +46,7 @@ class Services:
     """The resources of one hub instance, built once by the app factory or the CLI."""
 
     settings: Settings
-    pool: asyncpg.Pool
+    pool: Pool
     broker: Broker
     metrics: Metrics = field(default_factory=Metrics)
     #: Group-commit writers by what they write (``hub.notifications.writer``,

@@ -6,9 +6,8 @@ import re
 import string
 from typing import Any
 
-import asyncpg
-
 from db import templates as store
+from db.pool import Conn
 from hub.errors import InvalidInput, NotFound
 from hub.models import TemplatePut
 from hub.services import Services
@@ -93,6 +92,6 @@ async def get(svc: Services, key: str) -> dict[str, Any]:
     return row
 
 
-async def load_many(conn: asyncpg.Connection | asyncpg.Pool, keys: list[str]) -> dict[str, Any]:
+async def load_many(conn: Conn, keys: list[str]) -> dict[str, Any]:
     """The stored templates among ``keys``, by key (missing ones are absent)."""
     return await store.get_many(conn, keys)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from api.errors import INTERNAL, answer_for
 from api.problems import HANDLERS, CatchAll
+from db.errors import DatabaseError, DatabaseUnavailable, SchemaMissing
+from hub import errors
+from pubsub.errors import BrokerUnavailable
 from tests.conftest import SERVICE, auth
 
 
@@ -161,3 +166,36 @@ async def test_database_down_is_503(app, client):
     r = await client.get("/api/notifications", headers=auth("u1"))
     assert r.status_code == 503
     assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_every_error_the_hub_raises_has_one_answer_in_the_table():
+    def subclasses(cls: type) -> list[type]:
+        return [cls] + [s for sub in cls.__subclasses__() for s in subclasses(sub)]
+
+    for cls in [*subclasses(errors.HubError)[1:], *subclasses(DatabaseError)[1:],
+                BrokerUnavailable]:
+        if cls is SchemaMissing:  # a hub without its tables is misconfigured: a 500
+            assert answer_for(cls()) is INTERNAL
+            continue
+        assert answer_for(cls()) is not INTERNAL, cls
+    assert answer_for(ValueError()) is INTERNAL
+    assert {a.code for a in (answer_for(DatabaseUnavailable()), answer_for(
+        BrokerUnavailable()), answer_for(errors.Unavailable()))} == {"unavailable"}
+
+
+async def test_a_problem_type_names_the_same_code_as_the_live_protocol(client):
+    r = await client.delete("/api/notifications/999999", headers=auth("u1"))
+    assert r.status_code == 404
+    assert r.json()["type"] == "urn:notifyhub:problem:not_found"
+    r = await client.post("/api/notifications", json={"user_id": "u1"}, headers=SERVICE)
+    assert r.json()["type"] == "urn:notifyhub:problem:invalid_input"
+    r = await client.get("/api/notifications")
+    assert r.json()["type"] == "urn:notifyhub:problem:unauthorized"
+
+
+async def test_a_database_that_is_down_is_a_dependency_error_never_a_driver_exception(app):
+    svc = app.state.services
+    await svc.pool.close()
+    with pytest.raises(DatabaseUnavailable) as caught:
+        await svc.pool.fetchval("SELECT 1")
+    assert type(caught.value).__module__ == "db.errors"

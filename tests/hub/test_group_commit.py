@@ -7,10 +7,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
 
+from db.errors import DatabaseRejected
 from hub import notifications
 from hub.errors import InvalidInput
 from hub.models import NotificationCreate
@@ -77,7 +77,7 @@ async def test_a_request_the_database_rejects_fails_alone_and_its_batch_commits(
     results = await asyncio.wait_for(
         asyncio.gather(hold, *tasks, return_exceptions=True), TIMEOUT
     )
-    assert isinstance(results[2], asyncpg.CheckViolationError)
+    assert isinstance(results[2], DatabaseRejected)
     assert [r.items[0]["title"] for r in (results[1], results[3])] == ["a", "b"]
     assert [(f["seq"], f["data"]["title"]) for f in published["u1"]] == [(1, "a"), (2, "b")]
 
