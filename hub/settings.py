@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
@@ -160,6 +160,42 @@ class Settings(BaseSettings):
     def demo_mode(self) -> bool:
         """True when neither a JWT secret nor a public key is configured."""
         return self.jwt_secret is None and self.jwt_public_key is None
+
+    # Webhooks and SMS (docs/delivery.md, "Webhooks and SMS"): each channel is off while
+    # its URL is unset; the secret is required beside either (checked after them).
+    webhook_url: str | None = None
+    sms_webhook_url: str | None = None
+    webhook_secret: str | None = Field(default=None, validate_default=True)
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+
+    @field_validator("webhook_url", "sms_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s):// URL")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError("has a bad port") from exc
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from hub.channels.webhook_signing import decode_secret
+
+        if value is None or value.strip() == "":
+            if info.data.get("webhook_url") or info.data.get("sms_webhook_url"):
+                raise ValueError(
+                    "is required with HUB_WEBHOOK_URL or HUB_SMS_WEBHOOK_URL "
+                    "(whsec_ followed by the base64 of 24-64 random bytes)"
+                )
+            return None
+        decode_secret(value.strip())
+        return value.strip()
 
 
 def load_settings(**overrides: Any) -> Settings:
