@@ -60,28 +60,6 @@ ATTEMPTS = 4
 IN_FLIGHT = 64
 
 
-class UnixProxy(StallableProxy):
-    """``StallableProxy`` to a Unix socket (the throwaway PostgreSQL listens on one)."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__("127.0.0.1", 0)
-        self.path = path
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_unix_connection(self.path)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.update((writer, up_writer))
-        try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        finally:
-            for w in (writer, up_writer):
-                self._writers.discard(w)
-                w.transport.abort()
-
-
 def fds(pid: int) -> int:
     """Open file descriptors of ``pid`` (0 when it is gone)."""
     try:
@@ -185,7 +163,7 @@ class Soak:
         self.log = os.fdopen(fd, "wb")
         self.pg = PostgresServer()
         self.redis = RedisServer()
-        self.proxy: UnixProxy | None = None
+        self.proxy: StallableProxy | None = None
         self.hubs: list[HubSlot] = []
         self.conns: dict[str, list[Connection]] = {}
 
@@ -196,7 +174,7 @@ class Soak:
         socket_dir = parse_qs(urlsplit(self.dsn).query)["host"][0]
         [path] = [p for p in glob.glob(os.path.join(socket_dir, ".s.PGSQL.*"))
                   if not p.endswith(".lock")]
-        self.proxy = proxy = UnixProxy(path)
+        self.proxy = proxy = StallableProxy(path)  # a Unix socket path
         proxy.start()
         self.redis.start()
         env = hub_env(f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres",
