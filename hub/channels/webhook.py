@@ -27,6 +27,7 @@ import orjson
 from hub.channels import Delivery, Permanent, Temporary
 from hub.channels.webhook_signing import decode_secret, sign_headers
 from hub.errors import InvalidInput
+from hub.services import Services
 from hub.settings import Settings
 from hub.templates import render
 
@@ -181,6 +182,11 @@ class WebhookChannel:
         return settings.webhook_url is not None
 
     @classmethod
+    def make(cls, svc: Services) -> WebhookChannel:
+        """The channel for ``svc``'s settings (the delivery registry's factory)."""
+        return cls.from_settings(svc.settings)
+
+    @classmethod
     def from_settings(cls, settings: Settings) -> WebhookChannel:
         assert settings.webhook_url is not None and settings.webhook_secret is not None
         return cls(settings.webhook_url, settings.webhook_secret, settings.webhook_timeout_seconds)
@@ -251,6 +257,11 @@ class SmsChannel:
     def configured(settings: Settings) -> bool:
         """Whether the settings turn this channel on (``HUB_SMS_WEBHOOK_URL`` is set)."""
         return settings.sms_webhook_url is not None
+
+    @classmethod
+    def make(cls, svc: Services) -> SmsChannel:
+        """The channel for ``svc``'s settings (the delivery registry's factory)."""
+        return cls.from_settings(svc.settings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmsChannel:
