@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from hub import models as m
+from hub import push_subscriptions as push
 
 REF = "#/components/schemas/{model}"
 #: Who may call: nobody needs credentials, a user JWT, or an admin JWT / API key.
@@ -152,6 +153,16 @@ ROUTES: tuple[Op, ...] = (
        "templates", ADMIN, request=m.TemplatePut, response=m.Template, errors=(403, 422),
        params=(Param("key", "path", {"type": "string", "pattern": "^[a-z0-9_.-]{1,100}$"},
                      "the template key", True),)),
+    # ---- web push (docs/delivery.md, "Web push") ----
+    Op("GET", "/api/push/vapid-public-key",
+       "The hub's VAPID public key, for pushManager.subscribe (404: web push is off)",
+       "push", USER, response=push.VapidPublicKey, errors=(403, 404)),
+    Op("POST", "/api/push/subscriptions",
+       "Store the browser's PushSubscription for the caller (idempotent on its endpoint)",
+       "push", USER, request=push.PushSubscriptionIn, response=push.PushSubscriptionOut,
+       status=201, errors=(403, 404, 422)),
+    Op("DELETE", "/api/push/subscriptions", "Delete the caller's subscription of an endpoint",
+       "push", USER, request=push.PushUnsubscribe, status=204, errors=(403, 422)),
     # ---- operations ----
     Op("GET", "/health", "Liveness: 200 while the process runs", "operations", NONE,
        response=m.Health),

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     max_connections_per_user: int = Field(default=20, ge=1)
     ingest_claim_idle_seconds: float = Field(default=30.0, gt=0)
     ingest_stop_grace_seconds: float = Field(default=5.0, ge=0)
+    # Web push (docs/delivery.md, "Web push"): off without a key outside demo mode.
+    vapid_subject: str | None = None
+    vapid_private_key: str | None = None
+    push_ttl_seconds: int = Field(default=86400, ge=0, le=28 * 86400)
+    push_allow_http_loopback: bool = False
 
     @field_validator("api_keys", "allowed_origins", mode="before")
     @classmethod
@@ -137,6 +142,32 @@ class Settings(BaseSettings):
         except Exception:
             raise ValueError("must be a PEM public key (RSA or EC)") from None
         return value
+
+    @field_validator("vapid_subject")
+    @classmethod
+    def _vapid_subject(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not (value.startswith("mailto:") and "@" in value) and not (
+            value.startswith("https://") and urlsplit(value).hostname
+        ):
+            raise ValueError("must be a mailto: address or an https:// URL")
+        return value
+
+    @field_validator("vapid_private_key")
+    @classmethod
+    def _vapid_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        from hub.vapid import load_private_key
+
+        try:
+            load_private_key(value)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        if info.data.get("vapid_subject") is None:
+            raise ValueError("needs HUB_VAPID_SUBJECT (mailto: or https:) beside it")
+        return value.strip()
 
     @field_validator("allowed_origins")
     @classmethod
