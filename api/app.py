@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from api import announcements, messages, notifications, ops, pages, sse, templates, ws
+from api import announcements, contacts, messages, notifications, ops, pages, sse, templates, ws
 from api import push as push_routes
 from api.problems import HANDLERS, CatchAll
 from api.ratelimit import RateLimitMiddleware
@@ -73,6 +73,7 @@ def create_app(settings: Settings) -> Starlette:
         *messages.routes,
         *announcements.routes,
         *templates.routes,
+        *contacts.routes,
         *push_routes.routes,
         *ops.routes,
         *ws.routes,

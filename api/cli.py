@@ -1,4 +1,4 @@
-"""The ``notifyhub`` command line: ``serve``, ``migrate``, ``token`` and ``publish``.
+"""The ``notifyhub`` command line: ``serve``, ``worker``, ``migrate``, ``token``, ``publish``.
 
 This module parses the arguments, sets up logging (uvicorn's records in the same format,
 secrets in URLs redacted) and runs the chosen command: ``serve`` is in ``api.server``, the
@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from api.commands import migrate_command, publish_command, token_command
+from api.commands import migrate_command, publish_command, token_command, worker_command
 from api.failures import CliError, fail
 from api.redact import redact_record
 from api.server import serve_command
@@ -34,7 +34,9 @@ MAX_TTL_SECONDS = 366 * 24 * 3600
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     args = build_parser().parse_args(argv)
-    _configure_logging(args.log_level or ("info" if args.command == "serve" else "warning"))
+    _configure_logging(
+        args.log_level or ("info" if args.command in ("serve", "worker") else "warning")
+    )
     try:
         settings = load_settings()
         command: Callable[[Settings, argparse.Namespace], int] = args.run
@@ -70,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"],
-        help="log verbosity on stderr (default: info for serve, warning otherwise)",
+        help="log verbosity on stderr (default: info for serve and worker, warning otherwise)",
     )
     parser = argparse.ArgumentParser(
         prog="notifyhub", description="A real-time notification hub (REST, WebSocket, SSE)."
@@ -88,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
     serve.set_defaults(run=serve_command)
+
+    worker = commands.add_parser(
+        "worker", parents=[common],
+        help="run delivery workers only (no HTTP) until SIGTERM, beside serve",
+    )
+    worker.set_defaults(run=worker_command)
 
     migrate = commands.add_parser(
         "migrate", parents=[common], help="apply pending migrations and exit"

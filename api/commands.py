@@ -1,4 +1,5 @@
-"""The ``notifyhub`` commands that do one job and exit: ``migrate``, ``token``, ``publish``.
+"""The ``notifyhub`` commands other than ``serve``: ``migrate``, ``token``, ``publish``
+(one job, then exit) and ``worker`` (delivery workers until SIGTERM).
 
 Like the app's lifespan, they open the hub's backends through a ``hub.runtime.Runtime``
 (the embedded PostgreSQL when no ``HUB_DATABASE_URL`` is set, the broker ``HUB_REDIS_URL``
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -128,3 +131,41 @@ async def _create(settings: Settings, request: NotificationCreate) -> dict[str, 
         except EXPECTED as exc:
             raise CliError(f"cannot create the notification: {explain(exc)}") from None
     return {"items": created.items, "suppressed": created.suppressed}
+
+
+def worker_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``notifyhub worker``: run delivery workers (no HTTP) until SIGTERM or SIGINT."""
+    if settings.delivery_workers == 0:
+        raise CliError("HUB_DELIVERY_WORKERS is 0: this worker would send nothing", 2)
+    asyncio.run(_work(settings))
+    return 0
+
+
+async def _work(settings: Settings) -> None:
+    from hub.runtime import Runtime
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runtime = Runtime(settings, workers_only=True)
+    try:
+        await runtime.open_database()
+        applied = await runtime.migrate()
+        if applied:
+            logging.getLogger("notifyhub").info("applied migrations %s", ", ".join(applied))
+        await runtime.connect()
+    except BrokerUnavailable as exc:
+        await runtime.close()
+        raise CliError(str(exc)) from None
+    except EXPECTED as exc:
+        await runtime.close()
+        raise CliError(f"cannot start the worker ({runtime.stage}): {explain(exc)}") from None
+    logging.getLogger("notifyhub").info(
+        "delivery worker running: %d concurrent sends on %s",
+        settings.delivery_workers, ", ".join(runtime.services.delivery_channels) or "no channel",
+    )
+    try:
+        await stop.wait()
+    finally:
+        await runtime.close()  # sends in flight finish within the workers' grace

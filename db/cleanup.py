@@ -1,10 +1,11 @@
-"""Retention: prunes old read notifications and old events, one instance at a time."""
+"""Retention: prunes old read notifications, old events and old finished deliveries,
+one instance at a time."""
 
 from __future__ import annotations
 
 import asyncpg
 
-from db import events, notifications
+from db import deliveries, events, notifications
 
 LOCK_ID = 0x636C6E70  # "clnp"
 #: The statement timeout of pruning, instead of the pool's (seconds): a first prune of a
@@ -31,4 +32,6 @@ async def prune(
             "events": await events.prune(
                 conn, history_days, history_min_events, timeout=PRUNE_TIMEOUT
             ),
+            # Sent, failed and skipped deliveries, as long as read notifications.
+            "deliveries": await deliveries.prune(conn, retention_days, timeout=PRUNE_TIMEOUT),
         }

@@ -66,6 +66,16 @@ class Metrics:
             "Stream entries whose batch failed on the database and is applied again",
             registry=r,
         )
+        self.deliveries = Counter(
+            "notifyhub_deliveries_total",
+            "Delivery attempts by outcome (sent, retried, failed)", ["channel", "outcome"],
+            registry=r,
+        )
+        self.delivery_queue = Gauge(
+            "notifyhub_delivery_queue",
+            "Deliveries waiting to be sent (scheduled), as the worker loop last counted",
+            ["channel"], registry=r,
+        )
         self.ingest_dead = Counter(
             "notifyhub_ingest_dead_lettered_total", "Invalid ingest entries dead-lettered",
             registry=r,

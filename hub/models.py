@@ -31,9 +31,13 @@ MAX_USER_ID_CHARS = 255
 #: encodable as UTF-8). Anything else is an id: ``auth0|…``, ``ann+tag@example.com``,
 #: ``team/ann``, ``100%``, spaces, any script. Match with ``fullmatch`` (``$`` alone would
 #: accept a trailing newline); the pattern is also the JSON Schema of ``/openapi.json``.
-USER_ID_RE = re.compile(rf"^[^\x00-\x1f\x7f-\x9f\ud800-\udfff]{{1,{MAX_USER_ID_CHARS}}}$")
+#: ``.`` and ``..`` are refused: browsers resolve them (even as ``%2E``) as path steps.
+USER_ID_RE = re.compile(
+    rf"^(?!\.\.?$)[^\x00-\x1f\x7f-\x9f\ud800-\udfff]{{1,{MAX_USER_ID_CHARS}}}$"
+)
 USER_ID_RULE = (
-    f"a user id is 1-{MAX_USER_ID_CHARS} characters, none of them a control character"
+    f"a user id is 1-{MAX_USER_ID_CHARS} characters, none of them a control character, "
+    "and not . or .."
 )
 MAX_DATA_BYTES = 16 * 1024
 MAX_USER_IDS = 1000
@@ -146,6 +150,77 @@ def validate(model: type[M], value: Any, what: str = "the body") -> M:
         raise InvalidInput("the request is not valid", validation_errors(exc)) from None
 
 
+# ---- contacts ------------------------------------------------------------------------
+
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$")
+_PHONE = re.compile(r"^\+[0-9]{8,15}$")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
+
+
+def _check_email(value: str) -> str:
+    if not _EMAIL.fullmatch(value) or '"' in value or "<" in value or ">" in value:
+        raise ValueError("must be an email address like ann@example.com")
+    return value
+
+
+def _check_phone(value: str) -> str:
+    if not _PHONE.fullmatch(value):
+        raise ValueError("must be an E.164 number: + and 8-15 digits, like +14155550123")
+    return value
+
+
+def _check_locale(value: str) -> str:
+    if not _LOCALE.fullmatch(value):
+        raise ValueError("must be a BCP 47 language tag like en or pt-BR")
+    return value
+
+
+def _check_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError("must be an IANA time zone like Europe/Paris") from exc
+    return value
+
+
+class Contact(Strict):
+    """A user's addresses for delivery (``PUT /api/users/{id}/contact``, inline
+    ``contact`` on create); every field is optional."""
+
+    email: Annotated[str, Field(max_length=254), AfterValidator(_check_email)] | None = None
+    phone: Annotated[str, Field(max_length=16), AfterValidator(_check_phone)] | None = None
+    locale: Annotated[str, Field(max_length=35), AfterValidator(_check_locale)] | None = None
+    time_zone: Annotated[str, Field(max_length=64), AfterValidator(_check_zone)] | None = None
+
+
+class StoredContact(BaseModel):
+    user_id: str
+    email: str | None
+    phone: str | None
+    locale: str | None
+    time_zone: str | None
+    updated_at: datetime
+
+
+class DeliveryState(BaseModel):
+    channel: str
+    state: Literal["scheduled", "held", "sent", "failed", "skipped"]
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime
+    claimed_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryState]
+
+
 # ---- notifications -------------------------------------------------------------------
 
 
@@ -198,6 +273,8 @@ class NotificationCreate(Strict):
     link: str | None = Field(default=None, max_length=2000)
     priority: Priority = "normal"
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    #: The single recipient's contact, upserted with the notification (docs/delivery.md).
+    contact: Contact | None = None
 
     def recipients(self) -> list[str]:
         """The distinct target users, in the order given."""
@@ -214,6 +291,9 @@ class NotificationCreate(Strict):
             raise ValueError("give user_id or user_ids, not both")
         if self.template is None and self.title is None:
             raise ValueError("template or title is required")
+        if self.contact is not None and len(self.recipients()) != 1:
+            raise ValueError("contact is for a single recipient: give user_id (or one "
+                             "user in user_ids)")
         return self
 
     @field_validator("idempotency_key")
@@ -280,11 +360,13 @@ class QuietHours(Strict):
         return value
 
 
-#: The channels a preference may name: the hub delivers ``in_app``; ``email`` and
-#: ``push`` are kept for delivery workers (docs/api.md, "Preferences").
-CHANNELS = ("in_app", "email", "push")
-Channel = Literal["in_app", "email", "push"]
-DEFAULT_CHANNELS: dict[Channel, bool] = {"in_app": True, "email": True, "push": False}
+#: The channels a preference may name: the hub delivers ``in_app`` itself, the others
+#: through delivery workers when the channel is configured (docs/delivery.md).
+CHANNELS = ("in_app", "email", "push", "sms", "webhook")
+Channel = Literal["in_app", "email", "push", "sms", "webhook"]
+DEFAULT_CHANNELS: dict[Channel, bool] = {
+    "in_app": True, "email": True, "push": False, "sms": False, "webhook": False,
+}
 #: The most per-type entries one user's preferences may hold.
 MAX_TYPES = 200
 
@@ -293,7 +375,7 @@ def _known_channels(value: Any) -> Any:
     # One error for the whole map (not one per key, which could be thousands), and
     # without the offending name: the input is never echoed back.
     if isinstance(value, dict) and any(key not in CHANNELS for key in value):
-        raise ValueError("the only channels are in_app, email and push")
+        raise ValueError("the only channels are in_app, email, push, sms and webhook")
     return value
 
 
@@ -347,6 +429,17 @@ class Preferences(Strict):
         if "in_app" in per_type:
             return per_type["in_app"]
         return self.channels.get("in_app", True)
+
+    def allows(self, type_: str, channel: str) -> bool:
+        """Whether a notification of ``type_`` goes out on ``channel`` (per-type setting
+        first, then the channel's, then its default); never when muted."""
+        if self.muted:
+            return False
+        per_type = self.types.get(type_, {})
+        on = per_type.get(channel)  # type: ignore[call-overload]
+        if on is None:
+            on = self.channels.get(channel, DEFAULT_CHANNELS.get(channel, False))  # type: ignore[call-overload]
+        return bool(on)
 
 
 class PreferencesPatch(Strict):

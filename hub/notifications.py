@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from db import contacts as contact_store
+from db import deliveries as delivery_store
 from db import events as event_log
 from db import notifications as store
 from db.errors import DatabaseUnavailable
 from db.pool import Connection
 from hub import preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
-from hub.models import NotificationCreate, safe_link
+from hub.models import NotificationCreate, Preferences, safe_link
 from hub.services import Event, Services
 from hub.writer import GroupCommit
 
@@ -26,6 +28,8 @@ Content = tuple[str, str, str | None]
 #: A batch closes once its creates reach this many recipients, so a burst of large
 #: fan-outs does not hold every recipient's counter lock for long.
 BATCH_RECIPIENTS = 2000
+#: The preferences of a user who never saved any.
+_DEFAULT_PREFS = Preferences()
 
 
 @dataclass
@@ -65,7 +69,9 @@ async def _commit(
 ) -> list[Created | BaseException]:
     """One transaction for a batch of creates."""
     async with svc.pool.acquire() as conn, conn.transaction():
-        results = await create_many_in(conn, requests)
+        results = await create_many_in(conn, requests, channels=svc.delivery_channels)
+    if svc.delivery_channels:
+        svc.deliveries_due.set()  # after the commit: the workers see the new rows
     svc.metrics.write_batches.inc()
     svc.metrics.write_batch_jobs.inc(len(requests))
     fresh = [r for r in results if isinstance(r, Created) and not r.replayed]
@@ -80,7 +86,7 @@ async def _publish(svc: Services, results: list[Created | BaseException]) -> Non
 
 
 async def create_many_in(
-    conn: Connection, requests: list[NotificationCreate]
+    conn: Connection, requests: list[NotificationCreate], *, channels: tuple[str, ...] = ()
 ) -> list[Created | HubError]:
     """Create ``requests`` inside the caller's transaction with set-based statements.
 
@@ -89,8 +95,14 @@ async def create_many_in(
     a key used before replays what its first request created. The caller publishes
     the events of every ``Created``.
 
+    Each new notification's deliveries on ``channels`` (the configured delivery
+    channels) that its user's preferences enable are scheduled in the same transaction
+    (one statement; ``db.deliveries.decide`` keeps those the user has an address for),
+    after the requests' inline contacts are stored (docs/delivery.md).
+
     Lock order: reads first (templates, preferences: no locks), then the idempotency
-    claims in sorted key order, then every recipient's counter in sorted order
+    claims in sorted key order, the inline contacts in sorted user order, then every
+    recipient's counter in sorted order
     (``event_log.append``): the order every create takes, so concurrent batches (and
     other instances') queue up rather than deadlock.
     """
@@ -128,7 +140,13 @@ async def create_many_in(
             for i, u in zip(own, allowed, strict=True)
         )
         fresh.append((n, len(own), suppressed))
+    await contact_store.merge_many(conn, {
+        requests[n].recipients()[0]: contact.model_dump(exclude_none=True)
+        for n, _, _ in fresh if (contact := requests[n].contact) is not None
+    })
     items = await store.insert_rows(conn, rows)
+    if channels:
+        await delivery_store.decide(conn, _candidates(items, prefs, channels))
     events = await event_log.append(
         conn, [(i["user_id"], "notification.created", i) for i in items]
     )
@@ -139,6 +157,19 @@ async def create_many_in(
     if replays:
         await _replay(conn, requests, sorted(replays), contents, results)
     return [r for r in results if r is not None]
+
+
+def _candidates(
+    items: list[dict[str, Any]], prefs: dict[str, Preferences], channels: tuple[str, ...]
+) -> list[delivery_store.Candidate]:
+    """``(notification, user, channel)`` for each channel the user's preferences enable."""
+    out = []
+    for item in items:
+        saved = prefs.get(item["user_id"], _DEFAULT_PREFS)
+        for channel in channels:
+            if saved.allows(item["type"], channel):
+                out.append((item["id"], item["user_id"], channel))
+    return out
 
 
 async def _replay(

@@ -2,8 +2,8 @@
 
 ``Runtime`` opens, in order, the database (the embedded PostgreSQL when no
 ``HUB_DATABASE_URL`` is set), the migrations, the pool, the broker, the node, Redis
-ingest and the background tasks (cleanup, announcement scheduler), and closes what it
-opened in reverse, in one ``async with``::
+ingest, the delivery workers and the background tasks (cleanup, announcement
+scheduler), and closes what it opened in reverse, in one ``async with``::
 
     async with Runtime(settings) as rt:  # serve: everything, live
         ...rt.services, rt.node, rt.ingest...
@@ -12,6 +12,9 @@ opened in reverse, in one ``async with``::
 opens nothing, the command takes the steps it needs (``open_database``, ``migrate``,
 ``connect``) and reports each failure its own way, with ``stage`` naming the step that
 was in progress; leaving closes whatever was opened.
+
+``Runtime(settings, workers_only=True)`` is ``notifyhub worker``: the database, the
+pool, a publish-only broker and the delivery workers, no live node, ingest or tasks.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 from db.embedded import EmbeddedPostgres
 from db.migrate import migrate
 from db.pool import Pool, connect, create_pool
-from hub import cleanup
+from hub import cleanup, delivery
 from hub.announcements import run_scheduler as run_announcement_scheduler
 from hub.ingest import Ingest
 from hub.node import Node
@@ -52,13 +55,17 @@ class Runtime:
     """The database, pool, broker, node, ingest and background tasks of one process.
 
     Shutdown order is part of the contract: ingest stops first (a batch in hand still
-    writes through the pool and the broker), then the background tasks, the node, the
-    broker, the pool, and last the embedded PostgreSQL.
+    writes through the pool and the broker), then the delivery workers (sends in flight
+    finish, within a grace), the background tasks, the node, the broker, the pool, and
+    last the embedded PostgreSQL.
     """
 
-    def __init__(self, settings: Settings, *, live: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, live: bool = True, workers_only: bool = False
+    ) -> None:
         self.settings = settings
-        self.live = live
+        self.live = live or workers_only
+        self.workers_only = workers_only
         #: The step in progress or last taken: ``database``, ``connect`` (migrations'
         #: own connection), ``migrate``, ``pool``, ``broker``, ``live``.
         self.stage = "database"
@@ -71,6 +78,8 @@ class Runtime:
         self._services: Services | None = None
         self._node: Node | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        #: The delivery workers, when live and ``HUB_DELIVERY_WORKERS`` > 0.
+        self.workers: delivery.Workers | None = None
 
     @property
     def services(self) -> Services:
@@ -138,6 +147,8 @@ class Runtime:
         settings = self.settings
         self.stage = "pool"
         low, high = (settings.db_pool_min, settings.db_pool_max) if self.live else COMMAND_POOL
+        if self.workers_only:
+            low, high = 1, max(2, min(settings.db_pool_max, settings.delivery_workers + 1))
         self._pool = await create_pool(
             self.dsn, low, high,
             connect_timeout=settings.db_connect_timeout_seconds,
@@ -147,8 +158,11 @@ class Runtime:
         self.stage = "broker"
         broker = self._broker = make_broker(settings)
         services = self._services = Services(settings, self._pool, broker)
-        if not self.live:
+        services.delivery_channels = delivery.configured(settings)
+        if not self.live or self.workers_only:
             await broker.start(_ignore_message, _nothing)
+            if self.workers_only:
+                self._start_workers(services)
             return services
         node = self._node = Node(services, expiry_leeway=settings.jwt_leeway_seconds)
         await broker.start(node.on_message, node.on_reconnect)
@@ -157,11 +171,20 @@ class Runtime:
         if settings.redis_url:
             self.ingest = Ingest(services)
             await self.ingest.start()  # returns at once, even while Redis is down
+        self._start_workers(services)
         self._tasks.append(asyncio.create_task(cleanup.run_forever(services), name="cleanup"))
         self._tasks.append(
             asyncio.create_task(run_announcement_scheduler(services), name="announcements")
         )
         return services
+
+    def _start_workers(self, services: Services) -> None:
+        delivery.log_channels(self.settings)
+        if self.settings.delivery_workers == 0:
+            log.info("delivery workers are off in this process (HUB_DELIVERY_WORKERS=0)")
+            return
+        self.workers = delivery.Workers.build(services)
+        self.workers.start()
 
     async def drain(self, seconds: float) -> None:
         """At SIGTERM: close live connections spread over ``seconds`` (``Node.drain``)
@@ -178,6 +201,9 @@ class Runtime:
         """Stop whatever was opened, in the order the class states."""
         if self.ingest is not None:  # first: it still writes through the pool and broker
             await self.ingest.stop()
+        workers, self.workers = self.workers, None
+        if workers is not None:
+            await workers.stop()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

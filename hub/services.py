@@ -52,6 +52,11 @@ class Services:
     #: Group-commit writers by what they write (``hub.notifications.writer``,
     #: ``hub.messages.writer``), each made on first use by the module that owns it.
     writers: dict[str, GroupCommit[Any, Any]] = field(default_factory=dict, repr=False)
+    #: The delivery channels configured on this hub (``hub.delivery.configured``, set by
+    #: the runtime): creates schedule deliveries on these only.
+    delivery_channels: tuple[str, ...] = ()
+    #: Set after a commit that may have scheduled deliveries: wakes the workers here.
+    deliveries_due: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def writer(
         self, name: str, make: Callable[[], GroupCommit[Any, Any]]

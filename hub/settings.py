@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     max_connections_per_user: int = Field(default=20, ge=1)
     ingest_claim_idle_seconds: float = Field(default=30.0, gt=0)
     ingest_stop_grace_seconds: float = Field(default=5.0, ge=0)
+    # Delivery workers (docs/delivery.md): concurrent sends per process (0: none here).
+    delivery_workers: int = Field(default=4, ge=0, le=256)
+    delivery_max_attempts: int = Field(default=8, ge=1, le=100)
+    delivery_backoff_seconds: float = Field(default=10.0, gt=0)
+    delivery_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    delivery_lease_seconds: float = Field(default=120.0, ge=1)
+    delivery_poll_seconds: float = Field(default=1.0, gt=0)
     # Web push (docs/delivery.md, "Web push"): off without a key outside demo mode.
     vapid_subject: str | None = None
     vapid_private_key: str | None = None

@@ -1,0 +1,76 @@
+"""Delivery jobs: one row per notification x channel (docs/delivery.md, "The model")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from db.pool import Conn
+from db.queries import load
+
+Q = load("deliveries")
+
+#: A delivery candidate: ``(notification id, user id, channel)``.
+Candidate = tuple[int, str, str]
+_CONTACT = ("email", "phone", "locale", "time_zone")
+_NOTIFICATION = ("id", "user_id", "type", "title", "body", "link", "data", "priority",
+                 "read", "read_at", "created_at")
+
+
+async def decide(conn: Conn, candidates: list[Candidate]) -> None:
+    """Insert the deliveries of ``candidates`` whose user has an address (one statement)."""
+    if not candidates:
+        return
+    columns = [list(column) for column in zip(*candidates, strict=True)]
+    await conn.execute(Q.decide, *columns)
+
+
+async def claim(
+    conn: Conn, channels: list[str], limit: int, lease_seconds: float
+) -> list[dict[str, Any]]:
+    """Claim up to ``limit`` due deliveries of ``channels`` for ``lease_seconds``.
+
+    Each item: ``delivery_id``, ``channel``, ``attempts`` (this attempt's number),
+    ``notification`` (the stored row) and ``contact`` (the fields that are set).
+    """
+    rows = await conn.fetch(Q.claim, channels, limit, lease_seconds)
+    return [
+        {
+            "delivery_id": r["delivery_id"],
+            "channel": r["channel"],
+            "attempts": r["attempts"],
+            "notification": {k: r[k] for k in _NOTIFICATION},
+            "contact": {k: r[k] for k in _CONTACT if r[k] is not None},
+        }
+        for r in rows
+    ]
+
+
+async def sent(conn: Conn, id_: int, attempt: int) -> bool:
+    """Record attempt ``attempt`` of ``id_`` as sent; False if the claim was lost."""
+    return bool(await conn.execute(Q.sent, id_, attempt) != "UPDATE 0")
+
+
+async def failed(conn: Conn, id_: int, attempt: int, reason: str) -> bool:
+    """Record ``id_`` as failed for good with ``reason``; False if the claim was lost."""
+    return bool(await conn.execute(Q.failed, id_, attempt, reason) != "UPDATE 0")
+
+
+async def retry(conn: Conn, id_: int, attempt: int, error: str, delay: float) -> bool:
+    """Make ``id_`` due again in ``delay`` seconds; False if the claim was lost."""
+    return bool(await conn.execute(Q.retry, id_, attempt, error, delay) != "UPDATE 0")
+
+
+async def by_notification(conn: Conn, notification_id: int) -> list[dict[str, Any]]:
+    """The deliveries of one notification, by channel."""
+    return [dict(r) for r in await conn.fetch(Q.by_notification, notification_id)]
+
+
+async def queue_depth(conn: Conn) -> dict[str, int]:
+    """How many deliveries wait (``scheduled``), per channel."""
+    return {r["channel"]: r["n"] for r in await conn.fetch(Q.queue_depth)}
+
+
+async def prune(conn: Conn, retention_days: int, timeout: float | None = None) -> int:
+    """Delete finished deliveries older than ``retention_days``; return how many."""
+    status = await conn.execute(Q.prune, retention_days, timeout=timeout)
+    return int(status.split()[-1])

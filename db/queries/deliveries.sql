@@ -1,0 +1,72 @@
+-- name: decide
+-- The deliveries of notifications just inserted: one candidate per (notification $1,
+-- user $2, channel $3) that the preferences enable on a configured channel; kept only
+-- where the user has an address for it (email: contacts.email, sms: contacts.phone).
+INSERT INTO deliveries (notification_id, user_id, channel)
+SELECT t.n, t.u, t.c
+FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(n, u, c)
+LEFT JOIN contacts k ON k.user_id = t.u
+WHERE CASE t.c WHEN 'email' THEN k.email IS NOT NULL
+               WHEN 'sms' THEN k.phone IS NOT NULL
+               ELSE true END
+ON CONFLICT DO NOTHING
+
+-- name: claim
+-- Up to $2 due deliveries of channels $1, claimed for a lease of $3 seconds: the
+-- attempt is counted and next_attempt_at moves to the lease's end, so the row is due
+-- again (for any worker) if the claimer never records an outcome. SKIP LOCKED: two
+-- workers never claim the same row.
+WITH due AS (
+    SELECT id FROM deliveries
+    WHERE state = 'scheduled' AND next_attempt_at <= now() AND channel = ANY($1::text[])
+    ORDER BY next_attempt_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE deliveries d
+    SET attempts = d.attempts + 1,
+        claimed_until = now() + make_interval(secs => $3),
+        next_attempt_at = now() + make_interval(secs => $3),
+        updated_at = now()
+    FROM due WHERE d.id = due.id
+    RETURNING d.id, d.channel, d.attempts, d.notification_id, d.user_id
+)
+SELECT c.id AS delivery_id, c.channel, c.attempts,
+       n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n.priority,
+       n.read_at IS NOT NULL AS read, n.read_at, n.created_at,
+       k.email, k.phone, k.locale, k.time_zone
+FROM claimed c
+JOIN notifications n ON n.id = c.notification_id
+LEFT JOIN contacts k ON k.user_id = c.user_id
+ORDER BY c.id
+
+-- name: sent
+-- Outcomes apply only to the attempt that claimed the row ($2): a claim taken over
+-- after its lease expired is no longer the claimer's to record.
+UPDATE deliveries
+SET state = 'sent', sent_at = now(), updated_at = now(), claimed_until = NULL,
+    last_error = NULL
+WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
+
+-- name: failed
+UPDATE deliveries
+SET state = 'failed', last_error = $3, updated_at = now(), claimed_until = NULL
+WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
+
+-- name: retry
+UPDATE deliveries
+SET last_error = $3, next_attempt_at = now() + make_interval(secs => $4),
+    claimed_until = NULL, updated_at = now()
+WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
+
+-- name: by_notification
+SELECT channel, state, attempts, last_error, next_attempt_at, claimed_until,
+       created_at, updated_at, sent_at
+FROM deliveries WHERE notification_id = $1 ORDER BY channel
+
+-- name: queue_depth
+SELECT channel, count(*) AS n FROM deliveries WHERE state = 'scheduled' GROUP BY channel
+
+-- name: prune
+DELETE FROM deliveries
+WHERE state IN ('sent', 'failed', 'skipped') AND updated_at < now() - make_interval(days => $1)
