@@ -16,6 +16,7 @@ from starlette.websockets import WebSocket
 
 from api import announcements, contacts, messages, notifications, ops, pages, sse, templates, ws
 from api import push as push_routes
+from api import unsubscribe as unsubscribe_routes
 from api.problems import HANDLERS, CatchAll
 from api.ratelimit import RateLimitMiddleware
 from hub.ratelimit import RateLimiter
@@ -75,6 +76,7 @@ def create_app(settings: Settings) -> Starlette:
         *templates.routes,
         *contacts.routes,
         *push_routes.routes,
+        *unsubscribe_routes.routes,
         *ops.routes,
         *ws.routes,
         *sse.routes,

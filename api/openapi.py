@@ -71,6 +71,8 @@ LIMIT_20 = _q("limit", {"type": "integer", "minimum": 1, "maximum": 100, "defaul
 BEFORE = _q("before", {"type": "integer", "minimum": 1},
             "cursor: only items with a smaller id (the previous page's next_before)")
 BOOL = {"type": "boolean", "default": False}
+UNSUBSCRIBE_TOKEN = Param("token", "query", {"type": "string", "maxLength": 2048},
+                          "the signed token of the email's List-Unsubscribe link", True)
 
 ROUTES: tuple[Op, ...] = (
     # ---- notifications (the caller's own) ----
@@ -163,6 +165,15 @@ ROUTES: tuple[Op, ...] = (
        status=201, errors=(403, 404, 422)),
     Op("DELETE", "/api/push/subscriptions", "Delete the caller's subscription of an endpoint",
        "push", USER, request=push.PushUnsubscribe, status=204, errors=(403, 422)),
+    # ---- email (docs/delivery.md, "Email") ----
+    Op("GET", "/api/unsubscribe",
+       "A page confirming an email unsubscribe link; changes nothing (a button POSTs)",
+       "email", NONE, response="Page", media_type="text/html", errors=(422,),
+       params=(UNSUBSCRIBE_TOKEN,)),
+    Op("POST", "/api/unsubscribe",
+       "One-click unsubscribe (RFC 8058): turn the token's type off for email",
+       "email", NONE, response="Page", media_type="text/html", errors=(413, 422),
+       params=(UNSUBSCRIBE_TOKEN,)),
     # ---- delivery (docs/delivery.md) ----
     Op("GET", "/api/users/{user_id}/contact", "A user's contact (admin or API key)",
        "delivery", ADMIN, response=m.StoredContact, errors=(403, 404, 422),
@@ -225,6 +236,7 @@ EXTRA_SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["event", "data"],
     },
     "Metrics": {"type": "string", "description": "Prometheus text exposition format"},
+    "Page": {"type": "string", "description": "a short HTML page for a person"},
     "OpenAPI": {"type": "object", "description": "an OpenAPI 3.1 document"},
 }
 

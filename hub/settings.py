@@ -194,6 +194,80 @@ class Settings(BaseSettings):
             raise ValueError("must be non-empty and without spaces")
         return value
 
+    # Email (docs/delivery.md, "Email"). No smtp_url: the email channel is off. Defined
+    # after what it needs, so _smtp_url can check those were given (info.data).
+    public_url: str | None = None
+    email_from: str | None = None
+    unsubscribe_secret: str | None = None
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    smtp_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+                or parts.fragment:
+            raise ValueError("must be an http(s):// URL like https://hub.example.com")
+        return value.rstrip("/")
+
+    @field_validator("email_from")
+    @classmethod
+    def _email_from(cls, value: str | None) -> str | None:
+        from email.utils import parseaddr
+
+        if value is None or value.strip() == "":
+            return None
+        _, address = parseaddr(value)
+        local, _, domain = address.rpartition("@")
+        if not local or "." not in domain or any(c in value for c in "\r\n"):
+            raise ValueError("must be an address like hub@example.com or "
+                             "'Name <hub@example.com>'")
+        return value.strip()
+
+    @field_validator("unsubscribe_secret")
+    @classmethod
+    def _unsubscribe_secret(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if len(value.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from urllib.parse import parse_qs
+
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError("must be smtp://[user:pass@]host[:port] or smtps://…")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError("has a bad port") from exc
+        query = parse_qs(parts.query)
+        if set(query) - {"starttls"} or query.get("starttls", ["false"])[-1] not in (
+            "true", "false"
+        ):
+            raise ValueError("takes only ?starttls=true or ?starttls=false")
+        if parts.scheme == "smtps" and query.get("starttls", ["false"])[-1] == "true":
+            raise ValueError("smtps:// is TLS from the start; ?starttls=true is for smtp://")
+        for needed, why in (("public_url", "the hub's address for unsubscribe links"),
+                            ("email_from", "the From address")):
+            if info.data.get(needed) is None:
+                raise ValueError(f"needs HUB_{needed.upper()} ({why}) beside it")
+        if info.data.get("jwt_public_key") and not (
+            info.data.get("jwt_secret") or info.data.get("unsubscribe_secret")
+        ):
+            raise ValueError("needs HUB_UNSUBSCRIBE_SECRET (32+ bytes) to sign unsubscribe "
+                             "links when tokens are verified with HUB_JWT_PUBLIC_KEY")
+        return value
+
     @property
     def demo_mode(self) -> bool:
         """True when neither a JWT secret nor a public key is configured."""
