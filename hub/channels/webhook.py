@@ -15,6 +15,7 @@ How the receiver's answer maps to the outcomes of ``hub.channels``:
 
 from __future__ import annotations
 
+import asyncio
 import time
 import unicodedata
 from datetime import UTC, datetime
@@ -76,6 +77,7 @@ class _SignedPoster:
 
     def __init__(self, url: str, secret: str, timeout: float) -> None:
         self.url = url
+        self.timeout = timeout
         self._key = decode_secret(secret)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
@@ -91,11 +93,13 @@ class _SignedPoster:
         attempt, the receiver's idempotency key), stamped now; raise as the answer says."""
         headers = sign_headers(self._key, f"dlv_{delivery_id}", int(time.time()), body)
         try:
-            async with self._client.stream(
+            # httpx's timeouts bound each step (connect, each write or read); this bounds
+            # the whole request, so a receiver that answers drop by drop cannot hold it.
+            async with asyncio.timeout(self.timeout), self._client.stream(
                 "POST", self.url, content=body, headers=headers
             ) as response:
                 answer = await _read_some(response)
-        except httpx.TimeoutException as exc:
+        except (TimeoutError, httpx.TimeoutException) as exc:
             reason = f"the receiver did not answer in time ({type(exc).__name__})"
             raise RetryLater(reason) from None
         except httpx.TransportError as exc:

@@ -18,7 +18,7 @@ import uvicorn
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from hub.channels import Delivery, Permanent, Temporary
@@ -70,11 +70,29 @@ class Receiver:
         return Response(answer, status_code=status, headers=extra)
 
 
+async def drip(request: Request) -> Response:
+    """Answers 200 one byte every 0.2 s, for 5 s: never idle long, never done soon."""
+    await request.body()
+
+    async def bytes_slowly() -> AsyncIterator[bytes]:
+        for _ in range(25):
+            yield b"."
+            await asyncio.sleep(0.2)
+
+    return StreamingResponse(bytes_slowly())
+
+
 @contextlib.asynccontextmanager
 async def receiver() -> AsyncIterator[Receiver]:
-    """A Receiver served by uvicorn on an ephemeral port until the block ends."""
+    """A Receiver served by uvicorn on an ephemeral port until the block ends; ``/drip``
+    beside its ``url`` answers slowly."""
     rec = Receiver()
-    app = Starlette(routes=[Route("/hook", rec.handle, methods=["POST"])])
+    app = Starlette(
+        routes=[
+            Route("/hook", rec.handle, methods=["POST"]),
+            Route("/drip", drip, methods=["POST"]),
+        ]
+    )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     )
@@ -226,6 +244,17 @@ async def test_a_receiver_that_is_down_or_too_slow_is_temporary():
             await channel.close()
 
 
+async def test_a_receiver_that_answers_drop_by_drop_is_cut_off_at_the_timeout():
+    async with receiver() as rec:
+        channel = WebhookChannel(rec.url.replace("/hook", "/drip"), SECRET, timeout=1.0)
+        try:
+            # Had it waited for the whole (200) answer, send would have returned.
+            with pytest.raises(Temporary, match="did not answer in time"):
+                await asyncio.wait_for(channel.send(delivery()), T)
+        finally:
+            await channel.close()
+
+
 async def test_the_webhook_id_is_the_same_on_a_retry_of_the_same_delivery():
     async with receiver() as rec:
         rec.answers.append((500, {}, b"", 0))
@@ -308,3 +337,4 @@ def test_a_webhook_url_needs_a_valid_secret_and_an_http_url():
     settings = load_settings(sms_webhook_url="https://example.com/sms", webhook_secret=SECRET)
     assert SmsChannel.configured(settings) and not WebhookChannel.configured(settings)
     assert not WebhookChannel.configured(load_settings())
+
