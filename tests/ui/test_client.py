@@ -119,6 +119,27 @@ async def test_client_rest_wrappers_speak_the_contract(
     await wait_for(page, "window.testHub.unread === 0")
 
 
+async def test_client_reaches_conversations_with_users_whose_ids_need_encoding(
+    open_page: OpenPage, api: httpx.AsyncClient
+) -> None:
+    page = await open_page("bob")
+    await page.evaluate(START_CLIENT, [make_token("alice"), "ws"])
+    await wait_for(page, "window.testHub.status === 'connected'")
+    result = await page.evaluate(
+        """async () => {
+          const hub = window.testHub;
+          const out = {};
+          for (const name of ["a/b", "100%", "ann smith", "...", "auth0|x?y#z"]) {
+            await hub.sendMessage(name, "hi " + name);
+            out[name] = (await hub.conversation(name)).items.map((m) => m.body);
+          }
+          return out;
+        }"""
+    )
+    assert result == {name: [f"hi {name}"] for name in ["a/b", "100%", "ann smith", "...",
+                                                         "auth0|x?y#z"]}
+
+
 async def test_client_falls_back_to_sse_when_websockets_are_blocked(
     open_page: OpenPage, api: httpx.AsyncClient
 ) -> None:
