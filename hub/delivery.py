@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from db import deliveries as store
 from hub.channels import Channel, Delivery, Permanent
+from hub.channels import email as email_channel
 from hub.services import Services
 from hub.settings import Settings
 
@@ -48,7 +49,9 @@ class ChannelFactory(Protocol):
 
 
 #: Every delivery channel this hub knows, by the name preferences use.
-REGISTRY: dict[str, ChannelFactory] = {}
+REGISTRY: dict[str, ChannelFactory] = {
+    "email": email_channel,
+}
 
 #: The most rows one claim takes (never more than the free send slots).
 CLAIM_BATCH = 100
