@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from api.auth import require_user
 from api.jsonio import json_response, read_json
+from api.pages import security_headers, static_dir
 from hub import push_subscriptions as subs
+from hub.errors import NotFound
 from hub.vapid import Vapid, resolve
 
 _UNSET = object()
@@ -47,7 +49,18 @@ async def unsubscribe(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def service_worker(request: Request) -> Response:
+    """``GET /sw.js``: the demo page's service worker, at the root so its scope is ``/``."""
+    path = static_dir() / "sw.js"
+    if not path.is_file():
+        raise NotFound("the service worker is not installed")
+    host = request.headers.get("host", "")
+    headers = security_headers(host if all(c.isalnum() or c in ".-:[]" for c in host) else None)
+    return FileResponse(path, media_type="text/javascript; charset=utf-8", headers=headers)
+
+
 routes = [
+    Route("/sw.js", service_worker, methods=["GET"]),
     Route("/api/push/vapid-public-key", vapid_public_key, methods=["GET"]),
     Route("/api/push/subscriptions", subscribe, methods=["POST"]),
     Route("/api/push/subscriptions", unsubscribe, methods=["DELETE"]),

@@ -5,6 +5,7 @@ import { $, announce, avatar, el } from "./dom.js";
 import { Inbox } from "./inbox.js";
 import { NotifyHub } from "./notifyhub.js";
 import { PreferencesForm } from "./prefs.js";
+import { PushSwitch } from "./push.js";
 
 const DEMO_USERS = ["alice", "bob", "carol"];
 const DISMISSED_KEY = "notifyhub.dismissed-announcements";
@@ -187,6 +188,7 @@ function start({ token, getToken, transport, demo }) {
     announcements.reload();
   });
   prefs.load();
+  new PushSwitch(hub).load();
   hub.connect();
   window.addEventListener("pagehide", () => hub.close());
   // Back from the back/forward cache: resume where the page left off.
