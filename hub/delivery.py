@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from db import deliveries as store
 from hub.channels import Channel, Delivery, Permanent
 from hub.channels import email as email_channel
+from hub.channels.webhook import SmsChannel, WebhookChannel
 from hub.services import Services
 from hub.settings import Settings
 
@@ -51,6 +52,8 @@ class ChannelFactory(Protocol):
 #: Every delivery channel this hub knows, by the name preferences use.
 REGISTRY: dict[str, ChannelFactory] = {
     "email": email_channel,
+    "sms": SmsChannel,
+    "webhook": WebhookChannel,
 }
 
 #: The most rows one claim takes (never more than the free send slots).

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import uvicorn
@@ -32,6 +33,7 @@ from hub.channels.webhook import (
 )
 from hub.channels.webhook_signing import InvalidSignature, verify
 from hub.settings import SettingsError, load_settings
+from tests.waiting import eventually
 
 T = 10.0
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -338,3 +340,54 @@ def test_a_webhook_url_needs_a_valid_secret_and_an_http_url():
     assert SmsChannel.configured(settings) and not WebhookChannel.configured(settings)
     assert not WebhookChannel.configured(load_settings())
 
+
+async def test_a_notification_created_over_rest_reaches_the_receiver_as_webhook_and_sms(
+    settings_env,
+):
+    from tests.conftest import SERVICE, auth, running_app
+
+    async with receiver() as rec, running_app(
+        **settings_env,
+        webhook_url=rec.url,
+        sms_webhook_url=rec.url,
+        webhook_secret=SECRET,
+        delivery_poll_seconds=0.1,
+    ) as app, httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://hub", timeout=T
+    ) as client:
+        r = await client.patch(
+            "/api/notifications/preferences",
+            json={"channels": {"sms": True, "webhook": True}},
+            headers=auth("alice"),
+        )
+        assert r.status_code == 200, r.text
+        r = await client.post(
+            "/api/notifications",
+            json={
+                "user_id": "alice", "type": "grade_posted", "template": "grade_posted",
+                "data": {"assignment": "Essay 2", "grade": "A-", "grade_id": 5},
+                "contact": {"phone": "+15551234567"},
+            },
+            headers=SERVICE,
+        )
+        assert r.status_code == 201, r.text
+        created = r.json()["items"][0]
+
+        async def both_sent() -> bool:
+            r = await client.get(
+                f"/api/notifications/{created['id']}/deliveries", headers=SERVICE
+            )
+            states = {d["channel"]: d["state"] for d in r.json()["items"]}
+            return states == {"sms": "sent", "webhook": "sent"}
+
+        await eventually(both_sent)
+    assert rec.verdicts == [None, None]
+    bodies = {(body := orjson.loads(got.body))["type"]: body for got in rec.received}
+    assert bodies["sms"] == {
+        "type": "sms", "to": "+15551234567", "text": "Grade posted for Essay 2: A-"
+    }
+    event = bodies["notification.created"]
+    assert event["data"]["id"] == created["id"] and event["data"]["user_id"] == "alice"
+    assert event["data"]["title"] == "Grade posted"
+    assert event["data"]["contact"] == {"phone": "+15551234567"}
+    assert all(got.headers["webhook-id"].startswith("dlv_") for got in rec.received)
