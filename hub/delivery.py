@@ -9,7 +9,9 @@ and record the outcome on the attempt they claimed:
 - ``send`` returns: ``sent``;
 - ``Permanent(reason)``: ``failed`` at once, ``last_error`` = reason;
 - anything else (or no answer within half the lease): due again after an exponential
-  backoff with jitter, ``failed`` once ``HUB_DELIVERY_MAX_ATTEMPTS`` attempts failed.
+  backoff with jitter (or the exception's ``retry_after`` seconds, a receiver's
+  ``Retry-After``, when longer), ``failed`` once ``HUB_DELIVERY_MAX_ATTEMPTS`` attempts
+  failed.
 
 A worker that dies mid-send leaves its claim to expire; the row is then due again and
 any worker takes it over (a new attempt). Claims are exclusive, so every attempt is
@@ -32,7 +34,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from db import deliveries as store
-from hub.channels import Channel, Delivery, Permanent
+from hub.channels import Channel, Delivery, Permanent, push
 from hub.channels import email as email_channel
 from hub.channels.webhook import SmsChannel, WebhookChannel
 from hub.services import Services
@@ -42,16 +44,21 @@ log = logging.getLogger("notifyhub")
 
 
 class ChannelFactory(Protocol):
-    """How a channel module builds its channel (the registry's values)."""
+    """How a channel module (or class) builds its channel: the registry's values.
+
+    ``configured``: whether the settings turn it on; ``make``: the channel of this
+    process (None: off after all).
+    """
 
     def configured(self, settings: Settings) -> bool: ...
 
-    def make(self, svc: Services) -> Channel: ...
+    def make(self, svc: Services) -> Channel | None: ...
 
 
 #: Every delivery channel this hub knows, by the name preferences use.
 REGISTRY: dict[str, ChannelFactory] = {
     "email": email_channel,
+    "push": push,
     "sms": SmsChannel,
     "webhook": WebhookChannel,
 }
@@ -118,9 +125,12 @@ class Workers:
         channels: dict[str, Channel] = {}
         for name in svc.delivery_channels:
             try:
-                channels[name] = REGISTRY[name].make(svc)
+                channel = REGISTRY[name].make(svc)
             except Exception:
                 log.exception("delivery channel %s could not start; it stays off here", name)
+                continue
+            if channel is not None:
+                channels[name] = channel
         return cls(svc, channels)
 
     def start(self) -> None:
@@ -213,6 +223,9 @@ class Workers:
                 outcome = "retried"
                 delay = backoff(attempt, s.delivery_backoff_seconds,
                                 s.delivery_backoff_max_seconds)
+                asked = getattr(exc, "retry_after", None)
+                if isinstance(asked, int | float) and asked > delay:
+                    delay = float(asked)
         try:
             if outcome == "sent":
                 recorded = await store.sent(self.svc.pool, id_, attempt)

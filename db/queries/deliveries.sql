@@ -1,13 +1,16 @@
 -- name: decide
 -- The deliveries of notifications just inserted: one candidate per (notification $1,
 -- user $2, channel $3) that the preferences enable on a configured channel; kept only
--- where the user has an address for it (email: contacts.email, sms: contacts.phone).
+-- where the user has an address for it (email: contacts.email, sms: contacts.phone,
+-- push: a push subscription; webhook: none needed).
 INSERT INTO deliveries (notification_id, user_id, channel)
 SELECT t.n, t.u, t.c
 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(n, u, c)
 LEFT JOIN contacts k ON k.user_id = t.u
 WHERE CASE t.c WHEN 'email' THEN k.email IS NOT NULL
                WHEN 'sms' THEN k.phone IS NOT NULL
+               WHEN 'push' THEN EXISTS (SELECT 1 FROM push_subscriptions s
+                                        WHERE s.user_id = t.u)
                ELSE true END
 ON CONFLICT DO NOTHING
 
