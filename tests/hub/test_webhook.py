@@ -33,6 +33,7 @@ from hub.channels.webhook import (
 )
 from hub.channels.webhook_signing import InvalidSignature, verify
 from hub.settings import SettingsError, load_settings
+from tests.conftest import SERVICE, auth, running_app
 from tests.waiting import eventually
 
 T = 10.0
@@ -344,8 +345,6 @@ def test_a_webhook_url_needs_a_valid_secret_and_an_http_url():
 async def test_a_notification_created_over_rest_reaches_the_receiver_as_webhook_and_sms(
     settings_env,
 ):
-    from tests.conftest import SERVICE, auth, running_app
-
     async with receiver() as rec, running_app(
         **settings_env,
         webhook_url=rec.url,
@@ -391,3 +390,42 @@ async def test_a_notification_created_over_rest_reaches_the_receiver_as_webhook_
     assert event["data"]["title"] == "Grade posted"
     assert event["data"]["contact"] == {"phone": "+15551234567"}
     assert all(got.headers["webhook-id"].startswith("dlv_") for got in rec.received)
+
+
+async def test_a_receivers_retry_after_sets_the_wait_before_the_next_attempt(settings_env):
+    async with receiver() as rec, running_app(
+        **settings_env,
+        webhook_url=rec.url,
+        webhook_secret=SECRET,
+        delivery_poll_seconds=0.1,
+        delivery_backoff_seconds=0.05,
+        delivery_backoff_max_seconds=0.2,
+    ) as app, httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://hub", timeout=T
+    ) as client:
+        rec.answers.append((503, {"Retry-After": "3600"}, b"down for maintenance", 0))
+        r = await client.patch(
+            "/api/notifications/preferences", json={"channels": {"webhook": True}},
+            headers=auth("bob"),
+        )
+        assert r.status_code == 200, r.text
+        r = await client.post(
+            "/api/notifications", json={"user_id": "bob", "type": "t", "title": "Hi"},
+            headers=SERVICE,
+        )
+        assert r.status_code == 201, r.text
+        notification_id = r.json()["items"][0]["id"]
+
+        async def retried() -> dict[str, Any] | None:
+            r = await client.get(
+                f"/api/notifications/{notification_id}/deliveries", headers=SERVICE
+            )
+            [item] = r.json()["items"]
+            return item if item["last_error"] else None
+
+        item = await eventually(retried)
+    assert item["state"] == "scheduled" and item["attempts"] == 1
+    assert item["last_error"] == "the receiver answered 503: down for maintenance"
+    wait = datetime.fromisoformat(item["next_attempt_at"]) - datetime.now(UTC)
+    assert wait.total_seconds() > 3000  # the backoff alone would be under a second
+    assert len(rec.received) == 1
