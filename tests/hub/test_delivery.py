@@ -241,3 +241,36 @@ def test_backoff_doubles_from_the_base_up_to_the_cap_with_jitter():
     assert delivery.backoff(4, 10, 3600, rand=lambda: 1.0) == 80.0
     assert delivery.backoff(30, 10, 3600, rand=lambda: 1.0) == 3600.0
     assert delivery.backoff(1000, 10, 3600, rand=lambda: 0.0) == 1800.0
+
+
+async def test_a_receivers_retry_after_lengthens_the_backoff(settings_env, monkeypatch):
+    class AskLater(Recorder):
+        def make(self, svc: Any) -> Any:
+            return _AskLater(self)
+
+    class _AskLater:
+        name = "email"
+
+        def __init__(self, rec: Recorder) -> None:
+            self.rec = rec
+
+        async def send(self, delivery: Any) -> None:
+            self.rec.attempts.append(delivery)
+            exc = RuntimeError("503 busy")
+            exc.retry_after = 600.0  # type: ignore[attr-defined]
+            raise exc
+
+        async def close(self) -> None:
+            return None
+
+    rec = AskLater()
+    monkeypatch.setattr(delivery, "REGISTRY", {"email": rec})
+    async with hub(settings_env) as app:
+        made = await create(app, user_id="ann", contact={"email": "ann@example.com"})
+        await eventually(lambda: rec.attempts)
+        await asyncio.sleep(0.3)  # past the 0.05-0.2 s backoff: no second attempt
+        assert len(rec.attempts) == 1
+        wait = await app.state.services.pool.fetchval(
+            "SELECT extract(epoch FROM next_attempt_at - updated_at) FROM deliveries "
+            "WHERE notification_id = $1", made["items"][0]["id"])
+        assert 599 <= wait <= 601
