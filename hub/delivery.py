@@ -117,6 +117,8 @@ class Workers:
         self._sends: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
         self._counted_at = 0.0
+        #: Set while every slot is busy: a send that ends then wakes the claim loop.
+        self._full = False
 
     @classmethod
     def build(cls, svc: Services) -> Workers:
@@ -173,6 +175,7 @@ class Workers:
                 task = asyncio.create_task(self._send(item))
                 self._sends.add(task)
                 task.add_done_callback(self._done)
+            self._full = len(self._sends) >= self.slots
             await self._count_queue(names, poll)
             if claimed and len(claimed) == free:
                 # Every slot busy: the next claim waits for a slot (``_done`` wakes us).
@@ -188,7 +191,9 @@ class Workers:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._sends.discard(task)
-        self.svc.deliveries_due.set()  # a free slot: claim again
+        if self._full:  # the loop waits for a free slot: claim again
+            self._full = False
+            self.svc.deliveries_due.set()
 
     async def _count_queue(self, names: list[str], every: float) -> None:
         now = time.monotonic()
@@ -243,4 +248,6 @@ class Workers:
                         "(%s) was recorded", id_, attempt, outcome)
         self.svc.metrics.deliveries.labels(name, outcome).inc()
         if outcome != "sent":
-            log.info("delivery %d on %s attempt %d %s: %s", id_, name, attempt, outcome, error)
+            # Retries are routine (a server down makes one per delivery): debug only.
+            log.log(logging.INFO if outcome == "failed" else logging.DEBUG,
+                    "delivery %d on %s attempt %d %s: %s", id_, name, attempt, outcome, error)
