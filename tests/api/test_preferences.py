@@ -8,7 +8,7 @@ from tests.conftest import SERVICE, auth
 
 FULL = {
     "muted": False,
-    "channels": {"in_app": True, "email": True, "push": False},
+    "channels": {"in_app": True, "email": True, "push": False, "sms": False, "webhook": False},
     "types": {"grade_posted": {"in_app": True, "email": False}},
     "quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Europe/Berlin"},
     "digest": "daily",
@@ -20,7 +20,7 @@ async def test_defaults_before_anything_is_saved(client):
     assert r.status_code == 200
     assert r.json() == {
         "muted": False,
-        "channels": {"in_app": True, "email": True, "push": False},
+        "channels": {"in_app": True, "email": True, "push": False, "sms": False, "webhook": False},
         "types": {},
         "quiet_hours": None,
         "digest": "off",
@@ -112,7 +112,8 @@ async def test_patch_changes_only_what_it_names_and_merges_maps(client):
     assert r.status_code == 200
     expected = {
         **FULL,
-        "channels": {"in_app": True, "email": True, "push": True},
+        "channels": {"in_app": True, "email": True, "push": True, "sms": False,
+                     "webhook": False},
         "types": {"grade_posted": {"in_app": True, "email": False, "push": True},
                   "new_message": {}},
     }
@@ -132,7 +133,8 @@ async def test_patch_of_a_user_who_never_saved_starts_from_the_defaults(client):
     r = await patch(client, {"digest": "hourly"}, user="fresh")
     assert r.status_code == 200
     assert r.json() == {"muted": False, "channels": {"in_app": True, "email": True,
-                        "push": False}, "types": {}, "quiet_hours": None, "digest": "hourly"}
+                        "push": False, "sms": False, "webhook": False}, "types": {},
+                        "quiet_hours": None, "digest": "hourly"}
 
 
 async def test_patch_refuses_unknown_fields_and_bad_values(client):
@@ -154,18 +156,19 @@ async def test_concurrent_patches_of_different_fields_all_take_effect(client):
 
 async def test_only_the_known_channels_are_accepted_with_a_422_naming_them(client):
     many = {f"c{n}": True for n in range(30_000)}
-    for body in ({"channels": {"sms": True}}, {"channels": many},
+    for body in ({"channels": {"slack": True}}, {"channels": many},
                  {"types": {"grade_posted": {"slack": False}}},
-                 {"types": {f"t{n}": {"sms": True} for n in range(200)}}):
+                 {"types": {f"t{n}": {"slack": True} for n in range(200)}}):
         for send in (client.put, client.patch):
             r = await send("/api/notifications/preferences", json=body, headers=auth("u1"))
             assert r.status_code == 422, (send, str(body)[:60])
             errors = r.json()["errors"]
             assert 1 <= len(errors) <= 200  # one error per map, not one per key
-            assert "in_app, email and push" in errors[0]["msg"]
-            assert "c1" not in r.text and "sms" not in r.text  # the input is not echoed
+            assert "in_app, email, push, sms and webhook" in errors[0]["msg"]
+            assert "c1" not in r.text and "slack" not in r.text  # the input is not echoed
     r = await client.get("/api/notifications/preferences", headers=auth("u1"))
-    assert r.json()["channels"] == {"in_app": True, "email": True, "push": False}
+    assert r.json()["channels"] == {"in_app": True, "email": True, "push": False,
+                                    "sms": False, "webhook": False}
 
 
 async def test_more_than_200_types_are_422_on_put_and_patch(client):
@@ -183,7 +186,7 @@ async def test_more_than_200_types_are_422_on_put_and_patch(client):
 
 
 async def test_stored_preferences_with_channels_no_longer_accepted_still_load(app, client):
-    legacy = {**FULL, "channels": {"in_app": False, "email": True, "sms": True},
+    legacy = {**FULL, "channels": {"in_app": False, "email": True, "fax": True},
               "types": {"grade_posted": {"in_app": True, "slack": True}}}
     await app.state.services.pool.execute(
         "INSERT INTO preferences (user_id, prefs) VALUES ('u1', $1)", legacy)
