@@ -14,9 +14,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from db import announcements as store
+from db.errors import DatabaseUnavailable
 from hub.errors import InvalidInput, NotFound
 from hub.models import AnnouncementCreate
 from hub.services import Services
+from pubsub.errors import BrokerUnavailable
+
+#: Outages the scheduler waits out (logged in one line); anything else is a bug.
+DOWN = (DatabaseUnavailable, BrokerUnavailable)
 
 log = logging.getLogger("notifyhub")
 
@@ -88,8 +93,11 @@ async def run_scheduler(svc: Services, *, recheck_seconds: float = RECHECK_SECON
             delay = await store.seconds_to_next(svc.pool)
         except asyncio.CancelledError:
             raise
+        except DOWN as exc:  # an outage, not a bug: one line, no traceback
+            log.warning("announcement scheduler: %s unavailable (%s); will retry",
+                        "Redis" if isinstance(exc, BrokerUnavailable) else "database", exc)
         except Exception:
-            log.warning("announcement scheduler failed; will retry", exc_info=True)
+            log.exception("announcement scheduler failed; will retry")
             delay = None
         if delay is None:
             delay = recheck_seconds

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from db import cleanup
+from db.errors import DatabaseUnavailable
 from hub.services import Services
 
 log = logging.getLogger("notifyhub")
@@ -32,5 +33,7 @@ async def run_forever(svc: Services) -> None:
                 log.info("cleanup pruned %s", result)
         except asyncio.CancelledError:
             raise
+        except DatabaseUnavailable as exc:  # an outage, not a bug: one line, no traceback
+            log.warning("cleanup: database unavailable (%s); will retry", exc)
         except Exception:
-            log.warning("cleanup failed; will retry", exc_info=True)
+            log.exception("cleanup failed; will retry")

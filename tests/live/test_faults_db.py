@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -22,6 +23,7 @@ import redis.asyncio as aioredis
 
 from db.errors import DatabaseUnavailable
 from db.pool import create_pool
+from hub import announcements, cleanup
 from tests.conftest import SERVICE, auth
 from tests.live.conftest import (
     LiveHub,
@@ -252,3 +254,27 @@ async def test_ingest_entries_added_during_a_stall_are_applied_exactly_once_afte
 
 async def _dead_letters(redis: aioredis.Redis, prefix: str) -> int:
     return int(await redis.xlen(f"{prefix}ingest:dead"))
+
+
+async def test_background_tasks_log_a_database_stall_in_one_line_without_a_traceback(
+    settings_env: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with hub_behind_proxy(settings_env, cleanup_interval_seconds=1) as (hub, proxy):
+        svc = hub.app.state.services
+        proxy.stall()
+        with caplog.at_level(logging.WARNING, logger="notifyhub"):
+            for task in (announcements.run_scheduler(svc, recheck_seconds=0.1),
+                         cleanup.run_forever(svc)):
+                runner = asyncio.ensure_future(task)
+                await eventually(lambda: _warned(caplog), 20)
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+                caplog.clear()
+        proxy.resume()
+
+
+async def _warned(caplog: pytest.LogCaptureFixture) -> bool:
+    records = [r for r in caplog.records if "will retry" in r.getMessage()]
+    assert all(r.exc_info is None and "unavailable" in r.getMessage() for r in records), [
+        (r.getMessage(), r.exc_info) for r in records]
+    return bool(records)
