@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from db.pool import Conn
@@ -9,19 +10,28 @@ from db.queries import load
 
 Q = load("deliveries")
 
-#: A delivery candidate: ``(notification id, user id, channel)``.
-Candidate = tuple[int, str, str]
+#: A delivery candidate: ``(notification id, user id, channel, quiet start, quiet end,
+#: quiet time zone)``; the quiet hours (``HH:MM``, an IANA zone) are None when the
+#: delivery is never held.
+Candidate = tuple[int, str, str, str | None, str | None, str | None]
 _CONTACT = ("email", "phone", "locale", "time_zone")
 _NOTIFICATION = ("id", "user_id", "type", "title", "body", "link", "data", "priority",
                  "read", "read_at", "created_at")
 
 
-async def decide(conn: Conn, candidates: list[Candidate]) -> None:
-    """Insert the deliveries of ``candidates`` whose user has an address (one statement)."""
+async def decide(conn: Conn, candidates: list[Candidate], at: datetime | None = None
+                 ) -> None:
+    """Insert the deliveries of ``candidates`` whose user has an address (one statement).
+
+    A candidate whose quiet hours cover ``at`` (None: the transaction's ``now()``) on
+    the wall clock of the user's zone (the contact's ``time_zone``, else the quiet
+    hours' own) is stored ``held`` until the window's end (docs/delivery.md, "Quiet
+    hours"); the others are ``scheduled`` now.
+    """
     if not candidates:
         return
     columns = [list(column) for column in zip(*candidates, strict=True)]
-    await conn.execute(Q.decide, *columns)
+    await conn.execute(Q.decide, *columns, at)
 
 
 async def claim(

@@ -30,6 +30,8 @@ Content = tuple[str, str, str | None]
 BATCH_RECIPIENTS = 2000
 #: The preferences of a user who never saved any.
 _DEFAULT_PREFS = Preferences()
+#: The delivery channels quiet hours hold (people's devices; a webhook is a machine).
+QUIET_HELD = frozenset({"email", "push", "sms"})
 
 
 @dataclass
@@ -69,7 +71,10 @@ async def _commit(
 ) -> list[Created | BaseException]:
     """One transaction for a batch of creates."""
     async with svc.pool.acquire() as conn, conn.transaction():
-        results = await create_many_in(conn, requests, channels=svc.delivery_channels)
+        results = await create_many_in(
+            conn, requests, channels=svc.delivery_channels,
+            quiet_bypass_high=svc.settings.quiet_hours_bypass_high,
+        )
     if svc.delivery_channels:
         svc.deliveries_due.set()  # after the commit: the workers see the new rows
     svc.metrics.write_batches.inc()
@@ -86,7 +91,8 @@ async def _publish(svc: Services, results: list[Created | BaseException]) -> Non
 
 
 async def create_many_in(
-    conn: Connection, requests: list[NotificationCreate], *, channels: tuple[str, ...] = ()
+    conn: Connection, requests: list[NotificationCreate], *, channels: tuple[str, ...] = (),
+    quiet_bypass_high: bool = True,
 ) -> list[Created | HubError]:
     """Create ``requests`` inside the caller's transaction with set-based statements.
 
@@ -98,7 +104,9 @@ async def create_many_in(
     Each new notification's deliveries on ``channels`` (the configured delivery
     channels) that its user's preferences enable are scheduled in the same transaction
     (one statement; ``db.deliveries.decide`` keeps those the user has an address for),
-    after the requests' inline contacts are stored (docs/delivery.md).
+    after the requests' inline contacts are stored (docs/delivery.md). Email, push and
+    SMS deliveries inside the user's quiet hours are held until they end, unless the
+    notification is ``high`` priority and ``quiet_bypass_high``.
 
     Lock order: reads first (templates, preferences: no locks), then the idempotency
     claims in sorted key order, the inline contacts in sorted user order, then every
@@ -146,7 +154,9 @@ async def create_many_in(
     })
     items = await store.insert_rows(conn, rows)
     if channels:
-        await delivery_store.decide(conn, _candidates(items, prefs, channels))
+        await delivery_store.decide(
+            conn, _candidates(items, prefs, channels, quiet_bypass_high)
+        )
     events = await event_log.append(
         conn, [(i["user_id"], "notification.created", i) for i in items]
     )
@@ -160,15 +170,25 @@ async def create_many_in(
 
 
 def _candidates(
-    items: list[dict[str, Any]], prefs: dict[str, Preferences], channels: tuple[str, ...]
+    items: list[dict[str, Any]], prefs: dict[str, Preferences], channels: tuple[str, ...],
+    quiet_bypass_high: bool = True,
 ) -> list[delivery_store.Candidate]:
-    """``(notification, user, channel)`` for each channel the user's preferences enable."""
-    out = []
+    """``(notification, user, channel, quiet hours...)`` for each channel the user's
+    preferences enable; the quiet hours only on the channels they hold (``QUIET_HELD``),
+    and not for a ``high`` notification when ``quiet_bypass_high``."""
+    out: list[delivery_store.Candidate] = []
     for item in items:
         saved = prefs.get(item["user_id"], _DEFAULT_PREFS)
+        quiet = saved.quiet_hours
+        if quiet is not None and quiet_bypass_high and item["priority"] == "high":
+            quiet = None
         for channel in channels:
             if saved.allows(item["type"], channel):
-                out.append((item["id"], item["user_id"], channel))
+                if quiet is not None and channel in QUIET_HELD:
+                    out.append((item["id"], item["user_id"], channel,
+                                quiet.start, quiet.end, quiet.timezone))
+                else:
+                    out.append((item["id"], item["user_id"], channel, None, None, None))
     return out
 
 

@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     delivery_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     delivery_lease_seconds: float = Field(default=120.0, ge=1)
     delivery_poll_seconds: float = Field(default=1.0, gt=0)
+    # Quiet hours (docs/delivery.md, "Quiet hours"): priority high is not held.
+    quiet_hours_bypass_high: bool = True
     # Web push (docs/delivery.md, "Web push"): off without a key outside demo mode.
     vapid_subject: str | None = None
     vapid_private_key: str | None = None

@@ -3,10 +3,32 @@
 -- user $2, channel $3) that the preferences enable on a configured channel; kept only
 -- where the user has an address for it (email: contacts.email, sms: contacts.phone,
 -- push: a push subscription; webhook: none needed).
-INSERT INTO deliveries (notification_id, user_id, channel)
-SELECT t.n, t.u, t.c
-FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(n, u, c)
+-- Quiet hours: a candidate with a window ($4 start, $5 end, 'HH:MM'; NULL: never held)
+-- whose window covers the moment $7 (NULL: now()) on the wall clock of the user's zone
+-- (contacts.time_zone, else $6, the quiet hours' own) is written 'held' until the
+-- window's next end, converted back from that wall clock (so DST changes are right); a
+-- window whose end is before its start spans midnight; start = end is no window.
+INSERT INTO deliveries (notification_id, user_id, channel, state, next_attempt_at)
+SELECT t.n, t.u, t.c,
+       CASE WHEN q.until IS NULL THEN 'scheduled' ELSE 'held' END,
+       coalesce(q.until, now())
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+     AS t(n, u, c, qs, qe, qz)
 LEFT JOIN contacts k ON k.user_id = t.u
+CROSS JOIN LATERAL (
+    SELECT coalesce(k.time_zone, t.qz) AS zone, t.qs::time AS qs, t.qe::time AS qe,
+           coalesce($7::timestamptz, now()) AT TIME ZONE coalesce(k.time_zone, t.qz) AS here
+) w
+CROSS JOIN LATERAL (
+    SELECT CASE
+        WHEN w.qs IS NULL OR w.qs = w.qe THEN NULL
+        WHEN (w.qs < w.qe AND w.here::time >= w.qs AND w.here::time < w.qe)
+          OR (w.qs > w.qe AND (w.here::time >= w.qs OR w.here::time < w.qe))
+        THEN (w.here::date + w.qe
+              + CASE WHEN w.qe <= w.here::time THEN interval '1 day' ELSE interval '0' END
+             ) AT TIME ZONE w.zone
+    END AS until
+) q
 WHERE CASE t.c WHEN 'email' THEN k.email IS NOT NULL
                WHEN 'sms' THEN k.phone IS NOT NULL
                WHEN 'push' THEN EXISTS (SELECT 1 FROM push_subscriptions s
@@ -18,16 +40,18 @@ ON CONFLICT DO NOTHING
 -- Up to $2 due deliveries of channels $1, claimed for a lease of $3 seconds: the
 -- attempt is counted and next_attempt_at moves to the lease's end, so the row is due
 -- again (for any worker) if the claimer never records an outcome. SKIP LOCKED: two
--- workers never claim the same row.
+-- workers never claim the same row. A 'held' row (quiet hours) is due at its window's
+-- end like a scheduled one, and claiming it makes it 'scheduled' again.
 WITH due AS (
     SELECT id FROM deliveries
-    WHERE state = 'scheduled' AND next_attempt_at <= now() AND channel = ANY($1::text[])
+    WHERE state IN ('scheduled', 'held') AND next_attempt_at <= now()
+      AND channel = ANY($1::text[])
     ORDER BY next_attempt_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE deliveries d
-    SET attempts = d.attempts + 1,
+    SET state = 'scheduled', attempts = d.attempts + 1,
         claimed_until = now() + make_interval(secs => $3),
         next_attempt_at = now() + make_interval(secs => $3),
         updated_at = now()
