@@ -11,9 +11,9 @@ from db.queries import load
 Q = load("deliveries")
 
 #: A delivery candidate: ``(notification id, user id, channel, quiet start, quiet end,
-#: quiet time zone)``; the quiet hours (``HH:MM``, an IANA zone) are None when the
-#: delivery is never held.
-Candidate = tuple[int, str, str, str | None, str | None, str | None]
+#: quiet time zone, delay)``; the quiet hours (``HH:MM``, an IANA zone) are None when
+#: the delivery is never held; ``delay``: seconds before it is due (escalation; 0: now).
+Candidate = tuple[int, str, str, str | None, str | None, str | None, float]
 _CONTACT = ("email", "phone", "locale", "time_zone")
 _NOTIFICATION = ("id", "user_id", "type", "title", "body", "link", "data", "priority",
                  "read", "read_at", "created_at")
@@ -23,10 +23,11 @@ async def decide(conn: Conn, candidates: list[Candidate], at: datetime | None = 
                  ) -> None:
     """Insert the deliveries of ``candidates`` whose user has an address (one statement).
 
-    A candidate whose quiet hours cover ``at`` (None: the transaction's ``now()``) on
-    the wall clock of the user's zone (the contact's ``time_zone``, else the quiet
-    hours' own) is stored ``held`` until the window's end (docs/delivery.md, "Quiet
-    hours"); the others are ``scheduled`` now.
+    A candidate is due ``delay`` seconds after ``at`` (None: the transaction's
+    ``now()``). One whose quiet hours cover that moment on the wall clock of the
+    user's zone (the contact's ``time_zone``, else the quiet hours' own) is stored
+    ``held`` until the window's end (docs/delivery.md, "Quiet hours"); the others are
+    ``scheduled`` at that moment.
     """
     if not candidates:
         return
@@ -63,6 +64,11 @@ async def sent(conn: Conn, id_: int, attempt: int) -> bool:
 async def failed(conn: Conn, id_: int, attempt: int, reason: str) -> bool:
     """Record ``id_`` as failed for good with ``reason``; False if the claim was lost."""
     return bool(await conn.execute(Q.failed, id_, attempt, reason) != "UPDATE 0")
+
+
+async def skipped(conn: Conn, id_: int, attempt: int, reason: str) -> bool:
+    """Record ``id_`` as not sent on purpose, for ``reason``; False if the claim was lost."""
+    return bool(await conn.execute(Q.skipped, id_, attempt, reason) != "UPDATE 0")
 
 
 async def retry(conn: Conn, id_: int, attempt: int, error: str, delay: float) -> bool:

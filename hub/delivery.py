@@ -37,6 +37,7 @@ from db import deliveries as store
 from hub.channels import Channel, Delivery, Permanent, push
 from hub.channels import email as email_channel
 from hub.channels.webhook import SmsChannel, WebhookChannel
+from hub.notifications import QUIET_HELD
 from hub.services import Services
 from hub.settings import Settings
 
@@ -119,6 +120,7 @@ class Workers:
         self._counted_at = 0.0
         #: Set while every slot is busy: a send that ends then wakes the claim loop.
         self._full = False
+        self.escalate_types = frozenset(s.escalate_types)
 
     @classmethod
     def build(cls, svc: Services) -> Workers:
@@ -207,6 +209,13 @@ class Workers:
         for name in names:
             self.svc.metrics.delivery_queue.labels(name).set(depth.get(name, 0))
 
+    def _read_meanwhile(self, item: dict[str, Any]) -> bool:
+        """Escalate when unseen: a delivery of an ``HUB_ESCALATE_TYPES`` type whose
+        notification was read (on any device) before it went out is not sent."""
+        n = item["notification"]
+        return bool(n["read"]) and item["channel"] in QUIET_HELD \
+            and n["type"] in self.escalate_types
+
     async def _send(self, item: dict[str, Any]) -> None:
         s = self.svc.settings
         name, attempt, id_ = item["channel"], item["attempts"], item["delivery_id"]
@@ -216,8 +225,11 @@ class Workers:
         )
         outcome, error, delay = "sent", "", 0.0
         try:
-            async with asyncio.timeout(self.send_timeout):
-                await self.channels[name].send(delivery)
+            if self._read_meanwhile(item):
+                outcome, error = "skipped", "read in-app"
+            else:
+                async with asyncio.timeout(self.send_timeout):
+                    await self.channels[name].send(delivery)
         except Permanent as exc:
             outcome, error = "failed", _reason(exc, self.send_timeout)
         except Exception as exc:
@@ -236,6 +248,8 @@ class Workers:
                 recorded = await store.sent(self.svc.pool, id_, attempt)
             elif outcome == "failed":
                 recorded = await store.failed(self.svc.pool, id_, attempt, error)
+            elif outcome == "skipped":
+                recorded = await store.skipped(self.svc.pool, id_, attempt, error)
             else:
                 recorded = await store.retry(self.svc.pool, id_, attempt, error, delay)
         except Exception as exc:

@@ -30,7 +30,8 @@ Content = tuple[str, str, str | None]
 BATCH_RECIPIENTS = 2000
 #: The preferences of a user who never saved any.
 _DEFAULT_PREFS = Preferences()
-#: The delivery channels quiet hours hold (people's devices; a webhook is a machine).
+#: The delivery channels quiet hours hold and escalation delays (people's devices; a
+#: webhook is a machine).
 QUIET_HELD = frozenset({"email", "push", "sms"})
 
 
@@ -74,6 +75,7 @@ async def _commit(
         results = await create_many_in(
             conn, requests, channels=svc.delivery_channels,
             quiet_bypass_high=svc.settings.quiet_hours_bypass_high,
+            escalate=_escalation(svc),
         )
     if svc.delivery_channels:
         svc.deliveries_due.set()  # after the commit: the workers see the new rows
@@ -92,7 +94,7 @@ async def _publish(svc: Services, results: list[Created | BaseException]) -> Non
 
 async def create_many_in(
     conn: Connection, requests: list[NotificationCreate], *, channels: tuple[str, ...] = (),
-    quiet_bypass_high: bool = True,
+    quiet_bypass_high: bool = True, escalate: tuple[frozenset[str], float] = (frozenset(), 0.0),
 ) -> list[Created | HubError]:
     """Create ``requests`` inside the caller's transaction with set-based statements.
 
@@ -106,7 +108,8 @@ async def create_many_in(
     (one statement; ``db.deliveries.decide`` keeps those the user has an address for),
     after the requests' inline contacts are stored (docs/delivery.md). Email, push and
     SMS deliveries inside the user's quiet hours are held until they end, unless the
-    notification is ``high`` priority and ``quiet_bypass_high``.
+    notification is ``high`` priority and ``quiet_bypass_high``. ``escalate``: (types,
+    seconds): those types' email, push and SMS deliveries are due that much later.
 
     Lock order: reads first (templates, preferences: no locks), then the idempotency
     claims in sorted key order, the inline contacts in sorted user order, then every
@@ -155,7 +158,7 @@ async def create_many_in(
     items = await store.insert_rows(conn, rows)
     if channels:
         await delivery_store.decide(
-            conn, _candidates(items, prefs, channels, quiet_bypass_high)
+            conn, _candidates(items, prefs, channels, quiet_bypass_high, escalate)
         )
     events = await event_log.append(
         conn, [(i["user_id"], "notification.created", i) for i in items]
@@ -172,24 +175,35 @@ async def create_many_in(
 def _candidates(
     items: list[dict[str, Any]], prefs: dict[str, Preferences], channels: tuple[str, ...],
     quiet_bypass_high: bool = True,
+    escalate: tuple[frozenset[str], float] = (frozenset(), 0.0),
 ) -> list[delivery_store.Candidate]:
-    """``(notification, user, channel, quiet hours...)`` for each channel the user's
-    preferences enable; the quiet hours only on the channels they hold (``QUIET_HELD``),
-    and not for a ``high`` notification when ``quiet_bypass_high``."""
+    """``(notification, user, channel, quiet hours..., delay)`` for each channel the
+    user's preferences enable. On the channels that reach a person (``QUIET_HELD``):
+    the quiet hours (not for a ``high`` notification when ``quiet_bypass_high``), and
+    the escalation delay for the types in ``escalate``."""
     out: list[delivery_store.Candidate] = []
+    escalate_types, escalate_after = escalate
     for item in items:
         saved = prefs.get(item["user_id"], _DEFAULT_PREFS)
         quiet = saved.quiet_hours
         if quiet is not None and quiet_bypass_high and item["priority"] == "high":
             quiet = None
+        delay = escalate_after if item["type"] in escalate_types else 0.0
         for channel in channels:
             if saved.allows(item["type"], channel):
-                if quiet is not None and channel in QUIET_HELD:
+                if channel not in QUIET_HELD:
+                    out.append((item["id"], item["user_id"], channel, None, None, None, 0.0))
+                elif quiet is not None:
                     out.append((item["id"], item["user_id"], channel,
-                                quiet.start, quiet.end, quiet.timezone))
+                                quiet.start, quiet.end, quiet.timezone, delay))
                 else:
-                    out.append((item["id"], item["user_id"], channel, None, None, None))
+                    out.append((item["id"], item["user_id"], channel, None, None, None, delay))
     return out
+
+
+def _escalation(svc: Services) -> tuple[frozenset[str], float]:
+    s = svc.settings
+    return frozenset(s.escalate_types), s.escalate_after_seconds
 
 
 async def _replay(

@@ -89,13 +89,17 @@ class Settings(BaseSettings):
     delivery_poll_seconds: float = Field(default=1.0, gt=0)
     # Quiet hours (docs/delivery.md, "Quiet hours"): priority high is not held.
     quiet_hours_bypass_high: bool = True
+    # Escalate when unseen (docs/delivery.md): these types' email/push/SMS wait, and are
+    # skipped if the notification was read meanwhile.
+    escalate_types: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    escalate_after_seconds: float = Field(default=300.0, ge=0)
     # Web push (docs/delivery.md, "Web push"): off without a key outside demo mode.
     vapid_subject: str | None = None
     vapid_private_key: str | None = None
     push_ttl_seconds: int = Field(default=86400, ge=0, le=28 * 86400)
     push_allow_http_loopback: bool = False
 
-    @field_validator("api_keys", "allowed_origins", mode="before")
+    @field_validator("api_keys", "allowed_origins", "escalate_types", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)

@@ -4,20 +4,26 @@
 -- where the user has an address for it (email: contacts.email, sms: contacts.phone,
 -- push: a push subscription; webhook: none needed).
 -- Quiet hours: a candidate with a window ($4 start, $5 end, 'HH:MM'; NULL: never held)
--- whose window covers the moment $7 (NULL: now()) on the wall clock of the user's zone
+-- whose window covers the moment $8 (NULL: now()) on the wall clock of the user's zone
 -- (contacts.time_zone, else $6, the quiet hours' own) is written 'held' until the
 -- window's next end, converted back from that wall clock (so DST changes are right); a
 -- window whose end is before its start spans midnight; start = end is no window.
+-- Escalation: a candidate's delay $7 (seconds; 0: none) makes it due that much later,
+-- and quiet hours are judged at that later moment.
 INSERT INTO deliveries (notification_id, user_id, channel, state, next_attempt_at)
 SELECT t.n, t.u, t.c,
        CASE WHEN q.until IS NULL THEN 'scheduled' ELSE 'held' END,
-       coalesce(q.until, now())
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-     AS t(n, u, c, qs, qe, qz)
+       coalesce(q.until, w.due)
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::float8[])
+     AS t(n, u, c, qs, qe, qz, d)
 LEFT JOIN contacts k ON k.user_id = t.u
 CROSS JOIN LATERAL (
-    SELECT coalesce(k.time_zone, t.qz) AS zone, t.qs::time AS qs, t.qe::time AS qe,
-           coalesce($7::timestamptz, now()) AT TIME ZONE coalesce(k.time_zone, t.qz) AS here
+    SELECT coalesce($8::timestamptz, now()) + make_interval(secs => t.d) AS due
+) m
+CROSS JOIN LATERAL (
+    SELECT m.due, coalesce(k.time_zone, t.qz) AS zone, t.qs::time AS qs, t.qe::time AS qe,
+           m.due AT TIME ZONE coalesce(k.time_zone, t.qz) AS here
 ) w
 CROSS JOIN LATERAL (
     SELECT CASE
@@ -78,6 +84,11 @@ WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
 -- name: failed
 UPDATE deliveries
 SET state = 'failed', last_error = $3, updated_at = now(), claimed_until = NULL
+WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
+
+-- name: skipped
+UPDATE deliveries
+SET state = 'skipped', last_error = $3, updated_at = now(), claimed_until = NULL
 WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
 
 -- name: retry

@@ -28,7 +28,7 @@ from tests.waiting import eventually
 @pytest.fixture
 def channels(monkeypatch: pytest.MonkeyPatch) -> dict[str, Recorder]:
     """This test's delivery channels, by name: all recorders."""
-    recs = {name: Recorder(name=name) for name in ("email", "webhook")}
+    recs = {name: Recorder(name=name) for name in ("email", "sms", "webhook")}
     monkeypatch.setattr(delivery, "REGISTRY", recs)
     return recs
 
@@ -183,13 +183,15 @@ async def test_without_a_contact_time_zone_the_quiet_hours_own_zone_is_used(
         assert at(row["next_attempt_at"]) == next_end(end, zone)
 
 
-async def test_in_app_and_webhook_are_never_held(settings_env, channels):
+async def test_in_app_and_webhook_are_never_held_while_email_and_sms_are(
+    settings_env, channels
+):
     zone = "Europe/Berlin"
     async with hub(settings_env) as app:
         start, end = window_around_now(zone, timedelta(hours=1), timedelta(hours=1))
         await set_quiet(app, "ann", start, end, zone,
-                        channels={"email": True, "webhook": True})
-        await set_contact(app, "ann")
+                        channels={"email": True, "sms": True, "webhook": True})
+        await set_contact(app, "ann", phone="+14155550123")
         made = await create(app, user_id="ann", title="Now")
         n = made["items"][0]["id"]
         # In-app: in the inbox at once.
@@ -199,8 +201,8 @@ async def test_in_app_and_webhook_are_never_held(settings_env, channels):
         # The webhook goes out at once; the email waits for the window's end.
         await eventually(lambda: channels["webhook"].sent)
         rows = by_channel(await eventually(lambda: _when_webhook_sent(app, n)))
-        assert rows["email"]["state"] == "held"
-        assert channels["email"].attempts == []
+        assert rows["email"]["state"] == "held" and rows["sms"]["state"] == "held"
+        assert channels["email"].attempts == [] and channels["sms"].attempts == []
 
 
 async def _when_webhook_sent(app: Any, n: int) -> list[dict[str, Any]] | None:
@@ -253,7 +255,7 @@ async def test_the_window_end_is_the_wall_clock_end_across_dst_changes(
         pool = app.state.services.pool
         await pool.execute("DELETE FROM deliveries WHERE notification_id = $1", n)
         async with pool.acquire() as conn:
-            await store.decide(conn, [(n, "ann", "email", start, end, BERLIN)],
+            await store.decide(conn, [(n, "ann", "email", start, end, BERLIN, 0.0)],
                                at=datetime.fromisoformat(moment))
         [row] = await deliveries_of(app, n)
         assert row["state"] == "held"
@@ -277,7 +279,7 @@ async def test_outside_the_window_at_its_edges_nothing_is_held(
         pool = app.state.services.pool
         await pool.execute("DELETE FROM deliveries WHERE notification_id = $1", n)
         async with pool.acquire() as conn:
-            await store.decide(conn, [(n, "ann", "email", "22:00", "07:00", BERLIN)],
+            await store.decide(conn, [(n, "ann", "email", "22:00", "07:00", BERLIN, 0.0)],
                                at=datetime.fromisoformat(moment))
         assert await _states(app, n) == ["scheduled"]
 

@@ -1,0 +1,129 @@
+"""Escalate only when unseen (docs/delivery.md, "Escalate when unseen"): the email, push
+and SMS deliveries of the types in ``HUB_ESCALATE_TYPES`` wait
+``HUB_ESCALATE_AFTER_SECONDS``, and are skipped if the notification was read meanwhile.
+
+The hub, its workers and PostgreSQL are real; the channels are
+``tests.hub.recording_channel.Recorder``. The delay is driven by moving the stored
+row's ``next_attempt_at`` to now, never by sleeping.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from hub import delivery, preferences
+from hub.models import Preferences
+from tests.conftest import SERVICE, auth
+from tests.hub.recording_channel import Recorder
+from tests.hub.test_delivery import create, deliveries_of, hub
+from tests.hub.test_quiet_hours import window_around_now
+from tests.waiting import eventually
+
+ESCALATE = {"escalate_types": ["grade_posted"], "escalate_after_seconds": 300}
+
+
+@pytest.fixture
+def channels(monkeypatch: pytest.MonkeyPatch) -> dict[str, Recorder]:
+    recs = {name: Recorder(name=name) for name in ("email", "webhook")}
+    monkeypatch.setattr(delivery, "REGISTRY", recs)
+    return recs
+
+
+async def setup_user(app: Any, user: str = "ann", **prefs: Any) -> None:
+    r = await app.state.client.put(f"/api/users/{user}/contact",
+                                   json={"email": f"{user}@example.com"}, headers=SERVICE)
+    assert r.status_code == 200, r.text
+    doc = {"channels": {"email": True, "webhook": True}, **prefs}
+    await preferences.put(app.state.services, user, Preferences.load(doc))
+
+
+def by_channel(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["channel"]: d for d in rows}
+
+
+async def due_now(app: Any, notification_id: int) -> None:
+    await app.state.services.pool.execute(
+        "UPDATE deliveries SET next_attempt_at = now() WHERE notification_id = $1",
+        notification_id)
+
+
+async def finished(app: Any, n: int, channel: str) -> dict[str, Any] | None:
+    row = by_channel(await deliveries_of(app, n))[channel]
+    return row if row["state"] in ("sent", "skipped", "failed") else None
+
+
+async def test_an_escalated_types_email_waits_the_delay_and_others_go_at_once(
+    settings_env, channels
+):
+    async with hub(settings_env, delivery_workers=0, **ESCALATE) as app:
+        await setup_user(app)
+        made = await create(app, user_id="ann", type="grade_posted")
+        item = made["items"][0]
+        rows = by_channel(await deliveries_of(app, item["id"]))
+        created = datetime.fromisoformat(item["created_at"])
+        due = datetime.fromisoformat(rows["email"]["next_attempt_at"])
+        assert rows["email"]["state"] == "scheduled"
+        assert abs(due - (created + timedelta(seconds=300))) < timedelta(seconds=5)
+        # A webhook is a machine: never delayed.
+        assert datetime.fromisoformat(rows["webhook"]["next_attempt_at"]) < created + \
+            timedelta(seconds=5)
+        # Another type: at once.
+        other = await create(app, user_id="ann", type="friend_request", title="Hi")
+        row = by_channel(await deliveries_of(app, other["items"][0]["id"]))["email"]
+        assert datetime.fromisoformat(row["next_attempt_at"]) < created + timedelta(seconds=5)
+
+
+async def test_read_in_app_before_the_delay_means_no_email_at_all(settings_env, channels):
+    async with hub(settings_env, **ESCALATE) as app:
+        await setup_user(app)
+        made = await create(app, user_id="ann", type="grade_posted")
+        n = made["items"][0]["id"]
+        r = await app.state.client.post("/api/notifications/mark-read", json={"ids": [n]},
+                                        headers=auth("ann"))
+        assert r.status_code == 200, r.text
+        await due_now(app, n)
+        row = await eventually(lambda: finished(app, n, "email"))
+        assert row["state"] == "skipped" and row["last_error"] == "read in-app"
+        assert channels["email"].attempts == []
+        # The webhook went regardless.
+        assert (await eventually(lambda: finished(app, n, "webhook")))["state"] == "sent"
+
+
+async def test_unread_after_the_delay_the_email_is_sent(settings_env, channels):
+    async with hub(settings_env, **ESCALATE) as app:
+        await setup_user(app)
+        made = await create(app, user_id="ann", type="grade_posted")
+        n = made["items"][0]["id"]
+        await eventually(lambda: finished(app, n, "webhook"))
+        assert channels["email"].attempts == []  # not before the delay
+        await due_now(app, n)
+        row = await eventually(lambda: finished(app, n, "email"))
+        assert row["state"] == "sent"
+        assert [d.notification["id"] for d in channels["email"].sent] == [n]
+
+
+async def test_quiet_hours_are_judged_at_the_end_of_the_delay(settings_env, channels):
+    zone = "Europe/Berlin"
+    # A window that starts 2 minutes from now: the commit is outside it, the escalation
+    # (5 minutes later) inside, so the email is held until the window's end.
+    start, end = window_around_now(zone, -timedelta(minutes=2), timedelta(hours=1))
+    async with hub(settings_env, delivery_workers=0, **ESCALATE) as app:
+        await setup_user(app, quiet_hours={"start": start, "end": end, "timezone": zone})
+        made = await create(app, user_id="ann", type="grade_posted")
+        rows = by_channel(await deliveries_of(app, made["items"][0]["id"]))
+        assert rows["email"]["state"] == "held"
+        assert rows["webhook"]["state"] == "scheduled"
+
+
+def test_escalate_types_are_read_comma_separated_from_the_environment(monkeypatch):
+    from hub.settings import Settings
+
+    monkeypatch.setenv("HUB_ESCALATE_TYPES", "grade_posted, new_comment,")
+    monkeypatch.setenv("HUB_ESCALATE_AFTER_SECONDS", "60")
+    s = Settings()
+    assert s.escalate_types == ["grade_posted", "new_comment"]
+    assert s.escalate_after_seconds == 60
+    assert Settings.model_fields["escalate_after_seconds"].default == 300
