@@ -642,6 +642,11 @@ export class NotifyHub {
     return this._request("PUT", "/api/notifications/preferences", preferences);
   }
 
+  /** Change only what `patch` names (merged per channel and per type); resolves to the stored ones. */
+  patchPreferences(patch) {
+    return this._request("PATCH", "/api/notifications/preferences", patch);
+  }
+
   /** Active announcements: {items}. */
   announcements() {
     return this._request("GET", "/api/announcements");

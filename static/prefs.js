@@ -1,4 +1,5 @@
-// The preferences form: per type x channel toggles, mute, quiet hours, digest.
+// The preferences form: a toggle per channel for all types and per type, mute, quiet
+// hours, digest.
 
 import { $, el } from "./dom.js";
 import { typeLabel } from "./inbox.js";
@@ -15,15 +16,27 @@ export const TYPES = [
   "new_message",
   "system_announcement",
 ];
-export const CHANNELS = ["in_app", "email", "push"];
-const CHANNEL_LABELS = { in_app: "In-app", email: "Email", push: "Push" };
+/** The channels a preference may name (docs/api.md, "Preferences"), in column order. */
+export const CHANNELS = ["in_app", "email", "push", "sms", "webhook"];
+const CHANNEL_LABELS = { in_app: "In-app", email: "Email", push: "Push", sms: "SMS", webhook: "Webhook" };
+/** A channel the preferences do not name is on or off by default (docs/api.md, "Preferences"). */
+const DEFAULTS = { in_app: true, email: true, push: false, sms: false, webhook: false };
+const ALL_TYPES = "All types";
 
-/** Loads, shows and saves the signed-in user's preferences. */
+/**
+ * Loads, shows and saves the signed-in user's preferences. The "All types" row is
+ * `channels`; a type's switch shows its own choice, else the "All types" one, and follows
+ * that row until it is changed. Save sends only what was changed on the page (PATCH), so
+ * a change made elsewhere meanwhile (another tab, an email's unsubscribe link) is kept.
+ */
 export class PreferencesForm {
   constructor(hub) {
     this.hub = hub;
-    this.stored = null;
+    // Until the hub answers, the defaults (what a user who never saved has).
+    this.stored = { muted: false, channels: { ...DEFAULTS }, types: {}, quiet_hours: null, digest: "off" };
+    this.all = new Map(); // channel -> checkbox of the "All types" row
     this.boxes = new Map(); // "type/channel" -> checkbox
+    this.touched = new Set(); // "type/channel" keys switched on the page since the last show()
     this.buildRows();
     $("prefs-form").addEventListener("submit", (e) => {
       e.preventDefault();
@@ -34,21 +47,33 @@ export class PreferencesForm {
   }
 
   buildRows() {
-    const rows = TYPES.map((type) =>
-      el(
+    // One cell per channel, its switch labelled "<row>: <channel>" and kept in `boxes`.
+    const cells = (row, boxes, key, onChange) =>
+      CHANNELS.map((channel) => {
+        const box = el("input", {
+          type: "checkbox",
+          attrs: { "aria-label": `${row}: ${CHANNEL_LABELS[channel]}` },
+          on: { change: () => onChange(channel) },
+        });
+        boxes.set(key(channel), box);
+        return el("td", {}, box);
+      });
+    const all = el(
+      "tr",
+      { class: "prefs-all" },
+      el("th", { scope: "row", text: ALL_TYPES }),
+      ...cells(ALL_TYPES, this.all, (channel) => channel, (channel) => this.follow(channel)),
+    );
+    $("prefs-all").replaceChildren(all);
+    const rows = TYPES.map((type) => {
+      const key = (channel) => `${type}/${channel}`;
+      return el(
         "tr",
         {},
         el("th", { scope: "row", text: typeLabel(type) }),
-        ...CHANNELS.map((channel) => {
-          const box = el("input", {
-            type: "checkbox",
-            attrs: { "aria-label": `${typeLabel(type)}: ${CHANNEL_LABELS[channel]}` },
-          });
-          this.boxes.set(`${type}/${channel}`, box);
-          return el("td", {}, box);
-        }),
-      ),
-    );
+        ...cells(typeLabel(type), this.boxes, key, (channel) => this.touched.add(key(channel))),
+      );
+    });
     $("prefs-types").replaceChildren(...rows);
   }
 
@@ -60,15 +85,27 @@ export class PreferencesForm {
     }
   }
 
+  /** The stored "All types" setting of `channel`. */
+  global(channel) {
+    return this.stored.channels[channel] ?? DEFAULTS[channel];
+  }
+
+  /** The stored choice of `type` itself for `channel` (undefined: it follows "All types"). */
+  own(type, channel) {
+    const map = this.stored.types[type];
+    return map ? map[channel] : undefined;
+  }
+
   show(prefs) {
     this.stored = prefs;
+    this.touched.clear();
     $("pref-muted").checked = prefs.muted;
+    for (const channel of CHANNELS) this.all.get(channel).checked = this.global(channel);
     for (const type of TYPES) {
       for (const channel of CHANNELS) {
-        // A type or channel left out follows the global channel setting (docs/api.md, "Preferences").
-        const own = prefs.types[type] && prefs.types[type][channel];
-        const fallback = prefs.channels[channel] ?? false;
-        this.boxes.get(`${type}/${channel}`).checked = own ?? fallback;
+        // A type's own choice wins, then the channel's (docs/api.md, "Preferences").
+        const box = this.boxes.get(`${type}/${channel}`);
+        box.checked = this.own(type, channel) ?? this.global(channel);
       }
     }
     const quiet = prefs.quiet_hours;
@@ -84,39 +121,57 @@ export class PreferencesForm {
     this.syncQuiet();
   }
 
+  /** The "All types" switch of `channel` changed: the types that follow it show it. */
+  follow(channel) {
+    const on = this.all.get(channel).checked;
+    for (const type of TYPES) {
+      const key = `${type}/${channel}`;
+      if (this.own(type, channel) === undefined && !this.touched.has(key)) {
+        this.boxes.get(key).checked = on;
+      }
+    }
+  }
+
   syncQuiet() {
     const on = $("pref-quiet").checked;
     for (const id of ["pref-quiet-start", "pref-quiet-end", "pref-quiet-tz"]) $(id).disabled = !on;
   }
 
-  /** The form as a Preferences object; only choices that differ from `channels` are kept. */
-  value() {
-    const channels = { ...(this.stored ? this.stored.channels : {}) };
-    for (const channel of CHANNELS) channels[channel] ??= channel !== "push";
-    const types = {};
-    // Types this page does not know about are kept as they were.
-    for (const [type, map] of Object.entries(this.stored ? this.stored.types : {})) {
-      if (!TYPES.includes(type)) types[type] = map;
+  /** What was changed on the page since the last show(), as a PATCH body. */
+  patch() {
+    const stored = this.stored;
+    const patch = {};
+    if ($("pref-muted").checked !== stored.muted) patch.muted = $("pref-muted").checked;
+    const channels = {};
+    for (const channel of CHANNELS) {
+      const on = this.all.get(channel).checked;
+      if (on !== this.global(channel)) channels[channel] = on;
     }
+    if (Object.keys(channels).length) patch.channels = channels;
+    const types = {};
     for (const type of TYPES) {
       for (const channel of CHANNELS) {
+        // What the type gets without a word about it: its own choice, else "All types".
+        const follows = this.own(type, channel) ?? this.all.get(channel).checked;
         const on = this.boxes.get(`${type}/${channel}`).checked;
-        if (on !== channels[channel]) (types[type] ??= {})[channel] = on;
+        if (on !== follows) (types[type] ??= {})[channel] = on;
       }
     }
-    return {
-      muted: $("pref-muted").checked,
-      channels,
-      types,
-      quiet_hours: $("pref-quiet").checked
-        ? {
-            start: $("pref-quiet-start").value,
-            end: $("pref-quiet-end").value,
-            timezone: $("pref-quiet-tz").value.trim() || "UTC",
-          }
-        : null,
-      digest: $("pref-digest").value,
-    };
+    if (Object.keys(types).length) patch.types = types;
+    const quiet = $("pref-quiet").checked
+      ? {
+          start: $("pref-quiet-start").value,
+          end: $("pref-quiet-end").value,
+          timezone: $("pref-quiet-tz").value.trim() || "UTC",
+        }
+      : null;
+    const was = stored.quiet_hours;
+    const same = quiet && was
+      ? quiet.start === was.start && quiet.end === was.end && quiet.timezone === was.timezone
+      : quiet === was;
+    if (!same) patch.quiet_hours = quiet;
+    if ($("pref-digest").value !== stored.digest) patch.digest = $("pref-digest").value;
+    return patch;
   }
 
   async save() {
@@ -124,7 +179,7 @@ export class PreferencesForm {
     button.disabled = true;
     this.status("Saving…");
     try {
-      this.show(await this.hub.putPreferences(this.value()));
+      this.show(await this.hub.patchPreferences(this.patch()));
       this.status("Saved.");
     } catch (err) {
       const fields = err.problem && err.problem.errors;
