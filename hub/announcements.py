@@ -88,6 +88,7 @@ async def run_scheduler(svc: Services, *, recheck_seconds: float = RECHECK_SECON
     logged and retried after ``recheck_seconds``.
     """
     while True:
+        delay: float | None = None
         try:
             await announce_due(svc)
             delay = await store.seconds_to_next(svc.pool)
@@ -98,7 +99,6 @@ async def run_scheduler(svc: Services, *, recheck_seconds: float = RECHECK_SECON
                         "Redis" if isinstance(exc, BrokerUnavailable) else "database", exc)
         except Exception:
             log.exception("announcement scheduler failed; will retry")
-            delay = None
         if delay is None:
             delay = recheck_seconds
         await asyncio.sleep(min(max(delay, MIN_SLEEP_SECONDS), recheck_seconds))
