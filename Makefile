@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 # Extra arguments: `make run ARGS="--port 9000"`, `make test PYTEST_ARGS="-x tests/hub"`.
 ARGS ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): each starts its own PostgreSQL and Redis; much of a
+# test's time is waiting on sockets and timers, so two overlap well on two cores.
+PYTEST_WORKERS ?= 2
 
 # Stamps record what is installed, so a second `make run` starts at once; editing
 # pyproject.toml reinstalls.
@@ -33,7 +36,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/mypy
 
 pytest: $(TEST_STAMP)
-	$(BIN)/pytest --durations=10 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=10 $(PYTEST_ARGS)
 
 # Starts its own throwaway PostgreSQL, Redis, hubs and a python-socketio peer; see
 # docs/benchmarks.md (`make bench ARGS=--quick` for a short run).

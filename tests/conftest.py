@@ -19,7 +19,8 @@ from db.migrate import migrate
 from db.pool import connect
 from tests.servers import PostgresServer, RedisServer, external
 
-TEMPLATE_DB = "hub_template"
+#: One per test process (pytest-xdist), since they may share one external server.
+TEMPLATE_DB = "hub_template_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 def with_database(dsn: str, name: str) -> str:
