@@ -134,7 +134,7 @@ class Settings(BaseSettings):
             raise ValueError("has a bad port") from exc
         return value
 
-    @field_validator("jwt_secret")
+    @field_validator("jwt_secret", "unsubscribe_secret")
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -232,15 +232,6 @@ class Settings(BaseSettings):
             raise ValueError("must be an address like hub@example.com or "
                              "'Name <hub@example.com>'")
         return value.strip()
-
-    @field_validator("unsubscribe_secret")
-    @classmethod
-    def _unsubscribe_secret(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        if len(value.encode()) < MIN_SECRET_BYTES:
-            raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
-        return value
 
     @field_validator("smtp_url")
     @classmethod
