@@ -90,3 +90,25 @@ async def prune(conn: Conn, retention_days: int, timeout: float | None = None) -
     """Delete finished deliveries older than ``retention_days``; return how many."""
     status = await conn.execute(Q.prune, retention_days, timeout=timeout)
     return int(status.split()[-1])
+
+
+async def dismiss(conn: Conn, notification_ids: list[int]) -> tuple[int, int]:
+    """Cross-device dismissal of ``notification_ids``, just read, inside the caller's
+    transaction (one statement, docs/delivery.md "Cross-device dismissal").
+
+    Their push deliveries not being sent become ``skipped`` (``read in-app``); those
+    that may show on a device (sent, being sent, or tried before) get a
+    ``push.dismiss`` delivery, due now. Returns ``(skipped,
+    dismissals scheduled)``.
+    """
+    if not notification_ids:
+        return 0, 0
+    row = await conn.fetchrow(Q.dismiss, notification_ids)
+    assert row is not None
+    return int(row["skipped"]), int(row["dismissals"])
+
+
+async def push_state(conn: Conn, notification_id: int) -> str | None:
+    """The state of a notification's push delivery; None if it has none."""
+    state = await conn.fetchval(Q.push_state, notification_id)
+    return None if state is None else str(state)

@@ -135,6 +135,10 @@ class Workers:
                 continue
             if channel is not None:
                 channels[name] = channel
+        pushes = channels.get(push.NAME)
+        if isinstance(pushes, push.PushChannel):
+            # Cross-device dismissals go out through the push channel's client.
+            channels[push.DISMISS] = push.DismissChannel(pushes)
         return cls(svc, channels)
 
     def start(self) -> None:
@@ -211,10 +215,14 @@ class Workers:
 
     def _read_meanwhile(self, item: dict[str, Any]) -> bool:
         """Escalate when unseen: a delivery of an ``HUB_ESCALATE_TYPES`` type whose
-        notification was read (on any device) before it went out is not sent."""
+        notification was read (on any device) before it went out is not sent; nor is a
+        push of a read notification (cross-device dismissal: a retry of a push whose
+        notification was read while it was being sent)."""
         n = item["notification"]
-        return bool(n["read"]) and item["channel"] in QUIET_HELD \
-            and n["type"] in self.escalate_types
+        if not n["read"]:
+            return False
+        return item["channel"] == push.NAME or (
+            item["channel"] in QUIET_HELD and n["type"] in self.escalate_types)
 
     async def _send(self, item: dict[str, Any]) -> None:
         s = self.svc.settings

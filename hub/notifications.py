@@ -294,7 +294,11 @@ async def unread_count(svc: Services, user_id: str) -> int:
 
 
 async def mark_read(svc: Services, user_id: str, ids: list[int]) -> dict[str, int]:
-    """Mark ``ids`` read (others' ids are ignored); emits ``notifications.read``."""
+    """Mark ``ids`` read (others' ids are ignored); emits ``notifications.read``.
+
+    In the same transaction, with web push on, their pushes not sent yet are skipped
+    and those sent are dismissed on the user's devices (``db.deliveries.dismiss``;
+    docs/delivery.md, "Cross-device dismissal"); so for ``mark_all_read``."""
     return await _mark(svc, user_id, ids=ids, upto=None)
 
 
@@ -306,15 +310,21 @@ async def mark_all_read(svc: Services, user_id: str, upto: int | None) -> dict[s
 async def _mark(
     svc: Services, user_id: str, *, ids: list[int] | None, upto: int | None
 ) -> dict[str, int]:
+    dismissals = 0
     async with svc.write() as work:
         if ids is None:
             changed = await store.mark_all_read(work.conn, user_id, upto)
         else:
             changed = await store.mark_read(work.conn, user_id, ids)
+        if changed and "push" in svc.delivery_channels:
+            # Cross-device dismissal: one statement, whatever the number read.
+            _, dismissals = await delivery_store.dismiss(work.conn, changed)
         unread = await store.unread_count(work.conn, user_id)
         if changed:
             data = {"ids": changed, "all": ids is None, "unread_count": unread}
             await work.append([(user_id, "notifications.read", data)])
+    if dismissals:
+        svc.deliveries_due.set()  # after the commit: the workers see the new rows
     return {"updated": len(changed), "unread_count": unread}
 
 

@@ -108,3 +108,41 @@ SELECT channel, count(*) AS n FROM deliveries WHERE state = 'scheduled' GROUP BY
 -- name: prune
 DELETE FROM deliveries
 WHERE state IN ('sent', 'failed', 'skipped') AND updated_at < now() - make_interval(days => $1)
+
+-- name: dismiss
+-- Cross-device dismissal: notifications $1 were just read (in the caller's transaction).
+-- Their push deliveries are locked first (a worker's claim skips them meanwhile), then:
+-- one not being sent ('scheduled' or 'held' without a live claim) becomes 'skipped',
+-- 'read in-app', so it is never sent (again); one that may show on a device gets a
+-- 'push.dismiss' delivery, due now (at most one per notification: the unique key): it
+-- was sent, or it is 'scheduled' after an attempt (being sent now, or an attempt
+-- failed on some browsers but maybe not all). Returns how many were skipped and how
+-- many dismissals were scheduled.
+WITH push AS (
+    SELECT id, notification_id, user_id, state, attempts, claimed_until
+    FROM deliveries
+    WHERE notification_id = ANY($1::bigint[]) AND channel = 'push'
+    ORDER BY id
+    FOR UPDATE
+), skipped AS (
+    UPDATE deliveries d
+    SET state = 'skipped', last_error = 'read in-app', updated_at = now(),
+        claimed_until = NULL
+    FROM push p
+    WHERE d.id = p.id AND p.state IN ('scheduled', 'held')
+      AND (p.claimed_until IS NULL OR p.claimed_until <= now())
+    RETURNING d.id
+), dismissals AS (
+    INSERT INTO deliveries (notification_id, user_id, channel, state, next_attempt_at)
+    SELECT p.notification_id, p.user_id, 'push.dismiss', 'scheduled', now()
+    FROM push p
+    WHERE p.state = 'sent' OR (p.state = 'scheduled' AND p.attempts > 0)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM skipped) AS skipped,
+       (SELECT count(*) FROM dismissals) AS dismissals
+
+-- name: push_state
+-- The state of notification $1's push delivery.
+SELECT state FROM deliveries WHERE notification_id = $1 AND channel = 'push'

@@ -14,6 +14,12 @@ Outcome of a delivery (docs/delivery.md, "Web push"): a push service answering 4
 errors are temporary; if any subscription failed temporarily the delivery is retried
 (browsers that got it already replace it: same ``Topic`` and notification tag);
 otherwise it is sent if one was accepted, and failed for good when none was.
+
+Cross-device dismissal (``DismissChannel``, channel ``push.dismiss``): when a
+notification whose push was sent is read, every subscription gets
+``{"type": "dismiss", "id"}`` with the same ``Topic`` (it replaces the push where the push
+service still holds it) and the service worker closes the notification shown with that
+tag. Same outcomes as a push.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import httpx
 import orjson
 from pywebpush import WebPusher
 
+from db import deliveries
 from db import push as store
 from db.pool import Pool
 from hub.channels import Delivery, Permanent, Temporary
@@ -39,6 +46,11 @@ from hub.vapid import Vapid, resolve
 log = logging.getLogger("notifyhub.push")
 
 NAME = "push"
+#: The channel of cross-device dismissals (``DismissChannel``): not a preference, never
+#: decided at create, scheduled when a notification whose push was sent is read.
+DISMISS = "push.dismiss"
+#: The longest a push service keeps a dismissal for an offline browser (seconds).
+DISMISS_TTL = 3600
 #: The largest plaintext sent: RFC 8291 allows 3993 bytes in one 4096-byte record.
 MAX_PLAINTEXT_BYTES = 3800
 #: A push service's answer must come within this; then the attempt is temporary.
@@ -87,6 +99,11 @@ def payload(notification: dict[str, Any]) -> bytes:
         doc["link"] = None
         data = orjson.dumps(doc)
     return data
+
+
+def dismiss_payload(notification_id: int) -> bytes:
+    """The JSON that tells a service worker to close the push shown for a notification."""
+    return orjson.dumps({"type": "dismiss", "id": notification_id})
 
 
 def retry_after(value: str | None) -> float | None:
@@ -144,24 +161,45 @@ class PushChannel:
     async def send(self, delivery: Delivery) -> None:
         """Push ``delivery`` to each subscription of its recipient (module docstring)."""
         note = delivery.notification
-        subs = await store.for_user(self.pool, note["user_id"])
-        if not subs:
-            raise Permanent("no push subscription")
-        body = payload(note)
-        headers = {
+        await self._push_all(note["user_id"], payload(note), {
             "TTL": str(self.ttl),
             "Urgency": URGENCY.get(note.get("priority") or "normal", "normal"),
             "Topic": topic(note["id"]),
-            "Content-Encoding": "aes128gcm",
-            "Content-Type": "application/octet-stream",
-        }
+        })
+
+    async def dismiss(self, delivery: Delivery) -> None:
+        """Close the shown push of ``delivery``'s notification on every device of its
+        recipient: ``{"type": "dismiss", "id"}`` with the same ``Topic``, ``Urgency:
+        normal`` and a TTL of at most ``DISMISS_TTL`` (module ``DismissChannel``).
+
+        The dismissal was scheduled (``db.deliveries.dismiss``) because the push may
+        show on a device; it waits (is retried) while the push is still ``scheduled``
+        (being sent, or waiting for its next attempt, which then skips it as read).
+        """
+        note = delivery.notification
+        if await deliveries.push_state(self.pool, note["id"]) == "scheduled":
+            raise Temporary("the push is still being sent")
+        await self._push_all(note["user_id"], dismiss_payload(note["id"]), {
+            "TTL": str(min(self.ttl, DISMISS_TTL)),
+            "Urgency": "normal",
+            "Topic": topic(note["id"]),
+        })
+
+    async def _push_all(self, user_id: str, body: bytes, headers: dict[str, str]) -> None:
+        """Push ``body`` with ``headers`` to each subscription of ``user_id``; the
+        outcome as the module docstring says."""
+        subs = await store.for_user(self.pool, user_id)
+        if not subs:
+            raise Permanent("no push subscription")
+        headers = {**headers, "Content-Encoding": "aes128gcm",
+                   "Content-Type": "application/octet-stream"}
         outcomes = await asyncio.gather(*(self._push(sub, body, headers) for sub in subs))
         gone = [o.subscription_id for o in outcomes if o.gone]
         sent = [o.subscription_id for o in outcomes if o.sent]
         if gone:
             await store.delete_ids(self.pool, gone)
             log.info("push: %d subscription(s) of %r gone (404/410), deleted",
-                     len(gone), note["user_id"])
+                     len(gone), user_id)
         if sent:
             await store.touch(self.pool, sent)
         temporary = [o for o in outcomes if o.temporary]
@@ -202,6 +240,22 @@ class PushChannel:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+class DismissChannel:
+    """``push.dismiss``: the cross-device dismissals of a push channel, sent with its
+    client and subscriptions (docs/delivery.md, "Cross-device dismissal")."""
+
+    name = DISMISS
+
+    def __init__(self, push: PushChannel) -> None:
+        self.push = push
+
+    async def send(self, delivery: Delivery) -> None:
+        await self.push.dismiss(delivery)
+
+    async def close(self) -> None:
+        """Nothing of its own: the push channel closes the client."""
 
 
 def configured(settings: Settings) -> bool:
