@@ -13,7 +13,7 @@ import time
 
 from bench.report import emit, machine, table
 from bench.scenarios import SCENARIOS, Bench, Options
-from bench.servers import Stack
+from bench.servers import EMAIL_MODES, Stack
 
 
 def options(args: argparse.Namespace) -> Options:
@@ -51,6 +51,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--callers", help="closed-loop REST caller counts (8,32)")
     p.add_argument("--dm-pairs", type=int, help="DM user pairs (50)")
     p.add_argument("--dm-rate", type=float, help="DM round trips per second (100)")
+    p.add_argument("--email", choices=EMAIL_MODES, default="off",
+                   help="deliveries: off; email decided for every notification and sent "
+                        "elsewhere; or also sent by the hub (docs/benchmarks.md)")
     p.add_argument("--hub-src", default="",
                    help="run the hub from this source tree (default: this checkout)")
     return p.parse_args()
@@ -64,7 +67,7 @@ def main() -> None:
         raise SystemExit(f"unknown scenarios: {', '.join(unknown)}")
     o = options(args)
     started = time.monotonic()
-    stack = Stack(args.hub_src)
+    stack = Stack(args.hub_src, args.email)
     bench = Bench(stack, o)
     rows = []
     try:

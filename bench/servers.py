@@ -6,6 +6,7 @@ process is stopped (SIGTERM, then SIGKILL) when the ``Stack`` closes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 from tests.servers import PostgresServer, RedisServer, free_port
@@ -97,11 +99,25 @@ def hub_env(database_url: str, redis_url: str) -> dict[str, str]:
     }
 
 
-class Stack:
-    """PostgreSQL + Redis, started at once; hubs and the peer started on demand."""
+#: ``--email`` modes: deliveries off; email decided for every notification but sent
+#: elsewhere (``HUB_DELIVERY_WORKERS=0``); or also sent by the serving hub's workers.
+EMAIL_MODES = ("off", "elsewhere", "in-process")
+#: The bench's user ids that get a contact email with ``--email`` (the stream and bulk
+#: users ``u<n>``, the REST users ``rest<n>``).
+CONTACT_USERS = 20_000
 
-    def __init__(self, hub_src: str = "") -> None:
+
+class Stack:
+    """PostgreSQL + Redis, started at once; hubs and the peer started on demand.
+
+    With ``email`` other than ``off`` the hubs have an email channel (to an SMTP port
+    that refuses connections: each delivery is attempted and its retry recorded) and
+    every bench user has a contact email, so every notification gets an email delivery.
+    """
+
+    def __init__(self, hub_src: str = "", email: str = "off") -> None:
         self.hub_src = hub_src
+        self.email = email
         self.pg = PostgresServer()
         self.redis = RedisServer()
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -131,10 +147,18 @@ class Stack:
             env = hub_env(self.dsn, self.redis.url)
             if self.hub_src:
                 env["PYTHONPATH"] = self.hub_src
+            if self.email != "off":
+                env.update(HUB_SMTP_URL=f"smtp://127.0.0.1:{free_port()}",
+                           HUB_EMAIL_FROM="bench@bench.example",
+                           HUB_PUBLIC_URL="http://bench.example")
+                if self.email == "elsewhere":
+                    env["HUB_DELIVERY_WORKERS"] = "0"
             pid = self._spawn(["-m", "api.cli", "serve", "--port", str(port)], env,
                               f"{url}/health", cwd=self.hub_src)
             self.hubs.append(url)
             self.hub_pids.append(pid)
+            if self.email != "off" and index == 0:
+                asyncio.run(_add_contacts(self.dsn))
         return self.hubs[index]
 
     def peer(self) -> str:
@@ -175,6 +199,21 @@ class Stack:
         self.redis.close()
         self.pg.close()
         self.log.close()
+
+
+async def _add_contacts(dsn: str) -> None:
+    """Give every bench user a contact email (the hub has migrated the database)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO contacts (user_id, email) "
+            "SELECT p || g, p || g || '@bench.example' "
+            "FROM generate_series(0, $1 - 1) g, unnest(ARRAY['u', 'rest']) p "
+            "ON CONFLICT (user_id) DO UPDATE SET email = excluded.email",
+            CONTACT_USERS,
+        )
+    finally:
+        await conn.close()
 
 
 def reap(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:

@@ -15,6 +15,7 @@ timeout) is ``Temporary``: it may work later, or after the relay's settings are 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -104,6 +105,9 @@ class EmailChannel:
         # None: the system's trust store (SSL_CERT_FILE may name another); tests pass one.
         self._tls_context = tls_context
         self._links = UnsubscribeLinks(settings)
+        # This host's name for EHLO, looked up once: aiosmtplib would otherwise run
+        # socket.getfqdn in a thread for every connection.
+        self._local_hostname: str | None = None
 
     def message(self, delivery: Delivery) -> EmailMessage:
         """The email of ``delivery`` (Permanent if its contact has no usable address)."""
@@ -144,6 +148,8 @@ class EmailChannel:
         msg = self.message(delivery)
         to = msg["To"]
         target = self.target
+        if self._local_hostname is None:
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
         try:
             async with asyncio.timeout(self._timeout * TOTAL_STEPS):
                 await aiosmtplib.send(
@@ -152,6 +158,7 @@ class EmailChannel:
                     username=target.username, password=target.password,
                     use_tls=target.use_tls, start_tls=target.start_tls,
                     tls_context=self._tls_context, timeout=self._timeout,
+                    local_hostname=self._local_hostname,
                 )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0] if exc.recipients else None
