@@ -2,7 +2,9 @@
 // scope is the whole site. A push from the hub carries the notification as JSON
 // ({id, type, title, body, link, priority}); the worker shows it, tagged with the
 // notification's topic ("n<id>") so a newer push about it replaces the one shown, and a
-// click opens (or focuses) the notification's link.
+// click opens (or focuses) the notification's link. A dismissal ({type: "dismiss", id},
+// sent when the notification is read on any device) closes the one shown with that tag
+// and shows nothing (docs/delivery.md, "Cross-device dismissal").
 
 "use strict";
 
@@ -29,8 +31,24 @@ function readPush(event) {
   }
 }
 
+/** Whether a push is a cross-device dismissal: {"type": "dismiss", "id"}, no title. */
+function isDismissal(data) {
+  return Boolean(data && data.type === "dismiss" && data.id && !("title" in data));
+}
+
+/** Close the notifications shown for notification `id` (read on another device). */
+async function dismiss(id) {
+  const shown = await self.registration.getNotifications({ tag: "n" + id });
+  for (const notification of shown) notification.close();
+}
+
 self.addEventListener("push", (event) => {
-  const { title, options } = notificationOf(readPush(event));
+  const data = readPush(event);
+  if (isDismissal(data)) {
+    event.waitUntil(dismiss(data.id));
+    return;
+  }
+  const { title, options } = notificationOf(data);
   event.waitUntil(self.registration.showNotification(title, options));
 });
 
