@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import SERVICE, auth
 from tests.hub.pushservice import Push, PushService, push_service
 from tests.hub.test_quiet_hours import window_around_now
-from tests.live.conftest import LiveHub, live_hub
+from tests.live.conftest import LiveHub, live_hub, recv_until, ws_connect
 from tests.live.test_push_delivery import create, push_settings, subscribe_with_push_on
 from tests.waiting import eventually
 
@@ -161,3 +161,18 @@ async def test_a_push_waiting_for_a_retry_when_read_is_skipped_and_dismissed_whe
         await eventually(lambda: sent(hub, made["id"], "push.dismiss"), timeout=T)
         assert sorted(p.name for p in dismissals(service)) == ["ann-laptop", "ann-phone"]
         assert len(service.received) == 4  # the push itself was not tried again
+
+
+async def test_reading_over_the_websocket_dismisses_the_push_too(settings_env):
+    async with push_service() as service, live_hub(**push_settings(settings_env)) as hub:
+        await subscribe_with_push_on(hub, "ann", service.browser("ann-phone"))
+        made = await create(hub)
+        await eventually(lambda: sent(hub, made["id"], "push"), timeout=T)
+        async with ws_connect(hub.ws_url("ann")) as ws:
+            await ws.send(orjson.dumps({"type": "notifications.mark_read", "client_id": "r1",
+                                        "data": {"ids": [made["id"]]}}).decode())
+            await recv_until(ws, "ack")
+        await eventually(lambda: sent(hub, made["id"], "push.dismiss"), timeout=T)
+        [gone] = dismissals(service)
+        assert orjson.loads(gone.plaintext or b"") == {"type": "dismiss", "id": made["id"]}
+        assert gone.headers["topic"] == f"n{made['id']}"
