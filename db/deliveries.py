@@ -16,7 +16,7 @@ Q = load("deliveries")
 Candidate = tuple[int, str, str, str | None, str | None, str | None, float]
 _CONTACT = ("email", "phone", "locale", "time_zone")
 _NOTIFICATION = ("id", "user_id", "type", "title", "body", "link", "data", "priority",
-                 "read", "read_at", "created_at")
+                 "read", "read_at", "created_at", "expires_at")
 
 
 async def decide(conn: Conn, candidates: list[Candidate], at: datetime | None = None
@@ -41,7 +41,8 @@ async def claim(
     """Claim up to ``limit`` due deliveries of ``channels`` for ``lease_seconds``.
 
     Each item: ``delivery_id``, ``channel``, ``attempts`` (this attempt's number),
-    ``notification`` (the stored row) and ``contact`` (the fields that are set).
+    ``notification`` (the stored row), ``contact`` (the fields that are set) and
+    ``expired`` (its notification's ``expires_at`` has passed, by the database's clock).
     """
     rows = await conn.fetch(Q.claim, channels, limit, lease_seconds)
     return [
@@ -51,6 +52,7 @@ async def claim(
             "attempts": r["attempts"],
             "notification": {k: r[k] for k in _NOTIFICATION},
             "contact": {k: r[k] for k in _CONTACT if r[k] is not None},
+            "expired": r["expired"],
         }
         for r in rows
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from db.pool import Conn, dumps
@@ -16,9 +17,9 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-#: A notification to insert: ``(id, user_id, type, title, body, link, data, priority)``,
-#: its id from ``allocate_ids``.
-Row = tuple[int, str, str, str, str, str | None, dict[str, Any], str]
+#: A notification to insert: ``(id, user_id, type, title, body, link, data, priority,
+#: expires_at)``, its id from ``allocate_ids``.
+Row = tuple[int, str, str, str, str, str | None, dict[str, Any], str, datetime | None]
 
 
 async def allocate_ids(conn: Conn, count: int) -> list[int]:
@@ -74,6 +75,17 @@ async def mark_all_read(conn: Conn, user_id: str, upto: int | None) -> list[int]
 
 async def delete(conn: Conn, user_id: str, id_: int) -> bool:
     return await conn.fetchval(Q.delete, id_, user_id) is not None
+
+
+async def expire(conn: Conn, limit: int) -> list[tuple[int, str]]:
+    """Delete up to ``limit`` expired notifications (rows other transactions hold are
+    left for later); ``(id, user_id)`` of each, in id order."""
+    return sorted((r["id"], r["user_id"]) for r in await conn.fetch(Q.expire, limit))
+
+
+async def unread_counts(conn: Conn, user_ids: list[str]) -> dict[str, int]:
+    """The unread count of each of ``user_ids`` (expired notifications not counted)."""
+    return {r["user_id"]: int(r["n"]) for r in await conn.fetch(Q.unread_counts, user_ids)}
 
 
 async def delete_for_message(conn: Conn, user_id: str, message_id: int) -> list[int]:

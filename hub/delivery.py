@@ -233,7 +233,10 @@ class Workers:
         )
         outcome, error, delay = "sent", "", 0.0
         try:
-            if self._read_meanwhile(item):
+            if item["expired"]:
+                # Expired between sweeps: never sent (the sweeper deletes the row soon).
+                outcome, error = "skipped", "expired"
+            elif self._read_meanwhile(item):
                 outcome, error = "skipped", "read in-app"
             else:
                 async with asyncio.timeout(self.send_timeout):

@@ -7,7 +7,7 @@ Request models validate input at the edge; response models document the output i
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeGuard, TypeVar
 
 import orjson
@@ -236,6 +236,7 @@ class Notification(BaseModel):
     read: bool
     read_at: datetime | None
     created_at: datetime
+    expires_at: datetime | None
 
 
 class NotificationPage(BaseModel):
@@ -275,6 +276,9 @@ class NotificationCreate(Strict):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     #: The single recipient's contact, upserted with the notification (docs/delivery.md).
     contact: Contact | None = None
+    #: When the notification leaves the inbox and stops being delivered (RFC 3339, with
+    #: a time zone, in the future; within the retention horizon, checked at commit).
+    expires_at: datetime | None = Field(default=None, strict=False)
 
     def recipients(self) -> list[str]:
         """The distinct target users, in the order given."""
@@ -295,6 +299,24 @@ class NotificationCreate(Strict):
             raise ValueError("contact is for a single recipient: give user_id (or one "
                              "user in user_ids)")
         return self
+
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _timestamp_text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("must be an RFC 3339 timestamp with a time zone")
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return value
+        if value.tzinfo is None:
+            raise ValueError("must include a time zone")
+        if value <= datetime.now(UTC):
+            raise ValueError("must be in the future")
+        return value
 
     @field_validator("idempotency_key")
     @classmethod

@@ -8,6 +8,7 @@ to the broker after commit (docs/live.md): creates through the group commit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -76,6 +77,7 @@ async def _commit(
             conn, requests, channels=svc.delivery_channels,
             quiet_bypass_high=svc.settings.quiet_hours_bypass_high,
             escalate=_escalation(svc),
+            expiry_days=svc.settings.retention_days,
         )
     if svc.delivery_channels:
         svc.deliveries_due.set()  # after the commit: the workers see the new rows
@@ -95,6 +97,7 @@ async def _publish(svc: Services, results: list[Created | BaseException]) -> Non
 async def create_many_in(
     conn: Connection, requests: list[NotificationCreate], *, channels: tuple[str, ...] = (),
     quiet_bypass_high: bool = True, escalate: tuple[frozenset[str], float] = (frozenset(), 0.0),
+    expiry_days: int | None = None,
 ) -> list[Created | HubError]:
     """Create ``requests`` inside the caller's transaction with set-based statements.
 
@@ -110,6 +113,8 @@ async def create_many_in(
     SMS deliveries inside the user's quiet hours are held until they end, unless the
     notification is ``high`` priority and ``quiet_bypass_high``. ``escalate``: (types,
     seconds): those types' email, push and SMS deliveries are due that much later.
+    ``expiry_days``: a request whose ``expires_at`` is further ahead is refused (the
+    retention horizon, docs/api.md).
 
     Lock order: reads first (templates, preferences: no locks), then the idempotency
     claims in sorted key order, the inline contacts in sorted user order, then every
@@ -118,6 +123,8 @@ async def create_many_in(
     other instances') queue up rather than deadlock.
     """
     contents = await _contents(conn, requests)
+    if expiry_days is not None and any(r.expires_at is not None for r in requests):
+        contents = _check_expiry(requests, contents, expiry_days)
     recipients = [r.recipients() for r in requests]
     prefs = await preferences.load_many(conn, sorted({u for rs in recipients for u in rs}))
     results: list[Created | HubError | None] = [None] * len(requests)
@@ -147,7 +154,8 @@ async def create_many_in(
             replays.append(n)
             continue
         rows.extend(
-            (i, u, request.type, title, body, link, request.data, request.priority)
+            (i, u, request.type, title, body, link, request.data, request.priority,
+             request.expires_at)
             for i, u in zip(own, allowed, strict=True)
         )
         fresh.append((n, len(own), suppressed))
@@ -170,6 +178,21 @@ async def create_many_in(
     if replays:
         await _replay(conn, requests, sorted(replays), contents, results)
     return [r for r in results if r is not None]
+
+
+def _check_expiry(
+    requests: list[NotificationCreate], contents: list[Content | HubError], days: int
+) -> list[Content | HubError]:
+    """``contents``, with a request whose ``expires_at`` is more than ``days`` ahead
+    refused instead."""
+    horizon = datetime.now(UTC) + timedelta(days=days)
+    return [
+        InvalidInput("expires_at is too far ahead", errors=[{
+            "loc": ["expires_at"],
+            "msg": f"must be within {days} days (the retention horizon, HUB_RETENTION_DAYS)",
+        }]) if r.expires_at is not None and r.expires_at > horizon else c
+        for r, c in zip(requests, contents, strict=True)
+    ]
 
 
 def _candidates(

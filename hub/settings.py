@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     history_days: int = Field(default=7, ge=7)
     history_min_events: int = Field(default=1000, ge=1000)
     cleanup_interval_seconds: float = Field(default=3600.0, gt=0)
+    # Expiring notifications (docs/delivery.md): how often the sweeper deletes them.
+    expiry_sweep_seconds: float = Field(default=5.0, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # HTTP transport limits (docs/api.md, "Connection limits"); max_connections None:
     # derived from the file-descriptor limit at start.

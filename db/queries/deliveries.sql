@@ -66,7 +66,8 @@ WITH due AS (
 )
 SELECT c.id AS delivery_id, c.channel, c.attempts,
        n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n.priority,
-       n.read_at IS NOT NULL AS read, n.read_at, n.created_at,
+       n.read_at IS NOT NULL AS read, n.read_at, n.created_at, n.expires_at,
+       coalesce(n.expires_at <= now(), false) AS expired,
        k.email, k.phone, k.locale, k.time_zone
 FROM claimed c
 JOIN notifications n ON n.id = c.notification_id

@@ -5,26 +5,29 @@ FROM generate_series(1, $1::int) AS n
 
 -- name: insert_rows
 -- One row per array position, with the ids allocate_ids gave, returned in that order.
-INSERT INTO notifications (id, user_id, type, title, body, link, data, priority)
+INSERT INTO notifications (id, user_id, type, title, body, link, data, priority, expires_at)
 OVERRIDING SYSTEM VALUE
-SELECT i, u, ty, ti, b, l, d, p
+SELECT i, u, ty, ti, b, l, d, p, x
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::jsonb[], $8::text[]) WITH ORDINALITY AS t(i, u, ty, ti, b, l, d, p, n)
+            $7::jsonb[], $8::text[], $9::timestamptz[])
+     WITH ORDINALITY AS t(i, u, ty, ti, b, l, d, p, x, n)
 ORDER BY n
 RETURNING id, user_id, type, title, body, link, data, priority,
-          read_at IS NOT NULL AS read, read_at, created_at
+          read_at IS NOT NULL AS read, read_at, created_at, expires_at
 
 -- name: by_ids
 SELECT id, user_id, type, title, body, link, data, priority,
-       read_at IS NOT NULL AS read, read_at, created_at
+       read_at IS NOT NULL AS read, read_at, created_at, expires_at
 FROM notifications WHERE id = ANY($1::bigint[]) ORDER BY id
 
 -- name: page
--- $2 before (exclusive), $3 unread only, $4 type, $5 ILIKE pattern, $6 limit + 1
+-- $2 before (exclusive), $3 unread only, $4 type, $5 ILIKE pattern, $6 limit + 1.
+-- An expired notification is hidden at once, swept or not.
 SELECT id, user_id, type, title, body, link, data, priority,
-       read_at IS NOT NULL AS read, read_at, created_at
+       read_at IS NOT NULL AS read, read_at, created_at, expires_at
 FROM notifications
 WHERE user_id = $1
+  AND (expires_at IS NULL OR expires_at > now())
   AND ($2::bigint IS NULL OR id < $2)
   AND (NOT $3::boolean OR read_at IS NULL)
   AND ($4::text IS NULL OR type = $4)
@@ -33,7 +36,8 @@ ORDER BY id DESC
 LIMIT $6
 
 -- name: unread_count
-SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL
+SELECT count(*) FROM notifications
+WHERE user_id = $1 AND read_at IS NULL AND (expires_at IS NULL OR expires_at > now())
 
 -- name: mark_read
 UPDATE notifications SET read_at = now()
@@ -77,3 +81,24 @@ DELETE FROM notification_requests WHERE created_at < now() - make_interval(days 
 DELETE FROM notifications
 WHERE user_id = $1 AND type = 'new_message' AND data->>'message_id' = $2::bigint::text
 RETURNING id
+
+-- name: expire
+-- Delete up to $1 expired notifications, oldest expiry first; SKIP LOCKED: instances
+-- sweeping at once take different rows. Their deliveries go with them (ON DELETE CASCADE).
+WITH due AS (
+    SELECT id FROM notifications
+    WHERE expires_at <= now()
+    ORDER BY expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM notifications n USING due WHERE n.id = due.id
+RETURNING n.id, n.user_id
+
+-- name: unread_counts
+-- The unread count of each user $1 (as unread_count).
+SELECT u AS user_id,
+       (SELECT count(*) FROM notifications
+        WHERE user_id = u AND read_at IS NULL
+          AND (expires_at IS NULL OR expires_at > now())) AS n
+FROM unnest($1::text[]) AS u
