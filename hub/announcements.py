@@ -14,14 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from db import announcements as store
-from db.errors import DatabaseUnavailable
 from hub.errors import InvalidInput, NotFound
 from hub.models import AnnouncementCreate
+from hub.periodic import attempt
 from hub.services import Services
-from pubsub.errors import BrokerUnavailable
-
-#: Outages the scheduler waits out (logged in one line); anything else is a bug.
-DOWN = (DatabaseUnavailable, BrokerUnavailable)
 
 log = logging.getLogger("notifyhub")
 
@@ -87,18 +83,12 @@ async def run_scheduler(svc: Services, *, recheck_seconds: float = RECHECK_SECON
     announcements created elsewhere meanwhile are found. Errors (database down) are
     logged and retried after ``recheck_seconds``.
     """
+    async def step() -> float | None:
+        await announce_due(svc)
+        return await store.seconds_to_next(svc.pool)
+
     while True:
-        delay: float | None = None
-        try:
-            await announce_due(svc)
-            delay = await store.seconds_to_next(svc.pool)
-        except asyncio.CancelledError:
-            raise
-        except DOWN as exc:  # an outage, not a bug: one line, no traceback
-            log.warning("announcement scheduler: %s unavailable (%s); will retry",
-                        "Redis" if isinstance(exc, BrokerUnavailable) else "database", exc)
-        except Exception:
-            log.exception("announcement scheduler failed; will retry")
+        delay = await attempt("announcement scheduler", step)
         if delay is None:
             delay = recheck_seconds
         await asyncio.sleep(min(max(delay, MIN_SLEEP_SECONDS), recheck_seconds))

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from db import cleanup
-from db.errors import DatabaseUnavailable
+from hub.periodic import attempt
 from hub.services import Services
 
 log = logging.getLogger("notifyhub")
@@ -27,13 +27,6 @@ async def run_forever(svc: Services) -> None:
     """Prune every ``cleanup_interval_seconds``; errors are logged and retried next time."""
     while True:
         await asyncio.sleep(svc.settings.cleanup_interval_seconds)
-        try:
-            result = await prune_once(svc)
-            if result:
-                log.info("cleanup pruned %s", result)
-        except asyncio.CancelledError:
-            raise
-        except DatabaseUnavailable as exc:  # an outage, not a bug: one line, no traceback
-            log.warning("cleanup: database unavailable (%s); will retry", exc)
-        except Exception:
-            log.exception("cleanup failed; will retry")
+        result = await attempt("cleanup", lambda: prune_once(svc))
+        if result:
+            log.info("cleanup pruned %s", result)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 
 from db import notifications as store
-from db.errors import DatabaseUnavailable
+from hub.periodic import attempt
 from hub.services import Services
 
 log = logging.getLogger("notifyhub")
@@ -56,13 +56,6 @@ async def run_forever(svc: Services) -> None:
     """Sweep every ``expiry_sweep_seconds``; errors are logged and retried next time."""
     while True:
         await asyncio.sleep(svc.settings.expiry_sweep_seconds)
-        try:
-            swept = await sweep_once(svc)
-            if swept:
-                log.debug("expiry sweeper deleted %d notifications", swept)
-        except asyncio.CancelledError:
-            raise
-        except DatabaseUnavailable as exc:  # an outage, not a bug: one line, no traceback
-            log.warning("expiry sweeper: database unavailable (%s); will retry", exc)
-        except Exception:
-            log.exception("expiry sweeper failed; will retry")
+        swept = await attempt("expiry sweeper", lambda: sweep_once(svc))
+        if swept:
+            log.debug("expiry sweeper deleted %d notifications", swept)
