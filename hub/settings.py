@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -111,13 +111,8 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("postgres", "postgresql"):
-            raise ValueError("must be a postgresql:// URL")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError as exc:
-            raise ValueError("has a bad port") from exc
+        _checked_url(value, ("postgres", "postgresql"), "must be a postgresql:// URL",
+                     host=False)
         return value
 
     @field_validator("redis_url")
@@ -125,15 +120,10 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        parts = _checked_url(value, ("redis", "rediss", "unix"),
+                             "must be a redis://, rediss:// or unix:// URL", host=False)
         if parts.scheme != "unix" and not parts.hostname:
             raise ValueError("has no host")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError as exc:
-            raise ValueError("has a bad port") from exc
         return value
 
     @field_validator("jwt_secret", "unsubscribe_secret")
@@ -242,13 +232,8 @@ class Settings(BaseSettings):
 
         if value is None or value == "":
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ValueError("must be smtp://[user:pass@]host[:port] or smtps://…")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError as exc:
-            raise ValueError("has a bad port") from exc
+        parts = _checked_url(value, ("smtp", "smtps"),
+                             "must be smtp://[user:pass@]host[:port] or smtps://…")
         query = parse_qs(parts.query)
         if set(query) - {"starttls"} or query.get("starttls", ["false"])[-1] not in (
             "true", "false"
@@ -284,13 +269,7 @@ class Settings(BaseSettings):
     def _webhook_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s):// URL")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError as exc:
-            raise ValueError("has a bad port") from exc
+        _checked_url(value, ("http", "https"), "must be an http(s):// URL")
         return value
 
     @field_validator("webhook_secret")
@@ -339,3 +318,18 @@ def demo_secret(settings: Settings) -> str:
         raise SettingsError(
             f"HUB_DATA_DIR: cannot keep the demo secret in {path}: {exc.strerror or exc}"
         ) from None
+
+
+def _checked_url(
+    value: str, schemes: tuple[str, ...], wrong: str, *, host: bool = True
+) -> SplitResult:
+    """``value`` split (``urlsplit``); ValueError ``wrong`` for another scheme (or, with
+    ``host``, no host), and for a port that is not a number."""
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or (host and not parts.hostname):
+        raise ValueError(wrong)
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ValueError("has a bad port") from exc
+    return parts
