@@ -69,6 +69,10 @@ CLAIM_BATCH = 100
 #: How long shutdown waits for sends in flight before cancelling them (their claims
 #: then expire and another worker retries them).
 STOP_GRACE = 10.0
+#: The longest wait a receiver's ``Retry-After`` can ask for (seconds).
+MAX_RETRY_AFTER = 24 * 3600.0
+#: Seconds between two counts of the queue depth (a count reads every due row).
+QUEUE_COUNT_SECONDS = 30.0
 #: The longest error text recorded in ``last_error``.
 MAX_ERROR_CHARS = 500
 
@@ -100,7 +104,9 @@ def _reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"no answer within {timeout:g} s"
     text = str(exc).strip() or type(exc).__name__
-    return text[:MAX_ERROR_CHARS]
+    # PostgreSQL text cannot hold NUL: a receiver's binary answer must not make the
+    # outcome unrecordable (and the row re-sent at every lease).
+    return text[:MAX_ERROR_CHARS].replace("\x00", "\ufffd")
 
 
 class Workers:
@@ -182,7 +188,7 @@ class Workers:
                 self._sends.add(task)
                 task.add_done_callback(self._done)
             self._full = len(self._sends) >= self.slots
-            await self._count_queue(names, poll)
+            await self._count_queue(names, max(poll, QUEUE_COUNT_SECONDS))
             if claimed and len(claimed) == free:
                 # Every slot busy: the next claim waits for a slot (``_done`` wakes us).
                 with contextlib.suppress(TimeoutError):
@@ -233,7 +239,11 @@ class Workers:
         )
         outcome, error, delay = "sent", "", 0.0
         try:
-            if item["expired"]:
+            if attempt > s.delivery_max_attempts:
+                # Claimed again and again without an outcome (a process that died in the
+                # send, an outcome that could not be recorded): stop here.
+                outcome, error = "failed", f"no outcome after {attempt - 1} attempts"
+            elif item["expired"]:
                 # Expired between sweeps: never sent (the sweeper deletes the row soon).
                 outcome, error = "skipped", "expired"
             elif self._read_meanwhile(item):
@@ -253,7 +263,9 @@ class Workers:
                                 s.delivery_backoff_max_seconds)
                 asked = getattr(exc, "retry_after", None)
                 if isinstance(asked, int | float) and asked > delay:
-                    delay = float(asked)
+                    # A receiver's Retry-After, within reason (an endless or absurd one
+                    # would park the row for good).
+                    delay = min(float(asked), MAX_RETRY_AFTER)
         try:
             if outcome == "sent":
                 recorded = await store.sent(self.svc.pool, id_, attempt)

@@ -91,6 +91,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _internal_address(host: str) -> bool:
+    """Whether ``host`` is a loopback name or an IP address that is not public."""
+    if is_loopback(host):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
+
+
 def check_endpoint(endpoint: str, allow_http_loopback: bool) -> str:
     """``endpoint`` if it is a push service URL the hub may POST to; InvalidInput if not.
 
@@ -114,6 +125,9 @@ def check_endpoint(endpoint: str, allow_http_loopback: bool) -> str:
     if parts.fragment:
         raise refuse("must not have a #fragment")
     if parts.scheme == "https":
+        if _internal_address(host):
+            # The hub would POST wherever a user points it: never to its own networks.
+            raise refuse("must be a push service on the internet, not an internal address")
         return endpoint
     if parts.scheme == "http" and allow_http_loopback and is_loopback(host):
         return endpoint

@@ -19,6 +19,8 @@ class Recorder:
     name: str = "email"
     #: The first ``fail_times`` calls of each delivery raise ``Temporary``.
     fail_times: int = 0
+    #: What the ``Temporary`` failures say (``{n}``: the attempt).
+    failure: str = "try {n} refused"
     #: Every call raises ``Permanent(permanent)`` when set.
     permanent: str | None = None
     #: Seconds each send takes.
@@ -47,7 +49,7 @@ class _Recording:
         if r.permanent is not None:
             raise Permanent(r.permanent)
         if delivery.attempt <= r.fail_times:
-            raise Temporary(f"try {delivery.attempt} refused")
+            raise Temporary(r.failure.format(n=delivery.attempt))
         r.sent.append(delivery)
 
     async def close(self) -> None:

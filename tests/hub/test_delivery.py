@@ -210,7 +210,8 @@ async def test_two_hubs_never_send_the_same_attempt_twice(settings_env, recorder
         assert count == 240
 
 
-async def test_delivery_metrics_count_outcomes_and_the_queue(settings_env, recorder):
+async def test_delivery_metrics_count_outcomes_and_the_queue(settings_env, recorder, monkeypatch):
+    monkeypatch.setattr(delivery, "QUEUE_COUNT_SECONDS", 0.1)  # 30 s between counts
     recorder.fail_times = 1
     async with hub(settings_env, delivery_backoff_seconds=0.05) as app:
         made = await create(app, user_id="ann", contact={"email": "ann@example.com"})
@@ -233,6 +234,17 @@ async def test_delivery_metrics_count_outcomes_and_the_queue(settings_env, recor
             return 'notifyhub_delivery_queue{channel="email"} 1.0' in text
 
         await eventually(queued)
+
+
+async def test_an_error_text_with_nul_is_recorded_and_attempts_still_end(settings_env, recorder):
+    # PostgreSQL text cannot hold NUL: unrecorded outcomes re-sent the row at every lease.
+    recorder.fail_times, recorder.failure = 100, "bad\x00answer {n}"
+    async with hub(settings_env, delivery_max_attempts=2, delivery_lease_seconds=2) as app:
+        made = await create(app, user_id="ann", contact={"email": "ann@example.com"})
+        state = await eventually(lambda: _sent(app, made["items"][0]["id"]), 20)
+        assert state["state"] == "failed"
+        assert state["last_error"] == "bad\ufffdanswer 2 (after 2 attempts)"
+        assert len(recorder.attempts) == 2
 
 
 def test_backoff_doubles_from_the_base_up_to_the_cap_with_jitter():

@@ -324,6 +324,12 @@ GOOD["endpoint"] = "https://push.example.com/send/abc"
 BAD_SUBSCRIPTIONS = {
     "http endpoint, not loopback": _bad(GOOD, endpoint="http://push.example.com/send/abc"),
     "ftp endpoint": _bad(GOOD, endpoint="ftp://push.example.com/x"),
+    # The hub POSTs wherever an endpoint points: never into its own networks.
+    "https to loopback": _bad(GOOD, endpoint="https://127.0.0.1:8443/x"),
+    "https to localhost": _bad(GOOD, endpoint="https://localhost/x"),
+    "https to a private address": _bad(GOOD, endpoint="https://10.1.2.3/x"),
+    "https to link-local metadata": _bad(GOOD, endpoint="https://169.254.169.254/x"),
+    "https to ipv6 loopback": _bad(GOOD, endpoint="https://[::1]/x"),
     "not a url": _bad(GOOD, endpoint="not a url"),
     "credentials in the url": _bad(GOOD, endpoint="https://u:p@push.example.com/x"),
     "endpoint too long": _bad(GOOD, endpoint="https://push.example.com/" + "a" * 2100),
