@@ -116,8 +116,7 @@ class NodeClient:
 
 @pytest.fixture
 async def node_client(proxy: StallableProxy) -> AsyncIterator[NodeClient]:
-    if NODE is None:
-        pytest.skip("node is not installed")
+    assert NODE is not None, "node is not installed (.ci/run installs Debian's nodejs)"
     proc = await asyncio.create_subprocess_exec(
         NODE, str(CLIENT), stream_url(proxy, "u1"),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
