@@ -1,46 +1,10 @@
 -- name: decide
--- The deliveries of notifications just inserted: one candidate per (notification $1,
--- user $2, channel $3) that the preferences enable on a configured channel; kept only
--- where the user has an address for it (email: contacts.email, sms: contacts.phone,
--- push: a push subscription; webhook: none needed).
--- Quiet hours: a candidate with a window ($4 start, $5 end, 'HH:MM'; NULL: never held)
--- whose window covers the moment $8 (NULL: now()) on the wall clock of the user's zone
--- (contacts.time_zone, else $6, the quiet hours' own) is written 'held' until the
--- window's next end, converted back from that wall clock (so DST changes are right); a
--- window whose end is before its start spans midnight; start = end is no window.
--- Escalation: a candidate's delay $7 (seconds; 0: none) makes it due that much later,
--- and quiet hours are judged at that later moment.
-INSERT INTO deliveries (notification_id, user_id, channel, state, next_attempt_at)
-SELECT t.n, t.u, t.c,
-       CASE WHEN q.until IS NULL THEN 'scheduled' ELSE 'held' END,
-       coalesce(q.until, w.due)
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::float8[])
-     AS t(n, u, c, qs, qe, qz, d)
-LEFT JOIN contacts k ON k.user_id = t.u
-CROSS JOIN LATERAL (
-    SELECT coalesce($8::timestamptz, now()) + make_interval(secs => t.d) AS due
-) m
-CROSS JOIN LATERAL (
-    SELECT m.due, coalesce(k.time_zone, t.qz) AS zone, t.qs::time AS qs, t.qe::time AS qe,
-           m.due AT TIME ZONE coalesce(k.time_zone, t.qz) AS here
-) w
-CROSS JOIN LATERAL (
-    SELECT CASE
-        WHEN w.qs IS NULL OR w.qs = w.qe THEN NULL
-        WHEN (w.qs < w.qe AND w.here::time >= w.qs AND w.here::time < w.qe)
-          OR (w.qs > w.qe AND (w.here::time >= w.qs OR w.here::time < w.qe))
-        THEN (w.here::date + w.qe
-              + CASE WHEN w.qe <= w.here::time THEN interval '1 day' ELSE interval '0' END
-             ) AT TIME ZONE w.zone
-    END AS until
-) q
-WHERE CASE t.c WHEN 'email' THEN k.email IS NOT NULL
-               WHEN 'sms' THEN k.phone IS NOT NULL
-               WHEN 'push' THEN EXISTS (SELECT 1 FROM push_subscriptions s
-                                        WHERE s.user_id = t.u)
-               ELSE true END
-ON CONFLICT DO NOTHING
+-- The deliveries of notifications just inserted, as db/migrations/0007 defines them
+-- (the statement lives in a function so that it runs with a generic plan): one per
+-- candidate (notification $1, user $2, channel $3) the user has an address for, held
+-- through quiet hours ($4 start, $5 end, $6 zone), due after delay $7 from $8 (NULL: now).
+SELECT deliveries_decide($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::float8[], $8::timestamptz)
 
 -- name: claim
 -- Up to $2 due deliveries of channels $1, claimed for a lease of $3 seconds: the
