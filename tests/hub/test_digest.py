@@ -21,7 +21,7 @@ from db import deliveries as store
 from hub import delivery, preferences
 from hub.channels.email_templates import render_digest
 from hub.models import Preferences
-from hub.settings import Settings
+from hub.settings import Settings, SettingsError, load_settings
 from hub.unsubscribe import UnsubscribeLinks
 from tests.conftest import SERVICE, auth
 from tests.hub.recording_channel import Recorder
@@ -77,6 +77,11 @@ async def decided(app: Any, digest: str, moment: str, *, zone: str | None = None
     ("hourly", "2026-01-05T10:00:00+00:00", None, "2026-01-05T11:00:00+00:00"),
     # India is UTC+05:30: its full hours are at :30 UTC.
     ("hourly", "2026-01-05T10:20:00+00:00", "Asia/Kolkata", "2026-01-05T10:30:00+00:00"),
+    # An end the spring-forward night skips (02:00 CET) is 03:00 CEST, the same moment.
+    ("hourly", "2026-03-29T01:30:00+01:00", "Europe/Paris", "2026-03-29T03:00:00+02:00"),
+    # The fall-back night's repeated hour (02:xx summer, then winter time) is one period.
+    ("hourly", "2026-10-25T02:30:00+02:00", "Europe/Paris", "2026-10-25T03:00:00+01:00"),
+    ("hourly", "2026-10-25T02:30:00+01:00", "Europe/Paris", "2026-10-25T03:00:00+01:00"),
     # Daily: the next 08:00 there, strictly after the moment.
     ("daily", "2026-01-05T07:59:00+01:00", "Europe/Paris", "2026-01-05T08:00:00+01:00"),
     ("daily", "2026-01-05T08:00:00+01:00", "Europe/Paris", "2026-01-06T08:00:00+01:00"),
@@ -224,3 +229,11 @@ def test_an_all_email_unsubscribe_token_round_trips_and_differs_from_a_types():
     assert links.verify(links.token("ann", None)) == ("ann", None)
     assert links.verify(links.token("ann", "grade_posted")) == ("ann", "grade_posted")
     assert links.token("ann", None) != links.token("ann", "grade_posted")
+
+
+def test_the_digest_settings_are_checked_and_the_weekday_read_in_any_case():
+    assert Settings(digest_weekday="Friday").digest_weekday == "friday"
+    assert Settings().digest_hour == 8 and Settings().digest_weekday == "monday"
+    for bad in ({"digest_hour": 24}, {"digest_weekday": "someday"}):
+        with pytest.raises(SettingsError, match="HUB_DIGEST_"):
+            load_settings(**bad)
