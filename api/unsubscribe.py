@@ -1,7 +1,8 @@
 """``/api/unsubscribe``: the one-click unsubscribe link of every email (RFC 8058).
 
 ``POST /api/unsubscribe?token=…`` (what a mail client sends, with the body
-``List-Unsubscribe=One-Click``) turns the token's type off for email and answers 200.
+``List-Unsubscribe=One-Click``) turns the token's type off for email (a digest's token:
+all email) and answers 200.
 ``GET`` only shows a page with a button that sends that POST: mail scanners fetch the
 links of an email, and a fetch must not unsubscribe anyone. The token is the only
 credential; a bad or forged one is 422 problem+json (docs/delivery.md, "Email").
@@ -48,10 +49,11 @@ async def confirm(request: Request) -> Response:
     _, type_ = _links(request).verify(token)
     # Relative to this page, so it also works behind a proxy that adds a path prefix.
     form_action = escape("unsubscribe?token=" + quote(token or "", safe=""))
+    what = ("all notification emails, digests included" if type_ is None
+            else f"emails about <strong>{escape(type_)}</strong>")
     return _page(
         "Unsubscribe",
-        f"<p>Stop emails about <strong>{escape(type_)}</strong>? In-app notifications "
-        "are not affected.</p>"
+        f"<p>Stop {what}? In-app notifications are not affected.</p>"
         f'<form method="post" action="{form_action}">'
         '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
         '<button type="submit">Unsubscribe</button></form>',
@@ -67,9 +69,11 @@ async def one_click(request: Request) -> Response:
         if size > MAX_BODY:
             raise PayloadTooLarge(f"an unsubscribe body is at most {MAX_BODY} bytes")
     await unsubscribe(request.app.state.services, user_id, type_)
+    what = ("notification emails" if type_ is None
+            else f"emails about <strong>{escape(type_)}</strong>")
     return _page(
         "Unsubscribed",
-        f"<p>You will no longer get emails about <strong>{escape(type_)}</strong>. "
+        f"<p>You will no longer get {what}. "
         "You can turn them back on in your notification preferences.</p>",
     )
 

@@ -11,28 +11,33 @@ from db.queries import load
 Q = load("deliveries")
 
 #: A delivery candidate: ``(notification id, user id, channel, quiet start, quiet end,
-#: quiet time zone, delay)``; the quiet hours (``HH:MM``, an IANA zone) are None when
-#: the delivery is never held; ``delay``: seconds before it is due (escalation; 0: now).
-Candidate = tuple[int, str, str, str | None, str | None, str | None, float]
+#: quiet time zone, delay, digest)``; the quiet hours (``HH:MM``, an IANA zone) are None
+#: when the delivery is never held; ``delay``: seconds before it is due (escalation; 0:
+#: now); ``digest``: ``hourly``, ``daily`` or ``weekly`` for an email that waits for the
+#: user's digest, else None.
+Candidate = tuple[int, str, str, str | None, str | None, str | None, float, str | None]
 _CONTACT = ("email", "phone", "locale", "time_zone")
 _NOTIFICATION = ("id", "user_id", "type", "title", "body", "link", "data", "priority",
                  "read", "read_at", "created_at", "expires_at")
 
 
-async def decide(conn: Conn, candidates: list[Candidate], at: datetime | None = None
-                 ) -> None:
+async def decide(conn: Conn, candidates: list[Candidate], at: datetime | None = None,
+                 *, digest_hour: int = 8, digest_weekday: int = 1) -> None:
     """Insert the deliveries of ``candidates`` whose user has an address (one statement).
 
     A candidate is due ``delay`` seconds after ``at`` (None: the transaction's
     ``now()``). One whose quiet hours cover that moment on the wall clock of the
     user's zone (the contact's ``time_zone``, else the quiet hours' own) is stored
     ``held`` until the window's end (docs/delivery.md, "Quiet hours"); the others are
-    ``scheduled`` at that moment.
+    ``scheduled`` at that moment. A candidate with a ``digest`` is stored ``digest``,
+    waiting for the end of its period (daily and weekly ones at ``digest_hour``, weekly
+    ones on ``digest_weekday``, ISO: Monday 1), with the user's digest job for that period
+    (docs/delivery.md, "Digests").
     """
     if not candidates:
         return
     columns = [list(column) for column in zip(*candidates, strict=True)]
-    await conn.execute(Q.decide, *columns, at)
+    await conn.execute(Q.decide, *columns[:7], at, columns[7], digest_hour, digest_weekday)
 
 
 async def claim(
@@ -41,8 +46,10 @@ async def claim(
     """Claim up to ``limit`` due deliveries of ``channels`` for ``lease_seconds``.
 
     Each item: ``delivery_id``, ``channel``, ``attempts`` (this attempt's number),
-    ``notification`` (the stored row), ``contact`` (the fields that are set) and
-    ``expired`` (its notification's ``expires_at`` has passed, by the database's clock).
+    ``recipient`` (the user), ``digest_at`` (a digest job's period end, else None),
+    ``notification`` (the stored row; all None for a digest job), ``contact`` (the
+    fields that are set) and ``expired`` (its notification's ``expires_at`` has passed,
+    by the database's clock).
     """
     rows = await conn.fetch(Q.claim, channels, limit, lease_seconds)
     return [
@@ -50,6 +57,8 @@ async def claim(
             "delivery_id": r["delivery_id"],
             "channel": r["channel"],
             "attempts": r["attempts"],
+            "recipient": r["recipient"],
+            "digest_at": r["digest_at"],
             "notification": {k: r[k] for k in _NOTIFICATION},
             "contact": {k: r[k] for k in _CONTACT if r[k] is not None},
             "expired": r["expired"],
@@ -60,22 +69,22 @@ async def claim(
 
 async def sent(conn: Conn, id_: int, attempt: int) -> bool:
     """Record attempt ``attempt`` of ``id_`` as sent; False if the claim was lost."""
-    return bool(await conn.execute(Q.sent, id_, attempt) != "UPDATE 0")
+    return bool(await conn.fetchval(Q.sent, id_, attempt))
 
 
 async def failed(conn: Conn, id_: int, attempt: int, reason: str) -> bool:
     """Record ``id_`` as failed for good with ``reason``; False if the claim was lost."""
-    return bool(await conn.execute(Q.failed, id_, attempt, reason) != "UPDATE 0")
+    return bool(await conn.fetchval(Q.failed, id_, attempt, reason))
 
 
 async def skipped(conn: Conn, id_: int, attempt: int, reason: str) -> bool:
     """Record ``id_`` as not sent on purpose, for ``reason``; False if the claim was lost."""
-    return bool(await conn.execute(Q.skipped, id_, attempt, reason) != "UPDATE 0")
+    return bool(await conn.fetchval(Q.skipped, id_, attempt, reason))
 
 
 async def retry(conn: Conn, id_: int, attempt: int, error: str, delay: float) -> bool:
     """Make ``id_`` due again in ``delay`` seconds; False if the claim was lost."""
-    return bool(await conn.execute(Q.retry, id_, attempt, error, delay) != "UPDATE 0")
+    return bool(await conn.fetchval(Q.retry, id_, attempt, error, delay))
 
 
 async def by_notification(conn: Conn, notification_id: int) -> list[dict[str, Any]]:

@@ -34,7 +34,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from db import deliveries as store
-from hub.channels import Channel, Delivery, Permanent, push
+from hub import digest
+from hub.channels import Channel, Delivery, Permanent, Skip, push
 from hub.channels import email as email_channel
 from hub.channels.webhook import SmsChannel, WebhookChannel
 from hub.notifications import QUIET_HELD
@@ -145,6 +146,10 @@ class Workers:
         if isinstance(pushes, push.PushChannel):
             # Cross-device dismissals go out through the push channel's client.
             channels[push.DISMISS] = push.DismissChannel(pushes)
+        mail = channels.get(email_channel.EmailChannel.name)
+        if isinstance(mail, email_channel.EmailChannel):
+            # Digest jobs are built here and sent through the email channel.
+            channels[digest.NAME] = digest.DigestChannel(svc, mail)
         return cls(svc, channels)
 
     def start(self) -> None:
@@ -236,6 +241,7 @@ class Workers:
         delivery = Delivery(
             id=id_, channel=name, attempt=attempt,
             notification=item["notification"], contact=item["contact"],
+            user_id=item["recipient"], digest_at=item["digest_at"],
         )
         outcome, error, delay = "sent", "", 0.0
         try:
@@ -253,6 +259,8 @@ class Workers:
                     await self.channels[name].send(delivery)
         except Permanent as exc:
             outcome, error = "failed", _reason(exc, self.send_timeout)
+        except Skip as exc:
+            outcome, error = "skipped", _reason(exc, self.send_timeout)
         except Exception as exc:
             error = _reason(exc, self.send_timeout)
             if attempt >= s.delivery_max_attempts:

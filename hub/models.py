@@ -65,7 +65,7 @@ UserId = Annotated[str, AfterValidator(check_user_id)]
 Data = Annotated[dict[str, Any], AfterValidator(check_data)]
 Priority = Literal["low", "normal", "high"]
 Level = Literal["info", "warning", "critical"]
-Digest = Literal["off", "hourly", "daily"]
+Digest = Literal["off", "hourly", "daily", "weekly"]
 
 
 def _nul_path(value: Any, path: list[Any]) -> list[Any] | None:

@@ -22,6 +22,7 @@ from hub import preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
 from hub.models import NotificationCreate, Preferences, safe_link
 from hub.services import Event, Services
+from hub.settings import WEEKDAYS
 from hub.writer import GroupCommit
 
 #: A notification's title, body and link.
@@ -78,6 +79,7 @@ async def _commit(
             quiet_bypass_high=svc.settings.quiet_hours_bypass_high,
             escalate=_escalation(svc),
             expiry_days=svc.settings.retention_days,
+            digest_at=_digest_clock(svc),
         )
     if svc.delivery_channels:
         svc.deliveries_due.set()  # after the commit: the workers see the new rows
@@ -97,7 +99,7 @@ async def _publish(svc: Services, results: list[Created | BaseException]) -> Non
 async def create_many_in(
     conn: Connection, requests: list[NotificationCreate], *, channels: tuple[str, ...] = (),
     quiet_bypass_high: bool = True, escalate: tuple[frozenset[str], float] = (frozenset(), 0.0),
-    expiry_days: int | None = None,
+    expiry_days: int | None = None, digest_at: tuple[int, int] = (8, 1),
 ) -> list[Created | HubError]:
     """Create ``requests`` inside the caller's transaction with set-based statements.
 
@@ -114,7 +116,9 @@ async def create_many_in(
     notification is ``high`` priority and ``quiet_bypass_high``. ``escalate``: (types,
     seconds): those types' email, push and SMS deliveries are due that much later.
     ``expiry_days``: a request whose ``expires_at`` is further ahead is refused (the
-    retention horizon, docs/api.md).
+    retention horizon, docs/api.md). The email of a user whose preferences ask for a
+    digest waits for it instead (``digest_at``: the hour daily and weekly digests go
+    out, and the ISO weekday of weekly ones; docs/delivery.md, "Digests").
 
     Lock order: reads first (templates, preferences: no locks), then the idempotency
     claims in sorted key order, the inline contacts in sorted user order, then every
@@ -165,8 +169,10 @@ async def create_many_in(
     })
     items = await store.insert_rows(conn, rows)
     if channels:
+        hour, weekday = digest_at
         await delivery_store.decide(
-            conn, _candidates(items, prefs, channels, quiet_bypass_high, escalate)
+            conn, _candidates(items, prefs, channels, quiet_bypass_high, escalate),
+            digest_hour=hour, digest_weekday=weekday,
         )
     events = await event_log.append(
         conn, [(i["user_id"], "notification.created", i) for i in items]
@@ -200,10 +206,12 @@ def _candidates(
     quiet_bypass_high: bool = True,
     escalate: tuple[frozenset[str], float] = (frozenset(), 0.0),
 ) -> list[delivery_store.Candidate]:
-    """``(notification, user, channel, quiet hours..., delay)`` for each channel the
-    user's preferences enable. On the channels that reach a person (``QUIET_HELD``):
-    the quiet hours (not for a ``high`` notification when ``quiet_bypass_high``), and
-    the escalation delay for the types in ``escalate``."""
+    """``(notification, user, channel, quiet hours..., delay, digest)`` for each channel
+    the user's preferences enable. On the channels that reach a person
+    (``QUIET_HELD``): the quiet hours (not for a ``high`` notification when
+    ``quiet_bypass_high``), and the escalation delay for the types in ``escalate``. An
+    email of a user with a digest waits for it, whatever its priority or type: no
+    delay, and the quiet hours apply to the digest itself."""
     out: list[delivery_store.Candidate] = []
     escalate_types, escalate_after = escalate
     for item in items:
@@ -213,20 +221,32 @@ def _candidates(
             quiet = None
         delay = escalate_after if item["type"] in escalate_types else 0.0
         for channel in channels:
-            if saved.allows(item["type"], channel):
-                if channel not in QUIET_HELD:
-                    out.append((item["id"], item["user_id"], channel, None, None, None, 0.0))
-                elif quiet is not None:
-                    out.append((item["id"], item["user_id"], channel,
-                                quiet.start, quiet.end, quiet.timezone, delay))
-                else:
-                    out.append((item["id"], item["user_id"], channel, None, None, None, delay))
+            if not saved.allows(item["type"], channel):
+                continue
+            if channel == "email" and saved.digest != "off":
+                q = saved.quiet_hours
+                window = (None, None, None) if q is None else (q.start, q.end, q.timezone)
+                out.append((item["id"], item["user_id"], channel, *window, 0.0, saved.digest))
+            elif channel not in QUIET_HELD:
+                out.append((item["id"], item["user_id"], channel, None, None, None, 0.0, None))
+            elif quiet is not None:
+                out.append((item["id"], item["user_id"], channel,
+                            quiet.start, quiet.end, quiet.timezone, delay, None))
+            else:
+                out.append((item["id"], item["user_id"], channel, None, None, None, delay,
+                            None))
     return out
 
 
 def _escalation(svc: Services) -> tuple[frozenset[str], float]:
     s = svc.settings
     return frozenset(s.escalate_types), s.escalate_after_seconds
+
+
+def _digest_clock(svc: Services) -> tuple[int, int]:
+    """``(HUB_DIGEST_HOUR, HUB_DIGEST_WEEKDAY as an ISO weekday)``."""
+    s = svc.settings
+    return s.digest_hour, WEEKDAYS.index(s.digest_weekday) + 1
 
 
 async def _replay(

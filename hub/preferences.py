@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from db import preferences as store
+from db import digests as digest_store
+from db import preferences as prefs_store
 from db.pool import Conn
 from hub.models import Preferences, PreferencesPatch
 from hub.services import Services
@@ -10,14 +11,18 @@ from hub.services import Services
 
 async def get(svc: Services, user_id: str) -> Preferences:
     """The preferences of ``user_id``; defaults if they never saved any."""
-    doc = await store.get(svc.pool, user_id)
+    doc = await prefs_store.get(svc.pool, user_id)
     return Preferences() if doc is None else Preferences.load(doc)
 
 
 async def put(svc: Services, user_id: str, prefs: Preferences) -> Preferences:
     """Store ``prefs`` for ``user_id`` whole and return what was stored."""
-    doc = await store.put(svc.pool, user_id, prefs.model_dump(mode="json"))
-    return Preferences.load(doc)
+    async with svc.write() as work:
+        before = await load_for_update(work.conn, user_id)
+        stored = await save(work.conn, user_id, prefs, before)
+    if stored.digest != before.digest:
+        svc.deliveries_due.set()  # after the commit: a flushed digest is due now
+    return stored
 
 
 async def patch(svc: Services, user_id: str, change: PreferencesPatch) -> Preferences:
@@ -27,18 +32,35 @@ async def patch(svc: Services, user_id: str, change: PreferencesPatch) -> Prefer
     fields all take effect.
     """
     async with svc.write() as work:
-        default = Preferences().model_dump(mode="json")
-        doc = await store.get_for_update(work.conn, user_id, default)
-        merged = change.apply(Preferences.load(doc))
-        stored = await store.put(work.conn, user_id, merged.model_dump(mode="json"))
-    return Preferences.load(stored)
+        before = await load_for_update(work.conn, user_id)
+        stored = await save(work.conn, user_id, change.apply(before), before)
+    if stored.digest != before.digest:
+        svc.deliveries_due.set()
+    return stored
+
+
+async def load_for_update(conn: Conn, user_id: str) -> Preferences:
+    """``user_id``'s preferences (defaults if none), locked until the transaction ends."""
+    default = Preferences().model_dump(mode="json")
+    return Preferences.load(await prefs_store.get_for_update(conn, user_id, default))
+
+
+async def save(conn: Conn, user_id: str, prefs: Preferences, before: Preferences
+               ) -> Preferences:
+    """Write ``prefs`` over ``before`` (read with ``load_for_update``) in the caller's
+    transaction. A changed ``digest`` sends the digests not begun yet at once
+    (docs/delivery.md, "Digests")."""
+    doc = await prefs_store.put(conn, user_id, prefs.model_dump(mode="json"))
+    if prefs.digest != before.digest:
+        await digest_store.flush(conn, user_id)
+    return Preferences.load(doc)
 
 
 async def load_many(
     conn: Conn, user_ids: list[str]
 ) -> dict[str, Preferences]:
     """The saved preferences of those ``user_ids`` that saved any (one query)."""
-    docs = await store.get_many(conn, user_ids) if user_ids else {}
+    docs = await prefs_store.get_many(conn, user_ids) if user_ids else {}
     return {user: Preferences.load(doc) for user, doc in docs.items()}
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
+#: The days a weekly digest may end on (``HUB_DIGEST_WEEKDAY``), Monday first.
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                  "sunday"]
 
 
 class SettingsError(Exception):
@@ -95,6 +99,10 @@ class Settings(BaseSettings):
     # skipped if the notification was read meanwhile.
     escalate_types: Annotated[list[str], NoDecode] = Field(default_factory=list)
     escalate_after_seconds: float = Field(default=300.0, ge=0)
+    # Digests (docs/delivery.md, "Digests"): daily and weekly periods end at this hour
+    # of the user's wall clock, weekly ones on this day.
+    digest_hour: int = Field(default=8, ge=0, le=23)
+    digest_weekday: Weekday = "monday"
     # Web push (docs/delivery.md, "Web push"): off without a key outside demo mode.
     vapid_subject: str | None = None
     vapid_private_key: str | None = None
@@ -105,6 +113,11 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("digest_weekday", mode="before")
+    @classmethod
+    def _weekday(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

@@ -1,17 +1,21 @@
 -- name: decide
--- The deliveries of notifications just inserted, as db/migrations/0007 defines them
--- (the statement lives in a function so that it runs with a generic plan): one per
--- candidate (notification $1, user $2, channel $3) the user has an address for, held
--- through quiet hours ($4 start, $5 end, $6 zone), due after delay $7 from $8 (NULL: now).
+-- The deliveries of notifications just inserted, as the function deliveries_decide
+-- defines them (db/migrations/0007, 0008; a function so that the statement runs with a
+-- generic plan): one per candidate (notification $1, user $2, channel $3) the user has
+-- an address for, held through quiet hours ($4 start, $5 end, $6 zone), due after delay
+-- $7 from $8 (NULL: now); an email of a user with a digest ($9) waits for the period's
+-- end (daily and weekly at hour $10, weekly on ISO weekday $11) in the period's job.
 SELECT deliveries_decide($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::float8[], $8::timestamptz)
+                         $6::text[], $7::float8[], $8::timestamptz, $9::text[], $10::int,
+                         $11::int)
 
 -- name: claim
 -- Up to $2 due deliveries of channels $1, claimed for a lease of $3 seconds: the
 -- attempt is counted and next_attempt_at moves to the lease's end, so the row is due
 -- again (for any worker) if the claimer never records an outcome. SKIP LOCKED: two
 -- workers never claim the same row. A 'held' row (quiet hours) is due at its window's
--- end like a scheduled one, and claiming it makes it 'scheduled' again.
+-- end like a scheduled one, and claiming it makes it 'scheduled' again; so is a digest
+-- job (channel 'email.digest', no notification: its columns are NULL) at its period end.
 WITH due AS (
     SELECT id FROM deliveries
     WHERE state IN ('scheduled', 'held') AND next_attempt_at <= now()
@@ -26,41 +30,86 @@ WITH due AS (
         next_attempt_at = now() + make_interval(secs => $3),
         updated_at = now()
     FROM due WHERE d.id = due.id
-    RETURNING d.id, d.channel, d.attempts, d.notification_id, d.user_id
+    RETURNING d.id, d.channel, d.attempts, d.notification_id, d.user_id, d.digest_at
 )
-SELECT c.id AS delivery_id, c.channel, c.attempts,
+SELECT c.id AS delivery_id, c.channel, c.attempts, c.user_id AS recipient, c.digest_at,
        n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n.priority,
        n.read_at IS NOT NULL AS read, n.read_at, n.created_at, n.expires_at,
        coalesce(n.expires_at <= now(), false) AS expired,
        k.email, k.phone, k.locale, k.time_zone
 FROM claimed c
-JOIN notifications n ON n.id = c.notification_id
+LEFT JOIN notifications n ON n.id = c.notification_id
 LEFT JOIN contacts k ON k.user_id = c.user_id
 ORDER BY c.id
 
 -- name: sent
 -- Outcomes apply only to the attempt that claimed the row ($2): a claim taken over
--- after its lease expired is no longer the claimer's to record.
-UPDATE deliveries
-SET state = 'sent', sent_at = now(), updated_at = now(), claimed_until = NULL,
-    last_error = NULL
-WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
+-- after its lease expired is no longer the claimer's to record. A digest job's outcome
+-- is also its emails' (those still 'digest': the ones its build put in the email).
+-- Each returns 1 when the attempt's outcome was recorded, 0 when the claim was lost.
+WITH d AS (
+    UPDATE deliveries
+    SET state = 'sent', sent_at = now(), updated_at = now(), claimed_until = NULL,
+        last_error = NULL
+    WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
+    RETURNING user_id, channel, digest_at
+), members AS (
+    UPDATE deliveries m
+    SET state = 'sent', sent_at = now(), updated_at = now(), attempts = $2,
+        last_error = NULL
+    FROM d
+    WHERE d.channel = 'email.digest' AND m.user_id = d.user_id
+      AND m.digest_at = d.digest_at AND m.state = 'digest'
+)
+SELECT count(*) FROM d
 
 -- name: failed
-UPDATE deliveries
-SET state = 'failed', last_error = $3, updated_at = now(), claimed_until = NULL
-WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
+WITH d AS (
+    UPDATE deliveries
+    SET state = 'failed', last_error = $3, updated_at = now(), claimed_until = NULL
+    WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
+    RETURNING user_id, channel, digest_at
+), members AS (
+    UPDATE deliveries m
+    SET state = 'failed', last_error = $3, updated_at = now(), attempts = $2
+    FROM d
+    WHERE d.channel = 'email.digest' AND m.user_id = d.user_id
+      AND m.digest_at = d.digest_at AND m.state = 'digest'
+)
+SELECT count(*) FROM d
 
 -- name: skipped
-UPDATE deliveries
-SET state = 'skipped', last_error = $3, updated_at = now(), claimed_until = NULL
-WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
+WITH d AS (
+    UPDATE deliveries
+    SET state = 'skipped', last_error = $3, updated_at = now(), claimed_until = NULL
+    WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
+    RETURNING user_id, channel, digest_at
+), members AS (
+    UPDATE deliveries m
+    SET state = 'skipped', last_error = $3, updated_at = now(), attempts = $2
+    FROM d
+    WHERE d.channel = 'email.digest' AND m.user_id = d.user_id
+      AND m.digest_at = d.digest_at AND m.state = 'digest'
+)
+SELECT count(*) FROM d
 
 -- name: retry
-UPDATE deliveries
-SET last_error = $3, next_attempt_at = now() + make_interval(secs => $4),
-    claimed_until = NULL, updated_at = now()
-WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
+-- A digest's emails wait with it: the error and the next attempt show on each of them.
+WITH d AS (
+    UPDATE deliveries
+    SET last_error = $3, next_attempt_at = now() + make_interval(secs => $4),
+        claimed_until = NULL, updated_at = now()
+    WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
+    RETURNING user_id, channel, digest_at, next_attempt_at
+), members AS (
+    UPDATE deliveries m
+    SET last_error = $3, next_attempt_at = d.next_attempt_at, updated_at = now(),
+        attempts = $2
+    FROM d
+    WHERE d.channel = 'email.digest' AND m.user_id = d.user_id
+      AND m.digest_at = d.digest_at AND m.state = 'digest'
+)
+SELECT count(*) FROM d
 
 -- name: by_notification
 SELECT channel, state, attempts, last_error, next_attempt_at, claimed_until,

@@ -7,6 +7,8 @@ that its workers claim, retry and record). ``send`` says how it went:
 - it returns: sent;
 - it raises ``Permanent(reason)``: it can never succeed (an address refused for good, a
   push subscription gone, nowhere to send it): recorded as ``failed``, never retried;
+- it raises ``Skip(reason)``: nothing to send after all (an empty digest): recorded as
+  ``skipped``, never retried;
 - it raises anything else (``Temporary``, an ``OSError``, a timeout): retried later
   with backoff, until the attempts run out.
 
@@ -17,6 +19,7 @@ settings are present (``configured``), and closed at shutdown.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -35,10 +38,19 @@ class Delivery:
     #: The recipient's contact (``email``, ``phone``, ``locale``, ``time_zone``); keys
     #: that are not set are absent.
     contact: dict[str, Any] = field(default_factory=dict)
+    #: The recipient (the notification's user; a digest's user).
+    user_id: str = ""
+    #: A digest job's period end (docs/delivery.md, "Digests"); None otherwise, and its
+    #: ``notification`` is then empty.
+    digest_at: datetime | None = None
 
 
 class Permanent(Exception):
     """The delivery can never succeed; ``str(exc)`` is the reason recorded."""
+
+
+class Skip(Exception):
+    """Nothing to send on purpose; ``str(exc)`` is the reason recorded."""
 
 
 class Temporary(Exception):

@@ -74,7 +74,8 @@ def make(svc: Services) -> EmailChannel:
     return EmailChannel(svc.settings)
 
 
-def _address(contact: dict[str, Any]) -> str:
+def address(contact: dict[str, Any]) -> str:
+    """The contact's email address; Permanent when it has none usable."""
     value = contact.get("email")
     if not isinstance(value, str) or not value:
         raise Permanent("no email address in the user's contact")
@@ -111,29 +112,31 @@ class EmailChannel:
 
     def message(self, delivery: Delivery) -> EmailMessage:
         """The email of ``delivery`` (Permanent if its contact has no usable address)."""
-        to = _address(delivery.contact)
+        to = address(delivery.contact)
         notification = delivery.notification
         user_id, type_ = str(notification["user_id"]), str(notification["type"])
         unsubscribe = self._links.url(user_id, type_)
         rendered = render_email(
-            notification, link=self._link(notification.get("link")),
-            unsubscribe_url=unsubscribe, preferences_url=self._public_url + "/#prefs",
+            notification, link=self.link(notification.get("link")),
+            unsubscribe_url=unsubscribe, preferences_url=self.preferences_url,
         )
-        msg = EmailMessage()
-        msg["From"] = self._from
-        msg["To"] = to
-        msg["Subject"] = rendered.subject
-        msg["Date"] = format_datetime(datetime.now(UTC))
-        # The same on every attempt: a retried send is recognisably the same email.
-        msg["Message-ID"] = f"<delivery-{delivery.id}@{self._domain}>"
-        msg["List-Unsubscribe"] = f"<{unsubscribe}>"
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        msg["Auto-Submitted"] = "auto-generated"
+        # The same Message-ID on every attempt: a retry is recognisably the same email.
+        msg = self.envelope(to, rendered.subject, f"delivery-{delivery.id}", unsubscribe)
         msg.set_content(rendered.text)
         msg.add_alternative(rendered.html, subtype="html")
         return msg
 
-    def _link(self, link: Any) -> str | None:
+    @property
+    def links(self) -> UnsubscribeLinks:
+        """This hub's unsubscribe links."""
+        return self._links
+
+    @property
+    def preferences_url(self) -> str:
+        """The preferences page the footer links to."""
+        return self._public_url + "/#prefs"
+
+    def link(self, link: Any) -> str | None:
         """An absolute http(s) link for the button: relative paths are joined to
         HUB_PUBLIC_URL, anything else (another scheme, ``//host``) has no button."""
         if not isinstance(link, str) or not link:
@@ -143,9 +146,27 @@ class EmailChannel:
         parts = urlsplit(link)
         return link if parts.scheme in ("http", "https") and parts.hostname else None
 
+    def envelope(self, to: str, subject: str, message_id: str, unsubscribe: str
+                 ) -> EmailMessage:
+        """A message with this hub's headers (From, To, Subject, Date, ``Message-ID``
+        ``<message_id@host>``, one-click ``List-Unsubscribe``), without a body yet."""
+        msg = EmailMessage()
+        msg["From"] = self._from
+        msg["To"] = to
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(datetime.now(UTC))
+        msg["Message-ID"] = f"<{message_id}@{self._domain}>"
+        msg["List-Unsubscribe"] = f"<{unsubscribe}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        msg["Auto-Submitted"] = "auto-generated"
+        return msg
+
     async def send(self, delivery: Delivery) -> None:
         """Send ``delivery``'s email; see the module docstring for the outcomes."""
-        msg = self.message(delivery)
+        await self.deliver(self.message(delivery))
+
+    async def deliver(self, msg: EmailMessage) -> None:
+        """Send ``msg`` to its ``To``; the outcomes of the module docstring."""
         to = msg["To"]
         target = self.target
         if self._local_hostname is None:

@@ -38,7 +38,7 @@ async def test_put_returns_and_stores_the_whole_document(client):
 
 async def test_invalid_preferences_are_422(client):
     bad = [
-        {**FULL, "digest": "weekly"},
+        {**FULL, "digest": "monthly"},
         {**FULL, "quiet_hours": {"start": "25:00", "end": "07:00", "timezone": "UTC"}},
         {**FULL, "quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Mars/Base"}},
         {**FULL, "channels": {"in_app": "yes please"}},
@@ -138,7 +138,7 @@ async def test_patch_of_a_user_who_never_saved_starts_from_the_defaults(client):
 
 
 async def test_patch_refuses_unknown_fields_and_bad_values(client):
-    for body in ({"colour": "red"}, {"digest": "weekly"}, {"channels": {"Email": True}},
+    for body in ({"colour": "red"}, {"digest": "monthly"}, {"channels": {"Email": True}},
                  {"quiet_hours": {"start": "25:00", "end": "07:00"}}):
         r = await patch(client, body)
         assert r.status_code == 422, body

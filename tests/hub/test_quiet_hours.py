@@ -255,7 +255,7 @@ async def test_the_window_end_is_the_wall_clock_end_across_dst_changes(
         pool = app.state.services.pool
         await pool.execute("DELETE FROM deliveries WHERE notification_id = $1", n)
         async with pool.acquire() as conn:
-            await store.decide(conn, [(n, "ann", "email", start, end, BERLIN, 0.0)],
+            await store.decide(conn, [(n, "ann", "email", start, end, BERLIN, 0.0, None)],
                                at=datetime.fromisoformat(moment))
         [row] = await deliveries_of(app, n)
         assert row["state"] == "held"
@@ -279,7 +279,7 @@ async def test_outside_the_window_at_its_edges_nothing_is_held(
         pool = app.state.services.pool
         await pool.execute("DELETE FROM deliveries WHERE notification_id = $1", n)
         async with pool.acquire() as conn:
-            await store.decide(conn, [(n, "ann", "email", "22:00", "07:00", BERLIN, 0.0)],
+            await store.decide(conn, [(n, "ann", "email", "22:00", "07:00", BERLIN, 0.0, None)],
                                at=datetime.fromisoformat(moment))
         assert await _states(app, n) == ["scheduled"]
 
