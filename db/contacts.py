@@ -36,3 +36,8 @@ async def merge_many(conn: Conn, contacts: dict[str, dict[str, Any]]) -> None:
     await conn.execute(
         Q.merge_many, users, *([contacts[u].get(f) for u in users] for f in FIELDS)
     )
+
+
+async def locales(conn: Conn, user_ids: list[str]) -> dict[str, str]:
+    """The contact locale of those ``user_ids`` that have one."""
+    return {r["user_id"]: r["locale"] for r in await conn.fetch(Q.locales, user_ids)}

@@ -25,8 +25,10 @@ async def get_many(conn: Conn, keys: list[str]) -> dict[str, dict[str, Any]]:
 
 
 async def put(
-    conn: Conn, key: str, type_: str, title: str, body: str, link: str | None
+    conn: Conn, key: str, type_: str, title: str, body: str, link: str | None,
+    locales: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    row = await conn.fetchrow(Q.put, key, type_, title, body, link)
+    """Create or replace template ``key``; ``locales``: its variants by language tag."""
+    row = await conn.fetchrow(Q.put, key, type_, title, body, link, locales)
     assert row is not None
     return dict(row)

@@ -583,12 +583,37 @@ class AnnouncementList(BaseModel):
     items: list[Announcement]
 
 
+class TemplateVariant(Strict):
+    """A template's text in one locale; ``link`` None: the template's own link."""
+
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(default="", max_length=2000)
+    link: str | None = Field(default=None, max_length=2000)
+
+
+#: The most locale variants one template may have.
+MAX_TEMPLATE_LOCALES = 50
+
+
+def _check_locales(value: dict[str, TemplateVariant]) -> dict[str, TemplateVariant]:
+    if len(value) > MAX_TEMPLATE_LOCALES:
+        raise ValueError(f"at most {MAX_TEMPLATE_LOCALES} locales")
+    seen: set[str] = set()
+    for tag in value:
+        _check_locale(tag)
+        if tag.lower() in seen:
+            raise ValueError(f"locale {tag!r} is given twice (tags are case-insensitive)")
+        seen.add(tag.lower())
+    return value
+
+
 class Template(BaseModel):
     key: str
     type: str
     title: str
     body: str
     link: str | None
+    locales: dict[str, TemplateVariant] = {}
 
 
 class TemplatePut(Strict):
@@ -596,6 +621,7 @@ class TemplatePut(Strict):
     title: str = Field(min_length=1, max_length=200)
     body: str = Field(default="", max_length=2000)
     link: str | None = Field(default=None, max_length=2000)
+    locales: Annotated[dict[str, TemplateVariant], AfterValidator(_check_locales)] = {}
 
 
 class TemplateList(BaseModel):

@@ -126,10 +126,11 @@ async def create_many_in(
     (``event_log.append``): the order every create takes, so concurrent batches (and
     other instances') queue up rather than deadlock.
     """
-    contents = await _contents(conn, requests)
+    contents, stored = await _contents(conn, requests)
     if expiry_days is not None and any(r.expires_at is not None for r in requests):
         contents = _check_expiry(requests, contents, expiry_days)
     recipients = [r.recipients() for r in requests]
+    contents, localized = await _localize(conn, requests, recipients, contents, stored)
     prefs = await preferences.load_many(conn, sorted({u for rs in recipients for u in rs}))
     results: list[Created | HubError | None] = [None] * len(requests)
     plans: list[tuple[int, list[str], list[str], Content]] = []
@@ -152,13 +153,14 @@ async def create_many_in(
     ])
     rows: list[store.Row] = []
     fresh: list[tuple[int, int, list[str]]] = []  # (request, rows, suppressed)
-    for n, own, allowed, suppressed, (title, body, link) in planned:
+    for n, own, allowed, suppressed, content in planned:
         request = requests[n]
         if request.idempotency_key is not None and request.idempotency_key not in claimed:
             replays.append(n)
             continue
+        variants = localized[n]
         rows.extend(
-            (i, u, request.type, title, body, link, request.data, request.priority,
+            (i, u, request.type, *variants.get(u, content), request.data, request.priority,
              request.expires_at)
             for i, u in zip(own, allowed, strict=True)
         )
@@ -274,8 +276,9 @@ async def _replay(
 
 async def _contents(
     conn: Connection, requests: list[NotificationCreate]
-) -> list[Content | HubError]:
-    """Title, body and link of each request (explicit fields win over its template)."""
+) -> tuple[list[Content | HubError], dict[str, dict[str, Any]]]:
+    """Title, body and link of each request (explicit fields win over its template),
+    and the stored templates they name."""
     names = sorted({r.template for r in requests if r.template is not None})
     stored = await templates.load_many(conn, names) if names else {}
     out: list[Content | HubError] = []
@@ -284,10 +287,53 @@ async def _contents(
             out.append(_content(request, stored))
         except HubError as exc:
             out.append(exc)
-    return out
+    return out, stored
 
 
-def _content(request: NotificationCreate, stored: dict[str, dict[str, Any]]) -> Content:
+async def _localize(
+    conn: Connection, requests: list[NotificationCreate], recipients: list[list[str]],
+    contents: list[Content | HubError], stored: dict[str, dict[str, Any]],
+) -> tuple[list[Content | HubError], list[dict[str, Content]]]:
+    """Per request, the content of each recipient whose locale picks one of its
+    template's locale variants (docs/api.md, "Localized templates"); the others get
+    the request's own content. The locales are the recipients' contacts' (the request's
+    inline contact first), read in one query, and only when a template has variants. A
+    variant that does not render refuses its request, as the template's own text would.
+    """
+    localized: list[dict[str, Content]] = [{} for _ in requests]
+    wanted = [
+        n for n, r in enumerate(requests)
+        if r.template is not None and not isinstance(contents[n], HubError)
+        and stored.get(r.template, {}).get("locales")
+    ]
+    if not wanted:
+        return contents, localized
+    locales = await contact_store.locales(conn, sorted({u for n in wanted for u in recipients[n]}))
+    contents = list(contents)
+    for n in wanted:
+        request = requests[n]
+        assert request.template is not None
+        variants = stored[request.template]["locales"]
+        inline = request.contact.locale if request.contact is not None else None
+        rendered: dict[str, Content] = {}
+        try:
+            for user in recipients[n]:
+                locale = inline if inline and user == recipients[n][0] else locales.get(user)
+                tag = templates.pick_locale(variants, locale)
+                if tag is None:
+                    continue
+                if tag not in rendered:
+                    rendered[tag] = _content(request, stored, variant=tag)
+                localized[n][user] = rendered[tag]
+        except HubError as exc:
+            contents[n], localized[n] = exc, {}
+    return contents, localized
+
+
+def _content(
+    request: NotificationCreate, stored: dict[str, dict[str, Any]], variant: str | None = None
+) -> Content:
+    """``request``'s content, from its template's ``variant`` locale if given."""
     if request.template is None:
         assert request.title is not None
         return request.title, request.body or "", request.link
@@ -297,6 +343,10 @@ def _content(request: NotificationCreate, stored: dict[str, dict[str, Any]]) -> 
             f"unknown template {request.template!r}",
             errors=[{"loc": ["template"], "msg": "unknown template"}],
         )
+    if variant is not None:
+        text = tpl["locales"][variant]
+        tpl = {**tpl, "title": text["title"], "body": text["body"],
+               "link": text.get("link") or tpl["link"]}
     title = request.title or templates.render(tpl["title"], request.data)[:200]
     body = request.body if request.body is not None else templates.render(tpl["body"], request.data)
     link = request.link

@@ -79,9 +79,12 @@ async def put(svc: Services, key: str, body: TemplatePut) -> dict[str, Any]:
     """Create or replace template ``key``; its placeholders must be plain names."""
     if not re.match(r"^[a-z0-9_.-]{1,100}$", key):
         raise InvalidInput("a template key is 1-100 characters of a-z0-9_.-")
-    for text in (body.title, body.body, body.link or ""):
+    variants = body.locales.values()
+    for text in (body.title, body.body, body.link or "",
+                 *(t for v in variants for t in (v.title, v.body, v.link or ""))):
         placeholders(text)
-    return await store.put(svc.pool, key, body.type, body.title, body.body, body.link)
+    return await store.put(svc.pool, key, body.type, body.title, body.body, body.link,
+                           {tag: v.model_dump() for tag, v in body.locales.items()})
 
 
 async def get(svc: Services, key: str) -> dict[str, Any]:
@@ -95,3 +98,19 @@ async def get(svc: Services, key: str) -> dict[str, Any]:
 async def load_many(conn: Conn, keys: list[str]) -> dict[str, Any]:
     """The stored templates among ``keys``, by key (missing ones are absent)."""
     return await store.get_many(conn, keys)
+
+
+def pick_locale(variants: dict[str, Any], locale: str | None) -> str | None:
+    """The key of the variant of ``variants`` that serves ``locale`` (a BCP 47 tag), or
+    None for the template's own text: the tag itself, else the tag with its last subtags
+    dropped one by one (``pt-BR`` -> ``pt``); case-insensitive."""
+    if not locale or not variants:
+        return None
+    by_tag = {tag.lower(): tag for tag in variants}
+    parts = locale.lower().split("-")
+    while parts:
+        tag = by_tag.get("-".join(parts))
+        if tag is not None:
+            return tag
+        parts.pop()
+    return None

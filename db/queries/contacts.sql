@@ -23,3 +23,8 @@ ON CONFLICT (user_id) DO UPDATE SET
     email = coalesce(EXCLUDED.email, c.email), phone = coalesce(EXCLUDED.phone, c.phone),
     locale = coalesce(EXCLUDED.locale, c.locale),
     time_zone = coalesce(EXCLUDED.time_zone, c.time_zone), updated_at = now()
+
+-- name: locales
+-- The locale of those users $1 whose contact has one.
+SELECT user_id, locale FROM contacts
+WHERE user_id = ANY($1::text[]) AND locale IS NOT NULL

@@ -31,7 +31,8 @@ async def test_the_nine_seed_templates_are_listed_by_key(client):
     assert {t["key"] for t in items} == SEED_KEYS
     assert [t["key"] for t in items] == sorted(t["key"] for t in items)
     for item in items:
-        assert set(item) == {"key", "type", "title", "body", "link"}
+        assert set(item) == {"key", "type", "title", "body", "link", "locales"}
+        assert set(item["locales"]) == {"de"}  # the demo's second language
     grade = next(t for t in items if t["key"] == "grade_posted")
     assert grade["body"] == "Your grade for {assignment} is {grade}"
     assert grade["link"] == "/grades/{grade_id}"
@@ -57,7 +58,7 @@ async def test_put_creates_a_template_that_get_returns(client):
     assert r.status_code == 200
     expected = {"key": "course_update", "type": "course_update",
                 "title": "Update in {course}", "body": "{teacher} posted in {course}",
-                "link": "/courses/{course_id}"}
+                "link": "/courses/{course_id}", "locales": {}}
     assert r.json() == expected
     assert (await client.get("/api/templates/course_update", headers=ADMIN)).json() == expected
     listed = (await client.get("/api/templates", headers=ADMIN)).json()["items"]
@@ -70,7 +71,7 @@ async def test_put_replaces_an_existing_template(client):
     assert r.status_code == 200
     got = (await client.get("/api/templates/grade_posted", headers=ADMIN)).json()
     assert got == {"key": "grade_posted", "type": "grade_posted", "title": "New grade",
-                   "body": "{assignment}: {grade}", "link": None}
+                   "body": "{assignment}: {grade}", "link": None, "locales": {}}
 
 
 async def test_replaced_template_is_used_for_new_notifications(client):
@@ -145,3 +146,111 @@ async def test_a_template_link_that_renders_an_unsafe_scheme_is_422(client):
     r = await client.post("/api/notifications", json=body, headers=ADMIN)
     assert r.status_code == 201
     assert r.json()["items"][0]["link"] == "https://example.com/c"
+
+
+# ---- localized templates (docs/api.md, "Localized templates") --------------------------
+
+GERMAN = {"title": "Note für {assignment}", "body": "Note: {grade}", "link": None}
+
+
+async def contact(client: httpx.AsyncClient, user: str, locale: str) -> None:
+    r = await client.put(f"/api/users/{user}/contact", headers=SERVICE, json={"locale": locale})
+    assert r.status_code == 200
+
+
+async def create(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
+    body.setdefault("type", "grade_posted")
+    body.setdefault("template", "grade_posted")
+    body.setdefault("data", {"assignment": "Essay", "grade": "B", "grade_id": 7})
+    return await client.post("/api/notifications", headers=SERVICE, json=body)
+
+
+async def test_a_recipients_locale_picks_the_variant_and_others_get_the_default(client):
+    await put(client, "grade_posted", type="grade_posted", title="Grade for {assignment}",
+              body="{grade}", link="/grades/{grade_id}",
+              locales={"de": GERMAN, "pt-BR": {"title": "Nota de {assignment}"}})
+    await contact(client, "anna", "de-AT")      # falls back to de
+    await contact(client, "joao", "PT-br")      # case-insensitive
+    await contact(client, "zoe", "fr")          # no French: the default
+    r = await create(client, user_ids=["anna", "joao", "zoe", "nobody"])
+    assert r.status_code == 201
+    by_user = {i["user_id"]: (i["title"], i["body"], i["link"]) for i in r.json()["items"]}
+    assert by_user == {
+        "anna": ("Note für Essay", "Note: B", "/grades/7"),  # link null: the template's
+        "joao": ("Nota de Essay", "", "/grades/7"),
+        "zoe": ("Grade for Essay", "B", "/grades/7"),
+        "nobody": ("Grade for Essay", "B", "/grades/7"),
+    }
+    inbox = (await client.get("/api/notifications", headers=auth("anna"))).json()["items"]
+    assert inbox[0]["title"] == "Note für Essay"
+
+
+async def test_the_seed_templates_ship_in_german(client):
+    await contact(client, "anna", "de")
+    r = await client.post("/api/notifications", headers=SERVICE, json={
+        "user_id": "anna", "type": "friend_request", "template": "friend_request",
+        "data": {"sender_name": "Ben"},
+    })
+    [item] = r.json()["items"]
+    assert (item["title"], item["body"]) == (
+        "Freundschaftsanfrage von Ben", "Ben möchte mit dir befreundet sein.")
+
+
+async def test_an_inline_contact_locale_is_used_for_its_create(client):
+    await put(client, "grade_posted", type="grade_posted", title="Grade", locales={"de": GERMAN})
+    r = await create(client, user_id="newcomer", contact={"locale": "de"})
+    assert r.status_code == 201
+    assert r.json()["items"][0]["title"] == "Note für Essay"
+    stored = await client.get("/api/users/newcomer/contact", headers=SERVICE)
+    assert stored.json()["locale"] == "de"
+
+
+async def test_explicit_fields_win_over_a_variant(client):
+    await put(client, "grade_posted", type="grade_posted", title="Grade", locales={"de": GERMAN})
+    await contact(client, "anna", "de")
+    r = await create(client, user_id="anna", title="Custom")
+    assert (r.json()["items"][0]["title"], r.json()["items"][0]["body"]) == ("Custom", "Note: B")
+
+
+async def test_a_variant_missing_a_variable_refuses_the_create_and_stores_nothing(client):
+    await put(client, "grade_posted", type="grade_posted", title="Grade",
+              locales={"de": {"title": "Note von {teacher}"}})
+    await contact(client, "anna", "de")
+    r = await create(client, user_ids=["anna", "zoe"])
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["loc"] == ["data", "teacher"]
+    for user in ("anna", "zoe"):
+        inbox = await client.get("/api/notifications", headers=auth(user))
+        assert inbox.json()["items"] == []
+
+
+async def test_a_variant_link_that_renders_an_unsafe_scheme_is_422(client):
+    await put(client, "grade_posted", type="grade_posted", title="Grade",
+              locales={"de": {"title": "Note", "link": "{url}"}})
+    await contact(client, "anna", "de")
+    r = await create(client, user_id="anna", data={"url": "javascript:alert(1)"})
+    assert r.status_code == 422
+
+
+@pytest.mark.parametrize("locales", [
+    {"en_US": {"title": "x"}},                      # not a BCP 47 tag
+    {"de": {"title": ""}},                          # empty title
+    {"de": {"title": "x", "extra": 1}},             # unknown field
+    {"de": {"title": "{x.__class__}"}},             # not a plain placeholder
+    {"de": {"title": "x"}, "DE": {"title": "y"}},   # the same tag twice
+    {f"a{chr(97 + i // 26)}{chr(97 + i % 26)}": {"title": "t"} for i in range(51)},  # 51
+])
+async def test_bad_locale_variants_are_422_and_change_nothing(client, locales):
+    r = await put(client, "grade_posted", type="grade_posted", title="Changed", locales=locales)
+    assert r.status_code == 422, r.text
+    got = (await client.get("/api/templates/grade_posted", headers=ADMIN)).json()
+    assert got["title"] == "Grade posted"
+
+
+async def test_a_put_without_locales_removes_the_variants(client):
+    await put(client, "grade_posted", type="grade_posted", title="G", locales={"de": GERMAN})
+    got = (await client.get("/api/templates/grade_posted", headers=ADMIN)).json()
+    assert got["locales"] == {"de": GERMAN}
+    await put(client, "grade_posted", type="grade_posted", title="G")
+    got = (await client.get("/api/templates/grade_posted", headers=ADMIN)).json()
+    assert got["locales"] == {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hub.errors import InvalidInput
-from hub.templates import placeholders, render
+from hub.templates import pick_locale, placeholders, render
 
 
 def test_plain_names_are_filled_with_text():
@@ -41,3 +41,21 @@ def test_attribute_index_conversion_and_format_spec_are_refused(template):
 def test_unbalanced_braces_are_invalid_input():
     with pytest.raises(InvalidInput):
         placeholders("oops {")
+
+
+@pytest.mark.parametrize(("locale", "picked"), [
+    ("de", "de"),
+    ("DE-at", "de"),              # a region falls back to its language
+    ("zh-Hant-TW", "zh-Hant"),    # subtags dropped one at a time
+    ("pt-br", "pt-BR"),           # case-insensitive, the stored spelling returned
+    ("fr", None),                 # no variant: the template's own text
+    (None, None),
+    ("", None),
+])
+def test_pick_locale_takes_the_longest_matching_prefix_of_the_tag(locale, picked):
+    variants = {"de": {}, "zh-Hant": {}, "zh": {}, "pt-BR": {}}
+    assert pick_locale(variants, locale) == picked
+
+
+def test_pick_locale_without_variants_is_the_default():
+    assert pick_locale({}, "de") is None
