@@ -279,3 +279,32 @@ async def test_ingest_schedules_an_entry_with_send_at(settings_env, recorder):
         assert await applier([("1-0", entry)]) == [None]
         await eventually(lambda: arrived(app, "ann", "From the stream"), timeout=15)
         assert len((await inbox(app, "ann"))["items"]) == 1
+
+
+async def test_the_documented_example_is_answered_as_documented(settings_env, recorder):
+    async with hub(settings_env, delivery_workers=0) as app:
+        r = await app.state.client.post("/api/notifications", headers=SERVICE, json={
+            "user_ids": ["ann", "bob"], "type": "assignment_due_soon",
+            "template": "assignment_due_soon",
+            "data": {"course": "Biology", "assignment": "Essay 2", "due_date": "Friday",
+                     "assignment_id": 7},
+            "send_at": stamp(86400), "idempotency_key": "due-soon-essay-2"})
+        assert r.status_code == 202, r.text
+        made = r.json()
+        assert set(made) == {"id", "status", "send_at", "user_ids", "type", "title", "body",
+                             "link", "data", "priority", "expires_at", "created_at"}
+        assert (made["title"], made["body"], made["link"]) == (
+            "Due soon: Essay 2", 'Biology: "Essay 2" is due Friday.', "/assignments/7")
+        assert made["send_at"].endswith("Z") and made["created_at"].endswith("Z")
+
+
+async def test_a_repeat_after_a_cancel_creates_nothing(settings_env, recorder):
+    async with hub(settings_env, delivery_workers=0) as app:
+        body = {"user_id": "ann", "send_at": stamp(3600), "idempotency_key": "cancel-1"}
+        made = await post(app, **body)
+        r = await app.state.client.delete(f"/api/notifications/{made['id']}",
+                                          headers=SERVICE)
+        assert r.status_code == 204
+        assert await post(app, 200, **body) == {"items": [], "suppressed": []}
+        r = await app.state.client.get("/api/notifications/scheduled", headers=SERVICE)
+        assert r.json()["items"] == []
