@@ -16,7 +16,7 @@ from api.jsonio import (
     query_int,
     read_json,
 )
-from hub import notifications, preferences
+from hub import notifications, preferences, scheduled
 from hub.errors import InvalidInput
 from hub.models import (
     USER_ID_RULE,
@@ -76,7 +76,7 @@ async def list_scheduled(request: Request) -> Response:
     if user is not None and not valid_user_id(user):
         raise InvalidInput(f"user_id is not valid: {USER_ID_RULE}",
                            [{"loc": ["query", "user_id"], "msg": USER_ID_RULE}])
-    page = await notifications.scheduled_page(
+    page = await scheduled.page(
         request.app.state.services, user,
         before=query_int(request, "before", None, 1, 2**63 - 1),
         limit=query_int(request, "limit", 20, 1, 100) or 20,

@@ -22,12 +22,10 @@ from db.errors import DatabaseUnavailable
 from db.pool import Connection
 from hub import preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
-from hub.models import NotificationCreate, Preferences, safe_link
+from hub.models import NotificationCreate, Preferences
 from hub.services import Event, Services
 from hub.writer import GroupCommit
 
-#: A notification's title, body and link.
-Content = tuple[str, str, str | None]
 #: A batch closes once its creates reach this many recipients, so a burst of large
 #: fan-outs does not hold every recipient's counter lock for long.
 BATCH_RECIPIENTS = 2000
@@ -191,7 +189,7 @@ async def _create_in(
 ) -> list[Created | HubError]:
     """``create_many_in`` for ``requests``; ``due_keys``: the keys of those that are
     ``Due`` (by position), to point at what they create."""
-    contents = await _contents(conn, requests)
+    contents = await templates.contents(conn, requests)
     if expiry_days is not None and any(r.expires_at is not None for r in requests):
         contents = _check_expiry(requests, contents, expiry_days)
     horizon = datetime.now(UTC) + timedelta(seconds=NOW_SECONDS)
@@ -200,7 +198,7 @@ async def _create_in(
     users = sorted({u for rs in recipients for u in rs})
     prefs = await preferences.load_many(conn, users)
     results: list[Created | HubError | None] = [None] * len(requests)
-    plans: list[tuple[int, list[str], list[str], Content]] = []
+    plans: list[tuple[int, list[str], list[str], templates.Content]] = []
     replays: list[int] = []  # refused content with a key: a replay if the key was used
     for n, request in enumerate(requests):
         content = contents[n]
@@ -285,8 +283,8 @@ def _offsets(
 
 
 def _check_expiry(
-    requests: list[NotificationCreate], contents: list[Content | HubError], days: int
-) -> list[Content | HubError]:
+    requests: list[NotificationCreate], contents: list[templates.Content | HubError], days: int
+) -> list[templates.Content | HubError]:
     """``contents``, with a request whose ``expires_at`` is more than ``days`` after it
     is sent (its ``send_at``, or now) refused instead."""
     now = datetime.now(UTC)
@@ -339,7 +337,7 @@ async def _replay(
     conn: Connection,
     requests: list[NotificationCreate],
     replays: list[int],
-    contents: list[Content | HubError],
+    contents: list[templates.Content | HubError],
     results: list[Created | HubError | None],
 ) -> None:
     """Fill ``results`` of requests whose key was used before with what that one made."""
@@ -360,45 +358,6 @@ async def _replay(
             results[n] = content
         else:  # claimed by a transaction that rolled back meanwhile
             results[n] = Conflict("a request with this idempotency key just failed; try again")
-
-
-async def _contents(
-    conn: Connection, requests: list[NotificationCreate]
-) -> list[Content | HubError]:
-    """Title, body and link of each request (explicit fields win over its template)."""
-    names = sorted({r.template for r in requests if r.template is not None})
-    stored = await templates.load_many(conn, names) if names else {}
-    out: list[Content | HubError] = []
-    for request in requests:
-        try:
-            out.append(_content(request, stored))
-        except HubError as exc:
-            out.append(exc)
-    return out
-
-
-def _content(request: NotificationCreate, stored: dict[str, dict[str, Any]]) -> Content:
-    if request.template is None:
-        assert request.title is not None
-        return request.title, request.body or "", request.link
-    tpl = stored.get(request.template)
-    if tpl is None:
-        raise InvalidInput(
-            f"unknown template {request.template!r}",
-            errors=[{"loc": ["template"], "msg": "unknown template"}],
-        )
-    title = request.title or templates.render(tpl["title"], request.data)[:200]
-    body = request.body if request.body is not None else templates.render(tpl["body"], request.data)
-    link = request.link
-    if link is None and tpl["link"]:
-        link = templates.render(tpl["link"], request.data)
-        if not safe_link(link):
-            raise InvalidInput(
-                "the template's link renders to something that is not an http(s) URL or "
-                "a path on this site",
-                errors=[{"loc": ["data"], "msg": "renders an unsafe link"}],
-            )
-    return title, body[:2000], link[:2000] if link else link
 
 
 async def page(
@@ -509,11 +468,3 @@ async def get(svc: Services, user_id: str | None, id_: int) -> dict[str, Any]:
     if found is None:
         raise NotFound("no such notification")
     return found
-
-
-async def scheduled_page(
-    svc: Services, user_id: str | None, *, before: int | None, limit: int
-) -> dict[str, Any]:
-    """Notifications waiting for their ``send_at`` (of ``user_id`` if given), newest first."""
-    items, next_before = await scheduled_store.page(svc.pool, user_id, before, limit)
-    return {"items": items, "next_before": next_before}

@@ -99,3 +99,11 @@ async def run_scheduler(svc: Services, *, recheck_seconds: float = RECHECK_SECON
         "notification scheduler", lambda: send_due(svc),
         recheck_seconds=recheck_seconds, wake=svc.schedule_changed,
     )
+
+
+async def page(
+    svc: Services, user_id: str | None, *, before: int | None, limit: int
+) -> dict[str, Any]:
+    """Notifications waiting for their ``send_at`` (of ``user_id`` if given), newest first."""
+    items, next_before = await store.page(svc.pool, user_id, before, limit)
+    return {"items": items, "next_before": next_before}

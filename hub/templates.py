@@ -1,4 +1,5 @@
-"""Templates: safe ``{name}`` rendering and the admin operations on stored templates."""
+"""Templates: safe ``{name}`` rendering, a create's content (title, body, link), and the
+admin operations on stored templates."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Any
 
 from db import templates as store
 from db.pool import Conn
-from hub.errors import InvalidInput, NotFound
-from hub.models import TemplatePut
+from hub.errors import HubError, InvalidInput, NotFound
+from hub.models import NotificationCreate, TemplatePut, safe_link
 from hub.services import Services
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -95,3 +96,46 @@ async def get(svc: Services, key: str) -> dict[str, Any]:
 async def load_many(conn: Conn, keys: list[str]) -> dict[str, Any]:
     """The stored templates among ``keys``, by key (missing ones are absent)."""
     return await store.get_many(conn, keys)
+
+
+#: A notification's title, body and link.
+Content = tuple[str, str, str | None]
+
+
+async def contents(
+    conn: Conn, requests: list[NotificationCreate]
+) -> list[Content | HubError]:
+    """Title, body and link of each request (explicit fields win over its template)."""
+    names = sorted({r.template for r in requests if r.template is not None})
+    stored = await load_many(conn, names) if names else {}
+    out: list[Content | HubError] = []
+    for request in requests:
+        try:
+            out.append(content(request, stored))
+        except HubError as exc:
+            out.append(exc)
+    return out
+
+
+def content(request: NotificationCreate, stored: dict[str, dict[str, Any]]) -> Content:
+    if request.template is None:
+        assert request.title is not None
+        return request.title, request.body or "", request.link
+    tpl = stored.get(request.template)
+    if tpl is None:
+        raise InvalidInput(
+            f"unknown template {request.template!r}",
+            errors=[{"loc": ["template"], "msg": "unknown template"}],
+        )
+    title = request.title or render(tpl["title"], request.data)[:200]
+    body = request.body if request.body is not None else render(tpl["body"], request.data)
+    link = request.link
+    if link is None and tpl["link"]:
+        link = render(tpl["link"], request.data)
+        if not safe_link(link):
+            raise InvalidInput(
+                "the template's link renders to something that is not an http(s) URL or "
+                "a path on this site",
+                errors=[{"loc": ["data"], "msg": "renders an unsafe link"}],
+            )
+    return title, body[:2000], link[:2000] if link else link
