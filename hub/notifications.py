@@ -167,13 +167,15 @@ async def create_many_in(
     """
     due = [job for job in jobs if isinstance(job, Due)]
     taken = await scheduled_store.take(conn, sorted(d.id for d in due)) if due else {}
-    # A Due job whose row is gone (sent or cancelled elsewhere) or expired creates nothing.
+    # A Due job whose row is gone (sent or cancelled elsewhere) or expired creates
+    # nothing, and a row taken here is created once even if it is in the batch twice
+    # (leased again after its lease ended while its first job waited in the queue).
     results: list[Created | HubError] = [Created([], []) for _ in jobs]
-    live = [n for n, job in enumerate(jobs) if not isinstance(job, Due) or taken.get(job.id)]
+    live = [n for n, job in enumerate(jobs)
+            if not isinstance(job, Due) or taken.pop(job.id, False)]
     made = await _create_in(
         conn, [_request(jobs[n]) for n in live],
-        {at: job.key for at, n in enumerate(live)
-         if isinstance(job := jobs[n], Due) and job.key is not None},
+        {at: job.key for at, n in enumerate(live) if isinstance(job := jobs[n], Due)},
         channels=channels, quiet_bypass_high=quiet_bypass_high, escalate=escalate,
         expiry_days=expiry_days,
     )
@@ -183,15 +185,19 @@ async def create_many_in(
 
 
 async def _create_in(
-    conn: Connection, requests: list[NotificationCreate], due_keys: dict[int, str], *,
+    conn: Connection, requests: list[NotificationCreate], due: dict[int, str | None], *,
     channels: tuple[str, ...], quiet_bypass_high: bool,
     escalate: tuple[frozenset[str], float], expiry_days: int | None,
 ) -> list[Created | HubError]:
-    """``create_many_in`` for ``requests``; ``due_keys``: the keys of those that are
-    ``Due`` (by position), to point at what they create."""
+    """``create_many_in`` for ``requests``; ``due``: the key of each that is ``Due`` (by
+    position), to point at what it creates. A ``Due`` one's ``expires_at`` was checked
+    when it was scheduled."""
     contents = await templates.contents(conn, requests)
-    if expiry_days is not None and any(r.expires_at is not None for r in requests):
-        contents = _check_expiry(requests, contents, expiry_days)
+    if expiry_days is not None and any(
+        r.expires_at is not None and n not in due for n, r in enumerate(requests)
+    ):
+        checked = _check_expiry(requests, contents, expiry_days)
+        contents = [c if n in due else checked[n] for n, c in enumerate(contents)]
     horizon = datetime.now(UTC) + timedelta(seconds=NOW_SECONDS)
     later = [r.send_at is not None and r.send_at > horizon for r in requests]
     recipients = [[] if later[n] else r.recipients() for n, r in enumerate(requests)]
@@ -243,8 +249,8 @@ async def _create_in(
         )
         fresh.append((n, len(own), suppressed))
     await store.resolve_requests(conn, [
-        (due_keys[n], [row[0] for row in rows[at:at + count]], suppressed)
-        for n, count, suppressed, at in _offsets(fresh) if n in due_keys
+        (key, [row[0] for row in rows[at:at + count]], suppressed)
+        for n, count, suppressed, at in _offsets(fresh) if (key := due.get(n)) is not None
     ])
     await contact_store.merge_many(conn, {
         requests[n].recipients()[0]: contact.model_dump(exclude_none=True)
