@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--priority", choices=["low", "normal", "high"])
     publish.add_argument("--template", help="template key, e.g. grade_posted")
     publish.add_argument("--idempotency-key", help="repeating a key creates nothing new")
+    publish.add_argument("--send-at", help="send it then (RFC 3339 with a time zone), not now")
+    publish.add_argument("--expires-at", help="it expires then (RFC 3339 with a time zone)")
     publish.set_defaults(run=publish_command)
     return parser
 

@@ -89,7 +89,8 @@ def token_command(settings: Settings, args: argparse.Namespace) -> int:
 def publish_command(settings: Settings, args: argparse.Namespace) -> int:
     """``notifyhub publish``: create a notification as the REST API does; print the result."""
     fields: dict[str, Any] = {"user_id": args.user_id, "type": args.type}
-    for name in ("title", "body", "link", "priority", "template", "idempotency_key"):
+    for name in ("title", "body", "link", "priority", "template", "idempotency_key",
+                 "send_at", "expires_at"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
     if args.data is not None:
@@ -130,6 +131,8 @@ async def _create(settings: Settings, request: NotificationCreate) -> dict[str, 
             raise CliError(invalid_input_message(exc), 2) from None
         except EXPECTED as exc:
             raise CliError(f"cannot create the notification: {explain(exc)}") from None
+    if created.scheduled is not None:
+        return created.scheduled
     return {"items": created.items, "suppressed": created.suppressed}
 
 

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import require_admin, require_user
+from api.auth import authenticate, require_admin, require_user
 from api.jsonio import (
     UserRoute,
     json_response,
@@ -16,14 +16,16 @@ from api.jsonio import (
     query_int,
     read_json,
 )
-from hub import notifications, preferences
+from hub import notifications, preferences, scheduled
 from hub.errors import InvalidInput
 from hub.models import (
+    USER_ID_RULE,
     MarkAllRead,
     MarkRead,
     NotificationCreate,
     Preferences,
     PreferencesPatch,
+    valid_user_id,
 )
 
 
@@ -52,10 +54,34 @@ async def create_notifications(request: Request) -> Response:
     require_admin(request)
     body = await read_json(request, NotificationCreate)
     created = await notifications.create(request.app.state.services, body)
+    if created.scheduled is not None:  # sent at its send_at (docs/delivery.md)
+        return json_response(created.scheduled, status=200 if created.replayed else 202)
     return json_response(
         {"items": created.items, "suppressed": created.suppressed},
         status=200 if created.replayed else 201,
     )
+
+
+async def get_notification(request: Request) -> Response:
+    """A user's own notification; an admin's or service's: anyone's, or a scheduled one."""
+    principal = authenticate(request)
+    user = None if principal.admin else principal.user_id
+    found = await notifications.get(request.app.state.services, user, path_int(request, "id"))
+    return json_response(found)
+
+
+async def list_scheduled(request: Request) -> Response:
+    require_admin(request)
+    user = request.query_params.get("user_id")
+    if user is not None and not valid_user_id(user):
+        raise InvalidInput(f"user_id is not valid: {USER_ID_RULE}",
+                           [{"loc": ["query", "user_id"], "msg": USER_ID_RULE}])
+    page = await scheduled.page(
+        request.app.state.services, user,
+        before=query_int(request, "before", None, 1, 2**63 - 1),
+        limit=query_int(request, "limit", 20, 1, 100) or 20,
+    )
+    return json_response(page)
 
 
 async def mark_read(request: Request) -> Response:
@@ -78,7 +104,10 @@ async def unread_count(request: Request) -> Response:
 
 
 async def delete_notification(request: Request) -> Response:
-    user = require_user(request)
+    """A user deletes their own notification; an admin or service cancels a scheduled one
+    or deletes anyone's."""
+    principal = authenticate(request)
+    user = None if principal.admin else principal.user_id
     await notifications.delete(request.app.state.services, user, path_int(request, "id"))
     return Response(status_code=204)
 
@@ -120,6 +149,8 @@ routes = [
     Route("/api/notifications/preferences", get_preferences, methods=["GET"]),
     Route("/api/notifications/preferences", put_preferences, methods=["PUT"]),
     Route("/api/notifications/preferences", patch_preferences, methods=["PATCH"]),
+    Route("/api/notifications/scheduled", list_scheduled, methods=["GET"]),
+    Route("/api/notifications/{id}", get_notification, methods=["GET"]),
     Route("/api/notifications/{id}", delete_notification, methods=["DELETE"]),
     UserRoute("/api/users/{user_id}/preferences", user_preferences, methods=["GET"]),
 ]

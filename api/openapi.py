@@ -58,6 +58,9 @@ class Op:
     media_type: str = "application/json"
     body_optional: bool = False
     demo_only: bool = False  # listed only when the hub runs in demo mode
+    #: Statuses answered with other models than ``response``: ``(status, models)``, one
+    #: of the models (``anyOf``) when there are several.
+    other: tuple[tuple[int, tuple[type[BaseModel], ...]], ...] = ()
 
 
 def _q(name: str, schema: dict[str, Any], description: str) -> Param:
@@ -82,9 +85,22 @@ ROUTES: tuple[Op, ...] = (
                _q("type", {"type": "string"}, "only this type"),
                _q("q", {"type": "string", "maxLength": 200},
                   "search title and body, case-insensitive plain text"))),
-    Op("POST", "/api/notifications", "Create notifications for users (admin or API key)",
+    Op("POST", "/api/notifications",
+       "Create notifications for users, now or at send_at (admin or API key)",
        "notifications", ADMIN, request=m.NotificationCreate, response=m.CreateResult,
-       status=201, also=(200,), errors=(403, 422)),
+       status=201, also=(200, 202), errors=(403, 422),
+       other=((200, (m.CreateResult, m.ScheduledNotification)),
+              (202, (m.ScheduledNotification,)))),
+    Op("GET", "/api/notifications/scheduled",
+       "Notifications waiting for their send_at, newest first (admin or API key)",
+       "notifications", ADMIN, response=m.ScheduledPage, errors=(403, 422),
+       params=(Param("user_id", "query", USER_ID, "only those for this user"),
+               LIMIT_20, BEFORE)),
+    Op("GET", "/api/notifications/{id}",
+       "One notification: the caller's own; an admin's or API key's: anyone's, or a "
+       "scheduled one", "notifications", USER + ("apiKey",), response=m.Notification,
+       errors=(404,), params=(ID,),
+       other=((200, (m.Notification, m.ScheduledNotification)),)),
     Op("POST", "/api/notifications/mark-read", "Mark some of the caller's notifications read",
        "notifications", USER, request=m.MarkRead, response=m.UpdatedCount, errors=(403, 422)),
     Op("POST", "/api/notifications/mark-all-read", "Mark all (or all up to before_id) read",
@@ -105,8 +121,10 @@ ROUTES: tuple[Op, ...] = (
        "A user's preferences, for delivery workers (admin or API key)",
        "notifications", ADMIN, response=m.Preferences, errors=(403, 422),
        params=(Param("user_id", "path", USER_ID, "whose preferences", True),)),
-    Op("DELETE", "/api/notifications/{id}", "Delete one of the caller's notifications",
-       "notifications", USER, status=204, errors=(403, 404), params=(ID,)),
+    Op("DELETE", "/api/notifications/{id}",
+       "Delete one of the caller's notifications; an admin or API key: cancel a scheduled "
+       "one, or delete anyone's", "notifications", USER + ("apiKey",), status=204,
+       errors=(404,), params=(ID,)),
     # ---- direct messages ----
     Op("POST", "/api/messages/send", "Send a direct message (200 on a repeated client_id)",
        "messages", USER, request=m.MessageSend, response=m.Message, status=201, also=(200,),
@@ -267,6 +285,7 @@ def _schemas() -> tuple[Refs, dict[str, Any]]:
             wanted.append((op.request, "validation"))
         if isinstance(op.response, type):
             wanted.append((op.response, "serialization"))
+        wanted.extend((model, "serialization") for _, models in op.other for model in models)
     refs, defs = models_json_schema(list(dict.fromkeys(wanted)), ref_template=REF)
     schemas = dict(defs.get("$defs", {}))
     for name, schema in EXTRA_SCHEMAS.items():
@@ -297,7 +316,11 @@ def _operation(op: Op, refs: Refs) -> dict[str, Any]:
         if status == 204:
             responses["204"] = {"description": "done; no content"}
             continue
-        if isinstance(op.response, type):
+        models = dict(op.other).get(status)
+        if models is not None:
+            schema = refs[(models[0], "serialization")] if len(models) == 1 else {
+                "anyOf": [refs[(model, "serialization")] for model in models]}
+        elif isinstance(op.response, type):
             schema = refs[(op.response, "serialization")]
         elif isinstance(op.response, str):
             schema = {"$ref": REF.format(model=op.response)}
@@ -330,6 +353,8 @@ def _success_text(op: Op, status: int) -> str:
         return "not ready"
     if status == 200 and op.status == 201:
         return "a repeated request: the original result, nothing new created"
+    if status == 202:
+        return "scheduled: stored, and created at its send_at"
     return "success"
 
 

@@ -77,6 +77,18 @@ async def delete(conn: Conn, user_id: str, id_: int) -> bool:
     return await conn.fetchval(Q.delete, id_, user_id) is not None
 
 
+async def delete_any(conn: Conn, id_: int) -> str | None:
+    """Delete notification ``id_`` whoever's it is; its user, or None if there is none."""
+    user: str | None = await conn.fetchval(Q.delete_any, id_)
+    return user
+
+
+async def get(conn: Conn, id_: int, user_id: str | None = None) -> dict[str, Any] | None:
+    """Notification ``id_`` (only if it is ``user_id``'s, when given), or None."""
+    row = await conn.fetchrow(Q.get, id_, user_id)
+    return None if row is None else dict(row)
+
+
 async def expire(conn: Conn, limit: int) -> list[tuple[int, str]]:
     """Delete up to ``limit`` expired notifications (rows other transactions hold are
     left for later); ``(id, user_id)`` of each, in id order."""
@@ -110,6 +122,21 @@ async def claim_requests(
         [dumps(suppressed) for _, _, suppressed in claims],
     )
     return {r["idempotency_key"] for r in rows}
+
+
+async def resolve_requests(
+    conn: Conn, resolved: list[tuple[str, list[int], list[str]]]
+) -> None:
+    """Point each scheduled create's ``(key, notification ids, suppressed users)`` at
+    what it created when it was sent."""
+    if not resolved:
+        return
+    await conn.execute(
+        Q.resolve_requests,
+        [key for key, _, _ in resolved],
+        [dumps(ids) for _, ids, _ in resolved],
+        [dumps(suppressed) for _, _, suppressed in resolved],
+    )
 
 
 async def get_requests(conn: Conn, keys: list[str]) -> dict[str, tuple[list[int], list[str]]]:

@@ -8,7 +8,6 @@ claims it first (see ``db.announcements.claim_due``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from db import announcements as store
 from hub.errors import InvalidInput, NotFound
 from hub.models import AnnouncementCreate
-from hub.periodic import attempt
+from hub.periodic import run_when_due
 from hub.services import Services
 
 log = logging.getLogger("notifyhub")
@@ -26,8 +25,6 @@ MAX_LISTED = 100
 #: The scheduler re-checks at least this often, so an announcement scheduled on another
 #: instance (or on this one while it slept) is broadcast at most this late.
 RECHECK_SECONDS = 5.0
-#: The shortest sleep between checks, so an overdue row can never cause a busy loop.
-MIN_SLEEP_SECONDS = 0.05
 
 
 async def create(svc: Services, request: AnnouncementCreate) -> dict[str, Any]:
@@ -87,8 +84,4 @@ async def run_scheduler(svc: Services, *, recheck_seconds: float = RECHECK_SECON
         await announce_due(svc)
         return await store.seconds_to_next(svc.pool)
 
-    while True:
-        delay = await attempt("announcement scheduler", step)
-        if delay is None:
-            delay = recheck_seconds
-        await asyncio.sleep(min(max(delay, MIN_SLEEP_SECONDS), recheck_seconds))
+    await run_when_due("announcement scheduler", step, recheck_seconds=recheck_seconds)

@@ -7,7 +7,7 @@ Request models validate input at the edge; response models document the output i
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeGuard, TypeVar
 
 import orjson
@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -41,6 +42,8 @@ USER_ID_RULE = (
 )
 MAX_DATA_BYTES = 16 * 1024
 MAX_USER_IDS = 1000
+#: How far ahead ``send_at`` may be.
+MAX_SEND_AHEAD_DAYS = 365
 
 
 def valid_user_id(value: object) -> TypeGuard[str]:
@@ -279,6 +282,9 @@ class NotificationCreate(Strict):
     #: When the notification leaves the inbox and stops being delivered (RFC 3339, with
     #: a time zone, in the future; within the retention horizon, checked at commit).
     expires_at: datetime | None = Field(default=None, strict=False)
+    #: When to send it (RFC 3339, with a time zone): later than a second from now, it is
+    #: stored and sent then (docs/delivery.md, "Scheduled notifications"); earlier, now.
+    send_at: datetime | None = Field(default=None, strict=False)
 
     def recipients(self) -> list[str]:
         """The distinct target users, in the order given."""
@@ -300,7 +306,7 @@ class NotificationCreate(Strict):
                              "user in user_ids)")
         return self
 
-    @field_validator("expires_at", mode="before")
+    @field_validator("expires_at", "send_at", mode="before")
     @classmethod
     def _timestamp_text(cls, value: Any) -> Any:
         if value is not None and not isinstance(value, str | datetime):
@@ -316,6 +322,20 @@ class NotificationCreate(Strict):
             raise ValueError("must include a time zone")
         if value <= datetime.now(UTC):
             raise ValueError("must be in the future")
+        return value
+
+    @field_validator("send_at")
+    @classmethod
+    def _send_at(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is None:
+            return value
+        if value.tzinfo is None:
+            raise ValueError("must include a time zone")
+        if value > datetime.now(UTC) + timedelta(days=MAX_SEND_AHEAD_DAYS):
+            raise ValueError(f"must be within {MAX_SEND_AHEAD_DAYS} days")
+        expires_at = info.data.get("expires_at")
+        if expires_at is not None and value >= expires_at:
+            raise ValueError("must be before expires_at")
         return value
 
     @field_validator("idempotency_key")
@@ -337,6 +357,30 @@ class NotificationCreate(Strict):
 class CreateResult(BaseModel):
     items: list[Notification]
     suppressed: list[str]
+
+
+class ScheduledNotification(BaseModel):
+    """A notification waiting for its ``send_at`` (docs/delivery.md, "Scheduled
+    notifications"): its content is rendered; its recipients' preferences are applied
+    when it is sent."""
+
+    id: int
+    status: Literal["scheduled"]
+    send_at: datetime
+    user_ids: list[str]
+    type: str
+    title: str
+    body: str
+    link: str | None
+    data: dict[str, Any]
+    priority: Priority
+    expires_at: datetime | None
+    created_at: datetime
+
+
+class ScheduledPage(BaseModel):
+    items: list[ScheduledNotification]
+    next_before: int | None
 
 
 #: A database id: a positive 64-bit integer.

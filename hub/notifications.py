@@ -7,6 +7,7 @@ to the broker after commit (docs/live.md): creates through the group commit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -16,17 +17,16 @@ from db import contacts as contact_store
 from db import deliveries as delivery_store
 from db import events as event_log
 from db import notifications as store
+from db import scheduled as scheduled_store
 from db.errors import DatabaseUnavailable
 from db.pool import Connection
 from hub import preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
-from hub.models import NotificationCreate, Preferences, safe_link
+from hub.models import NotificationCreate, Preferences
 from hub.services import Event, Services
 from hub.settings import WEEKDAYS
 from hub.writer import GroupCommit
 
-#: A notification's title, body and link.
-Content = tuple[str, str, str | None]
 #: A batch closes once its creates reach this many recipients, so a burst of large
 #: fan-outs does not hold every recipient's counter lock for long.
 BATCH_RECIPIENTS = 2000
@@ -37,18 +37,49 @@ _DEFAULT_PREFS = Preferences()
 QUIET_HELD = frozenset({"email", "push", "sms"})
 
 
+#: A ``send_at`` no further ahead than this is now: the notification is created at once.
+NOW_SECONDS = 1.0
+
+
 @dataclass
 class Created:
-    """What a create call made; ``replayed`` when an idempotency key was seen before."""
+    """What a create call made; ``replayed`` when an idempotency key was seen before.
+
+    ``scheduled``: the request had a later ``send_at``; what was stored to be sent then
+    (``items`` and ``suppressed`` are empty).
+    """
 
     items: list[dict[str, Any]]
     suppressed: list[str]
     replayed: bool = False
     events: list[Event] = field(default_factory=list, repr=False)
+    scheduled: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A scheduled notification whose ``send_at`` has come (``hub.scheduled``).
+
+    It is created by the group commit like any request, in the transaction that deletes
+    its row (``db.scheduled.take``): a crash before the commit leaves the row, and a row
+    already taken (by another instance, or cancelled) creates nothing.
+    """
+
+    id: int
+    #: Its rendered content and recipients; no template, ``send_at``, contact or key.
+    request: NotificationCreate
+    #: The scheduling create's idempotency key: pointed at what is created now.
+    key: str | None = None
+
+
+#: What the notification writer commits: a create, or a scheduled one now due.
+Job = NotificationCreate | Due
 
 
 async def create(svc: Services, request: NotificationCreate) -> Created:
-    """Create ``request`` for each recipient whose preferences allow it, exactly once.
+    """Create ``request`` for each recipient whose preferences allow it, exactly once;
+    or, with a ``send_at`` later than ``NOW_SECONDS`` from now, store it to be created
+    then (``Created.scheduled``).
 
     Concurrent creates of this instance commit together in one transaction (group
     commit, ``hub.writer``); this returns once the batch holding ``request`` committed
@@ -57,25 +88,27 @@ async def create(svc: Services, request: NotificationCreate) -> Created:
     return await writer(svc).submit(request)
 
 
-def writer(svc: Services) -> GroupCommit[NotificationCreate, Created]:
+def writer(svc: Services) -> GroupCommit[Job, Created]:
     """The group-commit writer of ``svc``'s notification creates (made on first use)."""
     return svc.writer("notifications", lambda: GroupCommit(
         partial(_commit, svc),
         after=partial(_publish, svc),
         transient=(DatabaseUnavailable,),
-        weight=lambda request: len(request.recipients()),
-        key=lambda request: request.idempotency_key,
+        weight=lambda job: len(_request(job).recipients()),
+        key=lambda job: job.idempotency_key if isinstance(job, NotificationCreate) else None,
         max_weight=BATCH_RECIPIENTS,
     ))
 
 
-async def _commit(
-    svc: Services, requests: list[NotificationCreate]
-) -> list[Created | BaseException]:
+def _request(job: Job) -> NotificationCreate:
+    return job.request if isinstance(job, Due) else job
+
+
+async def _commit(svc: Services, jobs: list[Job]) -> list[Created | BaseException]:
     """One transaction for a batch of creates."""
     async with svc.pool.acquire() as conn, conn.transaction():
         results = await create_many_in(
-            conn, requests, channels=svc.delivery_channels,
+            conn, jobs, channels=svc.delivery_channels,
             quiet_bypass_high=svc.settings.quiet_hours_bypass_high,
             escalate=_escalation(svc),
             expiry_days=svc.settings.retention_days,
@@ -83,8 +116,10 @@ async def _commit(
         )
     if svc.delivery_channels:
         svc.deliveries_due.set()  # after the commit: the workers see the new rows
+    if any(isinstance(r, Created) and r.scheduled and not r.replayed for r in results):
+        svc.schedule_changed.set()  # this instance's scheduler may have to wake sooner
     svc.metrics.write_batches.inc()
-    svc.metrics.write_batch_jobs.inc(len(requests))
+    svc.metrics.write_batch_jobs.inc(len(jobs))
     fresh = [r for r in results if isinstance(r, Created) and not r.replayed]
     svc.metrics.notifications_created.inc(sum(len(c.items) for c in fresh))
     svc.metrics.notifications_suppressed.inc(sum(len(c.suppressed) for c in fresh))
@@ -97,16 +132,23 @@ async def _publish(svc: Services, results: list[Created | BaseException]) -> Non
 
 
 async def create_many_in(
-    conn: Connection, requests: list[NotificationCreate], *, channels: tuple[str, ...] = (),
+    conn: Connection, jobs: Sequence[Job], *, channels: tuple[str, ...] = (),
     quiet_bypass_high: bool = True, escalate: tuple[frozenset[str], float] = (frozenset(), 0.0),
     expiry_days: int | None = None, digest_at: tuple[int, int] = (8, 1),
 ) -> list[Created | HubError]:
-    """Create ``requests`` inside the caller's transaction with set-based statements.
+    """Create ``jobs`` inside the caller's transaction with set-based statements.
 
-    One result per request, in order: what it created, or why it was refused (an
-    unknown template, a missing template variable). Idempotency keys must be distinct;
-    a key used before replays what its first request created. The caller publishes
-    the events of every ``Created``.
+    One result per job, in order: what it created, or why it was refused (an unknown
+    template, a missing template variable). Idempotency keys must be distinct; a key
+    used before replays what its first request created. The caller publishes the events
+    of every ``Created``.
+
+    A request whose ``send_at`` is more than ``NOW_SECONDS`` ahead is rendered, claims
+    its key and stores its contact as any other, and is stored in
+    ``scheduled_notifications`` instead of being created (``Created.scheduled``): no
+    preferences, deliveries or events yet. A ``Due`` job is created only if this
+    transaction takes its row (``db.scheduled.take``; an expired one is dropped), and
+    its key is pointed at what it created.
 
     Each new notification's deliveries on ``channels`` (the configured delivery
     channels) that its user's preferences enable are scheduled in the same transaction
@@ -115,25 +157,61 @@ async def create_many_in(
     SMS deliveries inside the user's quiet hours are held until they end, unless the
     notification is ``high`` priority and ``quiet_bypass_high``. ``escalate``: (types,
     seconds): those types' email, push and SMS deliveries are due that much later.
-    ``expiry_days``: a request whose ``expires_at`` is further ahead is refused (the
-    retention horizon, docs/api.md). The email of a user whose preferences ask for a
-    digest waits for it instead (``digest_at``: the hour daily and weekly digests go
-    out, and the ISO weekday of weekly ones; docs/delivery.md, "Digests").
+    ``expiry_days``: a request whose ``expires_at`` is further ahead (of its
+    ``send_at``, or now) is refused (the retention horizon, docs/api.md). The email of a
+    user whose preferences ask for a digest waits for it instead (``digest_at``: the hour
+    daily and weekly digests go out, and the ISO weekday of weekly ones;
+    docs/delivery.md, "Digests").
 
-    Lock order: reads first (templates, preferences: no locks), then the idempotency
-    claims in sorted key order, the inline contacts in sorted user order, then every
-    recipient's counter in sorted order
-    (``event_log.append``): the order every create takes, so concurrent batches (and
-    other instances') queue up rather than deadlock.
+    Lock order: the scheduled rows of ``Due`` jobs in id order (``SKIP LOCKED``: never
+    waited for), reads (templates, preferences: no locks), then the idempotency claims
+    in sorted key order, the keys of ``Due`` jobs, the inline contacts in sorted user
+    order, then every recipient's counter in sorted order (``event_log.append``): the
+    order every create takes, so concurrent batches (and other instances') queue up
+    rather than deadlock.
     """
-    contents, stored = await _contents(conn, requests)
-    if expiry_days is not None and any(r.expires_at is not None for r in requests):
-        contents = _check_expiry(requests, contents, expiry_days)
-    recipients = [r.recipients() for r in requests]
-    contents, localized = await _localize(conn, requests, recipients, contents, stored)
-    prefs = await preferences.load_many(conn, sorted({u for rs in recipients for u in rs}))
+    due = [job for job in jobs if isinstance(job, Due)]
+    taken = await scheduled_store.take(conn, sorted(d.id for d in due)) if due else {}
+    # A Due job whose row is gone (sent or cancelled elsewhere) or expired creates
+    # nothing, and a row taken here is created once even if it is in the batch twice
+    # (leased again after its lease ended while its first job waited in the queue).
+    results: list[Created | HubError] = [Created([], []) for _ in jobs]
+    live = [n for n, job in enumerate(jobs)
+            if not isinstance(job, Due) or taken.pop(job.id, False)]
+    made = await _create_in(
+        conn, [_request(jobs[n]) for n in live],
+        {at: job.key for at, n in enumerate(live) if isinstance(job := jobs[n], Due)},
+        channels=channels, quiet_bypass_high=quiet_bypass_high, escalate=escalate,
+        expiry_days=expiry_days, digest_at=digest_at,
+    )
+    for n, result in zip(live, made, strict=True):
+        results[n] = result
+    return results
+
+
+async def _create_in(
+    conn: Connection, requests: list[NotificationCreate], due: dict[int, str | None], *,
+    channels: tuple[str, ...], quiet_bypass_high: bool,
+    escalate: tuple[frozenset[str], float], expiry_days: int | None,
+    digest_at: tuple[int, int],
+) -> list[Created | HubError]:
+    """``create_many_in`` for ``requests``; ``due``: the key of each that is ``Due`` (by
+    position), to point at what it creates. A ``Due`` one's ``expires_at`` was checked
+    when it was scheduled."""
+    contents, stored = await templates.contents(conn, requests)
+    if expiry_days is not None and any(
+        r.expires_at is not None and n not in due for n, r in enumerate(requests)
+    ):
+        checked = _check_expiry(requests, contents, expiry_days)
+        contents = [c if n in due else checked[n] for n, c in enumerate(contents)]
+    horizon = datetime.now(UTC) + timedelta(seconds=NOW_SECONDS)
+    later = [r.send_at is not None and r.send_at > horizon for r in requests]
+    recipients = [[] if later[n] else r.recipients() for n, r in enumerate(requests)]
+    contents, localized = await templates.localize(conn, requests, recipients, contents, stored)
+    users = sorted({u for rs in recipients for u in rs})
+    prefs = await preferences.load_many(conn, users)
     results: list[Created | HubError | None] = [None] * len(requests)
-    plans: list[tuple[int, list[str], list[str], Content]] = []
+    plans: list[tuple[int, list[str], list[str], templates.Content]] = []
     replays: list[int] = []  # refused content with a key: a replay if the key was used
     for n, request in enumerate(requests):
         content = contents[n]
@@ -144,8 +222,12 @@ async def create_many_in(
             results[n] = content
         else:
             replays.append(n)
-    ids = iter(await store.allocate_ids(conn, sum(len(p[1]) for p in plans)))
-    planned = [(n, [next(ids) for _ in allowed], allowed, suppressed, content)
+    # A scheduled request takes one id (its own); a notification one per recipient.
+    ids = iter(await store.allocate_ids(
+        conn, sum(1 if later[p[0]] else len(p[1]) for p in plans)
+    ))
+    planned = [(n, [next(ids) for _ in (["later"] if later[n] else allowed)], allowed,
+                suppressed, content)
                for n, allowed, suppressed, content in plans]
     claimed = await store.claim_requests(conn, [
         (key, own, suppressed) for n, own, _, suppressed, _ in planned
@@ -153,10 +235,18 @@ async def create_many_in(
     ])
     rows: list[store.Row] = []
     fresh: list[tuple[int, int, list[str]]] = []  # (request, rows, suppressed)
+    scheduled: list[tuple[int, scheduled_store.Row]] = []
     for n, own, allowed, suppressed, content in planned:
         request = requests[n]
         if request.idempotency_key is not None and request.idempotency_key not in claimed:
             replays.append(n)
+            continue
+        if later[n]:
+            assert request.send_at is not None
+            scheduled.append((n, (
+                own[0], request.send_at, request.recipients(), request.type, *content,
+                request.data, request.priority, request.expires_at, request.idempotency_key,
+            )))
             continue
         variants = localized[n]
         rows.extend(
@@ -165,10 +255,20 @@ async def create_many_in(
             for i, u in zip(own, allowed, strict=True)
         )
         fresh.append((n, len(own), suppressed))
+    await store.resolve_requests(conn, [
+        (key, [row[0] for row in rows[at:at + count]], suppressed)
+        for n, count, suppressed, at in _offsets(fresh) if (key := due.get(n)) is not None
+    ])
     await contact_store.merge_many(conn, {
         requests[n].recipients()[0]: contact.model_dump(exclude_none=True)
-        for n, _, _ in fresh if (contact := requests[n].contact) is not None
+        for n in [n for n, _, _ in fresh] + [n for n, _ in scheduled]
+        if (contact := requests[n].contact) is not None
     })
+    for (n, _), item in zip(
+        scheduled, await scheduled_store.insert_rows(conn, [row for _, row in scheduled]),
+        strict=True,
+    ):
+        results[n] = Created([], [], scheduled=item)
     items = await store.insert_rows(conn, rows)
     if channels:
         hour, weekday = digest_at
@@ -179,26 +279,37 @@ async def create_many_in(
     events = await event_log.append(
         conn, [(i["user_id"], "notification.created", i) for i in items]
     )
-    at = 0
-    for n, count, suppressed in fresh:
+    for n, count, suppressed, at in _offsets(fresh):
         results[n] = Created(items[at:at + count], suppressed, events=events[at:at + count])
-        at += count
     if replays:
         await _replay(conn, requests, sorted(replays), contents, results)
     return [r for r in results if r is not None]
 
 
+def _offsets(
+    fresh: list[tuple[int, int, list[str]]],
+) -> list[tuple[int, int, list[str], int]]:
+    """Each ``(request, rows, suppressed)`` with where its rows start."""
+    out, at = [], 0
+    for n, count, suppressed in fresh:
+        out.append((n, count, suppressed, at))
+        at += count
+    return out
+
+
 def _check_expiry(
-    requests: list[NotificationCreate], contents: list[Content | HubError], days: int
-) -> list[Content | HubError]:
-    """``contents``, with a request whose ``expires_at`` is more than ``days`` ahead
-    refused instead."""
-    horizon = datetime.now(UTC) + timedelta(days=days)
+    requests: list[NotificationCreate], contents: list[templates.Content | HubError], days: int
+) -> list[templates.Content | HubError]:
+    """``contents``, with a request whose ``expires_at`` is more than ``days`` after it
+    is sent (its ``send_at``, or now) refused instead."""
+    now = datetime.now(UTC)
     return [
         InvalidInput("expires_at is too far ahead", errors=[{
             "loc": ["expires_at"],
-            "msg": f"must be within {days} days (the retention horizon, HUB_RETENTION_DAYS)",
-        }]) if r.expires_at is not None and r.expires_at > horizon else c
+            "msg": f"must be within {days} days of sending (the retention horizon, "
+                   "HUB_RETENTION_DAYS)",
+        }]) if r.expires_at is not None
+        and r.expires_at > max(now, r.send_at or now) + timedelta(days=days) else c
         for r, c in zip(requests, contents, strict=True)
     ]
 
@@ -255,110 +366,27 @@ async def _replay(
     conn: Connection,
     requests: list[NotificationCreate],
     replays: list[int],
-    contents: list[Content | HubError],
+    contents: list[templates.Content | HubError],
     results: list[Created | HubError | None],
 ) -> None:
     """Fill ``results`` of requests whose key was used before with what that one made."""
     stored = await store.get_requests(conn, [requests[n].idempotency_key or "" for n in replays])
-    rows = {r["id"]: r for r in await store.by_ids(conn, [i for ids, _ in stored.values()
-                                                              for i in ids])}
+    wanted = [i for ids, _ in stored.values() for i in ids]
+    rows = {r["id"]: r for r in await store.by_ids(conn, wanted)}
+    missing = [i for i in wanted if i not in rows]  # deleted, or a scheduled one waiting
+    waiting = {r["id"]: r for r in await scheduled_store.by_ids(conn, missing)} if missing \
+        else {}
     for n in replays:
         found = stored.get(requests[n].idempotency_key or "")
         content = contents[n]
         if found is not None:
             ids, suppressed = found
-            results[n] = Created([rows[i] for i in ids if i in rows], suppressed, replayed=True)
+            results[n] = Created([rows[i] for i in ids if i in rows], suppressed, replayed=True,
+                                 scheduled=next((waiting[i] for i in ids if i in waiting), None))
         elif isinstance(content, HubError):  # never used: the request itself is refused
             results[n] = content
         else:  # claimed by a transaction that rolled back meanwhile
             results[n] = Conflict("a request with this idempotency key just failed; try again")
-
-
-async def _contents(
-    conn: Connection, requests: list[NotificationCreate]
-) -> tuple[list[Content | HubError], dict[str, dict[str, Any]]]:
-    """Title, body and link of each request (explicit fields win over its template),
-    and the stored templates they name."""
-    names = sorted({r.template for r in requests if r.template is not None})
-    stored = await templates.load_many(conn, names) if names else {}
-    out: list[Content | HubError] = []
-    for request in requests:
-        try:
-            out.append(_content(request, stored))
-        except HubError as exc:
-            out.append(exc)
-    return out, stored
-
-
-async def _localize(
-    conn: Connection, requests: list[NotificationCreate], recipients: list[list[str]],
-    contents: list[Content | HubError], stored: dict[str, dict[str, Any]],
-) -> tuple[list[Content | HubError], list[dict[str, Content]]]:
-    """Per request, the content of each recipient whose locale picks one of its
-    template's locale variants (docs/api.md, "Localized templates"); the others get
-    the request's own content. The locales are the recipients' contacts' (the request's
-    inline contact first), read in one query, and only when a template has variants. A
-    variant that does not render refuses its request, as the template's own text would.
-    """
-    localized: list[dict[str, Content]] = [{} for _ in requests]
-    wanted = [
-        n for n, r in enumerate(requests)
-        if r.template is not None and not isinstance(contents[n], HubError)
-        and stored.get(r.template, {}).get("locales")
-    ]
-    if not wanted:
-        return contents, localized
-    locales = await contact_store.locales(conn, sorted({u for n in wanted for u in recipients[n]}))
-    contents = list(contents)
-    for n in wanted:
-        request = requests[n]
-        assert request.template is not None
-        variants = stored[request.template]["locales"]
-        inline = request.contact.locale if request.contact is not None else None
-        rendered: dict[str, Content] = {}
-        try:
-            for user in recipients[n]:
-                locale = inline if inline and user == recipients[n][0] else locales.get(user)
-                tag = templates.pick_locale(variants, locale)
-                if tag is None:
-                    continue
-                if tag not in rendered:
-                    rendered[tag] = _content(request, stored, variant=tag)
-                localized[n][user] = rendered[tag]
-        except HubError as exc:
-            contents[n], localized[n] = exc, {}
-    return contents, localized
-
-
-def _content(
-    request: NotificationCreate, stored: dict[str, dict[str, Any]], variant: str | None = None
-) -> Content:
-    """``request``'s content, from its template's ``variant`` locale if given."""
-    if request.template is None:
-        assert request.title is not None
-        return request.title, request.body or "", request.link
-    tpl = stored.get(request.template)
-    if tpl is None:
-        raise InvalidInput(
-            f"unknown template {request.template!r}",
-            errors=[{"loc": ["template"], "msg": "unknown template"}],
-        )
-    if variant is not None:
-        text = tpl["locales"][variant]
-        tpl = {**tpl, "title": text["title"], "body": text["body"],
-               "link": text.get("link") or tpl["link"]}
-    title = request.title or templates.render(tpl["title"], request.data)[:200]
-    body = request.body if request.body is not None else templates.render(tpl["body"], request.data)
-    link = request.link
-    if link is None and tpl["link"]:
-        link = templates.render(tpl["link"], request.data)
-        if not safe_link(link):
-            raise InvalidInput(
-                "the template's link renders to something that is not an http(s) URL or "
-                "a path on this site",
-                errors=[{"loc": ["data"], "msg": "renders an unsafe link"}],
-            )
-    return title, body[:2000], link[:2000] if link else link
 
 
 async def page(
@@ -437,12 +465,35 @@ async def forget_message(
     return [(user_id, "notification.deleted", {"id": i, "unread_count": unread}) for i in ids]
 
 
-async def delete(svc: Services, user_id: str, id_: int) -> None:
-    """Delete ``user_id``'s notification ``id_``; NotFound if it is not theirs."""
+async def delete(svc: Services, user_id: str | None, id_: int) -> None:
+    """Delete ``user_id``'s notification ``id_``; NotFound if it is not theirs.
+
+    ``user_id`` None (an admin or API key): cancel ``id_`` if it is a scheduled
+    notification, else delete notification ``id_`` whoever's it is; NotFound if neither
+    exists (a scheduled one already sent has become notifications with ids of their own).
+    """
     async with svc.write() as work:
-        if not await store.delete(work.conn, user_id, id_):
+        if user_id is None:
+            if await scheduled_store.cancel(work.conn, id_):
+                return
+            user_id = await store.delete_any(work.conn, id_)
+            if user_id is None:
+                raise NotFound("no such notification")
+        elif not await store.delete(work.conn, user_id, id_):
             raise NotFound("no such notification")
         unread = await store.unread_count(work.conn, user_id)
         await work.append(
             [(user_id, "notification.deleted", {"id": id_, "unread_count": unread})]
         )
+
+
+async def get(svc: Services, user_id: str | None, id_: int) -> dict[str, Any]:
+    """Notification ``id_`` if it is ``user_id``'s; for ``user_id`` None (an admin or API
+    key), whoever's it is, or the scheduled notification ``id_``. NotFound otherwise."""
+    async with svc.pool.acquire() as conn:
+        found = await store.get(conn, id_, user_id)
+        if found is None and user_id is None:
+            found = next(iter(await scheduled_store.by_ids(conn, [id_])), None)
+    if found is None:
+        raise NotFound("no such notification")
+    return found

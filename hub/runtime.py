@@ -3,7 +3,8 @@
 ``Runtime`` opens, in order, the database (the embedded PostgreSQL when no
 ``HUB_DATABASE_URL`` is set), the migrations, the pool, the broker, the node, Redis
 ingest, the delivery workers and the background tasks (cleanup, expiry sweeper,
-announcement scheduler), and closes what it opened in reverse, in one ``async with``::
+announcement and notification schedulers), and closes what it opened in reverse, in
+one ``async with``::
 
     async with Runtime(settings) as rt:  # serve: everything, live
         ...rt.services, rt.node, rt.ingest...
@@ -27,7 +28,7 @@ from typing import Any
 from db.embedded import EmbeddedPostgres
 from db.migrate import migrate
 from db.pool import Pool, connect, create_pool
-from hub import cleanup, delivery, expiry
+from hub import cleanup, delivery, expiry, scheduled
 from hub.announcements import run_scheduler as run_announcement_scheduler
 from hub.ingest import Ingest
 from hub.node import Node
@@ -176,6 +177,9 @@ class Runtime:
         self._tasks.append(asyncio.create_task(expiry.run_forever(services), name="expiry"))
         self._tasks.append(
             asyncio.create_task(run_announcement_scheduler(services), name="announcements")
+        )
+        self._tasks.append(
+            asyncio.create_task(scheduled.run_scheduler(services), name="scheduled")
         )
         return services
 

@@ -57,6 +57,9 @@ class Services:
     delivery_channels: tuple[str, ...] = ()
     #: Set after a commit that may have scheduled deliveries: wakes the workers here.
     deliveries_due: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: Set after a commit that scheduled notifications: wakes the scheduler here, which
+    #: may be sleeping past their ``send_at`` (``hub.scheduled``).
+    schedule_changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def writer(
         self, name: str, make: Callable[[], GroupCommit[Any, Any]]

@@ -1,4 +1,5 @@
-"""Templates: safe ``{name}`` rendering and the admin operations on stored templates."""
+"""Templates: safe ``{name}`` rendering, a create's content (title, body, link), and the
+admin operations on stored templates."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import re
 import string
 from typing import Any
 
+from db import contacts as contact_store
 from db import templates as store
 from db.pool import Conn
-from hub.errors import InvalidInput, NotFound
-from hub.models import TemplatePut
+from hub.errors import HubError, InvalidInput, NotFound
+from hub.models import NotificationCreate, TemplatePut, safe_link
 from hub.services import Services
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -114,3 +116,97 @@ def pick_locale(variants: dict[str, Any], locale: str | None) -> str | None:
             return tag
         parts.pop()
     return None
+
+
+#: A notification's title, body and link.
+Content = tuple[str, str, str | None]
+
+
+async def contents(
+    conn: Conn, requests: list[NotificationCreate]
+) -> tuple[list[Content | HubError], dict[str, dict[str, Any]]]:
+    """Title, body and link of each request (explicit fields win over its template),
+    and the stored templates the requests name."""
+    names = sorted({r.template for r in requests if r.template is not None})
+    stored = await load_many(conn, names) if names else {}
+    out: list[Content | HubError] = []
+    for request in requests:
+        try:
+            out.append(content(request, stored))
+        except HubError as exc:
+            out.append(exc)
+    return out, stored
+
+
+async def localize(
+    conn: Conn, requests: list[NotificationCreate], recipients: list[list[str]],
+    rendered: list[Content | HubError], stored: dict[str, dict[str, Any]],
+) -> tuple[list[Content | HubError], list[dict[str, Content]]]:
+    """Per request, the content of each of its ``recipients`` whose locale picks one of
+    its template's locale variants (docs/api.md, "Localized templates"); the others get
+    the request's own ``rendered`` content. The locales are the recipients' contacts'
+    (the request's inline contact first), read in one query, and only when a template
+    has variants. A variant that does not render refuses its request, as the template's
+    own text would."""
+    localized: list[dict[str, Content]] = [{} for _ in requests]
+    wanted = [
+        n for n, r in enumerate(requests)
+        if r.template is not None and recipients[n]
+        and not isinstance(rendered[n], HubError) and stored.get(r.template, {}).get("locales")
+    ]
+    if not wanted:
+        return rendered, localized
+    locales = await contact_store.locales(
+        conn, sorted({u for n in wanted for u in recipients[n]})
+    )
+    rendered = list(rendered)
+    for n in wanted:
+        request = requests[n]
+        assert request.template is not None
+        variants = stored[request.template]["locales"]
+        inline = request.contact.locale if request.contact is not None else None
+        by_tag: dict[str, Content] = {}
+        try:
+            for user in recipients[n]:
+                locale = inline if inline and user == recipients[n][0] else locales.get(user)
+                tag = pick_locale(variants, locale)
+                if tag is None:
+                    continue
+                if tag not in by_tag:
+                    by_tag[tag] = content(request, stored, variant=tag)
+                localized[n][user] = by_tag[tag]
+        except HubError as exc:
+            rendered[n], localized[n] = exc, {}
+    return rendered, localized
+
+
+def content(
+    request: NotificationCreate, stored: dict[str, dict[str, Any]], variant: str | None = None
+) -> Content:
+    """``request``'s title, body and link: its own fields, else its template's (in the
+    template's ``variant`` locale if given), rendered from its data."""
+    if request.template is None:
+        assert request.title is not None
+        return request.title, request.body or "", request.link
+    tpl = stored.get(request.template)
+    if tpl is None:
+        raise InvalidInput(
+            f"unknown template {request.template!r}",
+            errors=[{"loc": ["template"], "msg": "unknown template"}],
+        )
+    if variant is not None:
+        text = tpl["locales"][variant]
+        tpl = {**tpl, "title": text["title"], "body": text["body"],
+               "link": text.get("link") or tpl["link"]}
+    title = request.title or render(tpl["title"], request.data)[:200]
+    body = request.body if request.body is not None else render(tpl["body"], request.data)
+    link = request.link
+    if link is None and tpl["link"]:
+        link = render(tpl["link"], request.data)
+        if not safe_link(link):
+            raise InvalidInput(
+                "the template's link renders to something that is not an http(s) URL or "
+                "a path on this site",
+                errors=[{"loc": ["data"], "msg": "renders an unsafe link"}],
+            )
+    return title, body[:2000], link[:2000] if link else link

@@ -52,6 +52,15 @@ RETURNING id
 -- name: delete
 DELETE FROM notifications WHERE id = $1 AND user_id = $2 RETURNING id
 
+-- name: delete_any
+-- An admin's delete: whoever's it is; returns its user.
+DELETE FROM notifications WHERE id = $1 RETURNING user_id
+
+-- name: get
+SELECT id, user_id, type, title, body, link, data, priority,
+       read_at IS NOT NULL AS read, read_at, created_at, expires_at
+FROM notifications WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)
+
 -- name: claim_requests
 -- Claim keys $1 with what each request creates: ids $2 and suppressed users $3 (one
 -- JSON array as text per key: arrays of arrays would have to be rectangular). Returns
@@ -74,7 +83,23 @@ WHERE idempotency_key = ANY($1::text[])
 DELETE FROM notifications WHERE read_at < now() - make_interval(days => $1)
 
 -- name: prune_requests
-DELETE FROM notification_requests WHERE created_at < now() - make_interval(days => $1)
+-- A key whose scheduled notification still waits is kept: a repeat must not schedule it
+-- again.
+DELETE FROM notification_requests r
+WHERE created_at < now() - make_interval(days => $1)
+  AND NOT EXISTS (SELECT 1 FROM scheduled_notifications s
+                  WHERE s.idempotency_key = r.idempotency_key)
+
+-- name: resolve_requests
+-- A scheduled create's keys $1 now name what it created at send_at: ids $2 and
+-- suppressed users $3 (JSON arrays as text, as in claim_requests); kept from now on for
+-- HUB_HISTORY_DAYS.
+UPDATE notification_requests r
+SET notification_ids = ARRAY(SELECT jsonb_array_elements_text(t.ids::jsonb)::bigint),
+    suppressed = ARRAY(SELECT jsonb_array_elements_text(t.sup::jsonb)),
+    created_at = now()
+FROM unnest($1::text[], $2::text[], $3::text[]) AS t(k, ids, sup)
+WHERE r.idempotency_key = t.k
 
 -- name: delete_for_message
 -- The new_message notifications that quote direct message $2.

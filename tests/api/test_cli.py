@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -253,6 +254,35 @@ async def test_publish_renders_a_template_from_data(env: dict[str, str], tmp_pat
     [item] = orjson.loads(result.stdout)["items"]
     assert item["body"] == "Your grade for Essay 2 is A-"
     assert item["link"] == "/grades/5"
+
+
+async def test_publish_with_send_at_schedules_it_and_prints_the_schedule(
+    env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    send_at, expires_at, too_late = (
+        (now + timedelta(days=days)).isoformat() for days in (30, 31, 400))
+    result = await run_cli(
+        env, tmp_path, "publish", "alice", "--type", "t", "--title", "Later",
+        "--send-at", send_at, "--expires-at", expires_at,
+    )
+    assert result.code == 0, result
+    printed = orjson.loads(result.stdout)
+    assert printed["status"] == "scheduled" and printed["user_ids"] == ["alice"]
+    assert datetime.fromisoformat(printed["send_at"]) == datetime.fromisoformat(send_at)
+    conn = await asyncpg.connect(database_url)
+    try:
+        waiting = await asyncio.wait_for(conn.fetchval(
+            "SELECT count(*) FROM scheduled_notifications WHERE id = $1", printed["id"]),
+            TIMEOUT)
+        stored = await asyncio.wait_for(conn.fetchval(
+            "SELECT count(*) FROM notifications"), TIMEOUT)
+    finally:
+        await conn.close()
+    assert (waiting, stored) == (1, 0)
+    result = await run_cli(env, tmp_path, "publish", "alice", "--type", "t", "--title", "x",
+                           "--send-at", too_late)
+    assert_one_line_error(result, 2, "send_at")
 
 
 async def test_publish_with_bad_json_data_fails_with_one_line(
