@@ -11,9 +11,11 @@ from db.queries import load
 Q = load("scheduled")
 
 #: A scheduled notification to store: ``(id, send_at, user_ids, type, title, body, link,
-#: data, priority, expires_at, idempotency_key)``, its id from ``notifications.allocate_ids``.
+#: data, priority, expires_at, idempotency_key, localized)``, its id from
+#: ``notifications.allocate_ids``; ``localized``: ``{user: (title, body, link)}`` of the
+#: recipients whose locale picked a template variant.
 Row = tuple[int, datetime, list[str], str, str, str, str | None, dict[str, Any], str,
-            datetime | None, str | None]
+            datetime | None, str | None, dict[str, Any]]
 
 
 def _item(record: Any) -> dict[str, Any]:

@@ -70,6 +70,9 @@ class Due:
     request: NotificationCreate
     #: The scheduling create's idempotency key: pointed at what is created now.
     key: str | None = None
+    #: The recipients whose locale picked a template variant when it was scheduled,
+    #: with that content (``templates.localize``).
+    localized: dict[str, templates.Content] = field(default_factory=dict)
 
 
 #: What the notification writer commits: a create, or a scheduled one now due.
@@ -181,6 +184,7 @@ async def create_many_in(
     made = await _create_in(
         conn, [_request(jobs[n]) for n in live],
         {at: job.key for at, n in enumerate(live) if isinstance(job := jobs[n], Due)},
+        {at: job.localized for at, n in enumerate(live) if isinstance(job := jobs[n], Due)},
         channels=channels, quiet_bypass_high=quiet_bypass_high, escalate=escalate,
         expiry_days=expiry_days, digest_at=digest_at,
     )
@@ -190,14 +194,15 @@ async def create_many_in(
 
 
 async def _create_in(
-    conn: Connection, requests: list[NotificationCreate], due: dict[int, str | None], *,
+    conn: Connection, requests: list[NotificationCreate], due: dict[int, str | None],
+    localized_due: dict[int, dict[str, templates.Content]], *,
     channels: tuple[str, ...], quiet_bypass_high: bool,
     escalate: tuple[frozenset[str], float], expiry_days: int | None,
     digest_at: tuple[int, int],
 ) -> list[Created | HubError]:
     """``create_many_in`` for ``requests``; ``due``: the key of each that is ``Due`` (by
-    position), to point at what it creates. A ``Due`` one's ``expires_at`` was checked
-    when it was scheduled."""
+    position), to point at what it creates, and ``localized_due`` its recipients'
+    localized content. A ``Due`` one's ``expires_at`` was checked when it was scheduled."""
     contents, stored = await templates.contents(conn, requests)
     if expiry_days is not None and any(
         r.expires_at is not None and n not in due for n, r in enumerate(requests)
@@ -207,7 +212,12 @@ async def _create_in(
     horizon = datetime.now(UTC) + timedelta(seconds=NOW_SECONDS)
     later = [r.send_at is not None and r.send_at > horizon for r in requests]
     recipients = [[] if later[n] else r.recipients() for n, r in enumerate(requests)]
-    contents, localized = await templates.localize(conn, requests, recipients, contents, stored)
+    # Localized now for a scheduled one too: its row keeps what each recipient gets.
+    contents, localized = await templates.localize(
+        conn, requests, [r.recipients() for r in requests], contents, stored
+    )
+    for n, preset in localized_due.items():
+        localized[n] = preset
     users = sorted({u for rs in recipients for u in rs})
     prefs = await preferences.load_many(conn, users)
     results: list[Created | HubError | None] = [None] * len(requests)
@@ -246,6 +256,7 @@ async def _create_in(
             scheduled.append((n, (
                 own[0], request.send_at, request.recipients(), request.type, *content,
                 request.data, request.priority, request.expires_at, request.idempotency_key,
+                {user: list(content) for user, content in localized[n].items()},
             )))
             continue
         variants = localized[n]

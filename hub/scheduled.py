@@ -47,7 +47,8 @@ def due_job(row: dict[str, Any]) -> notifications.Due:
         link=row["link"], data=row["data"], priority=row["priority"],
         expires_at=row["expires_at"],
     )
-    return notifications.Due(row["id"], request, row["idempotency_key"])
+    localized = {user: tuple(content) for user, content in row["localized"].items()}
+    return notifications.Due(row["id"], request, row["idempotency_key"], localized)
 
 
 async def send_batch(svc: Services, limit: int = BATCH) -> int:

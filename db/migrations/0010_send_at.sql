@@ -17,6 +17,9 @@ CREATE TABLE scheduled_notifications (
     -- The create's key: its notification_requests row is pointed at the notifications
     -- made at send_at, and is not pruned while this row waits.
     idempotency_key text,
+    -- The recipients whose locale picked a variant of the template (docs/api.md,
+    -- "Localized templates"), rendered when it was scheduled: {user: [title, body, link]}.
+    localized       jsonb       NOT NULL DEFAULT '{}'::jsonb,
     created_at      timestamptz NOT NULL DEFAULT now(),
     -- A scheduler's lease: another instance leaves the row alone until it passes.
     claimed_until   timestamptz

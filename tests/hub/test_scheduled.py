@@ -61,7 +61,7 @@ async def test_a_scheduled_create_is_stored_and_stays_out_of_the_inbox_until_sen
     async with hub(settings_env) as app:
         await app.state.client.put("/api/users/ann/contact", headers=SERVICE,
                                    json={"email": "ann@example.com"})
-        made = await post(app, user_id="ann", title="Later", send_at=stamp(1.5),
+        made = await post(app, user_id="ann", title="Later", send_at=stamp(3),
                           data={"k": 1})
         assert made["status"] == "scheduled" and made["user_ids"] == ["ann"]
         assert made["title"] == "Later" and made["data"] == {"k": 1}
@@ -168,7 +168,7 @@ async def test_the_idempotency_key_replays_the_schedule_then_what_it_created(
     settings_env, recorder
 ):
     async with hub(settings_env, delivery_workers=0) as app:
-        body = {"user_ids": ["ann", "bob"], "title": "Once", "send_at": stamp(1.5),
+        body = {"user_ids": ["ann", "bob"], "title": "Once", "send_at": stamp(3),
                 "idempotency_key": "once-1"}
         first = await post(app, **body)
         again = await post(app, 200, **{**body, "title": "Other"})
@@ -188,7 +188,7 @@ async def test_preferences_are_applied_when_it_is_sent(settings_env, recorder):
             await client.put(f"/api/users/{user}/contact", headers=SERVICE,
                              json={"email": f"{user}@example.com"})
         made = await post(app, user_ids=["ann", "bob", "cid"], title="Prefs",
-                          send_at=stamp(1.5), idempotency_key="prefs-1")
+                          send_at=stamp(3), idempotency_key="prefs-1")
         assert made["user_ids"] == ["ann", "bob", "cid"]
         r = await client.patch("/api/notifications/preferences", headers=auth("bob"),
                                json={"muted": True})
@@ -229,7 +229,7 @@ async def test_a_due_row_is_created_by_the_transaction_that_takes_it_and_only_on
     async with hub(settings_env, delivery_workers=0) as app:
         svc = app.state.services
         made = await post(app, user_id="ann", title="Once only", send_at=stamp(3600))
-        row = {**made, "idempotency_key": None}
+        row = {**made, "idempotency_key": None, "localized": {}}
         job = scheduled.due_job(row)
         async with svc.pool.acquire() as conn:
             tx = conn.transaction()
@@ -271,7 +271,7 @@ async def test_ingest_schedules_an_entry_with_send_at(settings_env, recorder):
     async with hub(settings_env, delivery_workers=0) as app:
         applier = Applier(app.state.services, "stream")
         entry = orjson.dumps({"user_id": "ann", "type": "t", "title": "From the stream",
-                              "send_at": stamp(1.5)})
+                              "send_at": stamp(3)})
         bad = orjson.dumps({"user_id": "ann", "type": "t", "title": "x",
                             "send_at": stamp(400 * 86400)})
         outcomes = await applier([("1-0", entry), ("2-0", bad)])
@@ -311,3 +311,21 @@ async def test_a_repeat_after_a_cancel_creates_nothing(settings_env, recorder):
         assert await post(app, 200, **body) == {"items": [], "suppressed": []}
         r = await app.state.client.get("/api/notifications/scheduled", headers=SERVICE)
         assert r.json()["items"] == []
+
+
+async def test_a_scheduled_template_reaches_each_recipient_in_their_language(
+    settings_env, recorder
+):
+    async with hub(settings_env, delivery_workers=0) as app:
+        await app.state.client.put("/api/users/anna/contact", headers=SERVICE,
+                                   json={"locale": "de-DE"})
+        made = await post(app, user_ids=["anna", "ben"], type="friend_request", title=None,
+                          template="friend_request", data={"sender_name": "Zoe"},
+                          send_at=stamp(3))
+        assert made["title"] == "Friend request from Zoe"  # the template's own text
+        german = await eventually(
+            lambda: arrived(app, "anna", "Freundschaftsanfrage von Zoe"), timeout=15)
+        assert german["body"] == "Zoe möchte mit dir befreundet sein."
+        english = await eventually(
+            lambda: arrived(app, "ben", "Friend request from Zoe"), timeout=15)
+        assert english["body"] == "Zoe wants to be your friend."
