@@ -46,6 +46,24 @@ CREATE FUNCTION deliveries_decide(
     bigint[], text[], text[], text[], text[], text[], float8[], timestamptz, text[], int, int
 ) RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
 BEGIN
+    -- The common case, no quiet hours, escalation or digest among the candidates: each
+    -- is due at once, and the statement below has nothing to compute.
+    IF NOT EXISTS (SELECT 1 FROM unnest($4::text[], $7::float8[], $9::text[]) AS x(qs, d, dg)
+                   WHERE x.qs IS NOT NULL OR x.d <> 0 OR x.dg IS NOT NULL) THEN
+        INSERT INTO deliveries (notification_id, user_id, channel, state, next_attempt_at)
+        SELECT t.n, t.u, t.c, 'scheduled', coalesce($8::timestamptz, now())
+        FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(n, u, c)
+        LEFT JOIN LATERAL (
+            SELECT c.phone, c.email FROM contacts c WHERE c.user_id = t.u LIMIT 1
+        ) k ON true
+        WHERE CASE t.c WHEN 'email' THEN k.email IS NOT NULL
+                       WHEN 'sms' THEN k.phone IS NOT NULL
+                       WHEN 'push' THEN EXISTS (SELECT 1 FROM push_subscriptions s
+                                                WHERE s.user_id = t.u LIMIT 1)
+                       ELSE true END
+        ON CONFLICT DO NOTHING;
+        RETURN;
+    END IF;
     WITH cand AS (
         SELECT t.n, t.u, t.c, t.dg, t.qs::time AS qs, t.qe::time AS qe,
                coalesce(k.time_zone, t.qz, 'UTC') AS zone,
