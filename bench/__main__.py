@@ -54,6 +54,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--email", choices=EMAIL_MODES, default="off",
                    help="deliveries: off; email decided for every notification and sent "
                         "elsewhere; or also sent by the hub (docs/benchmarks.md)")
+    p.add_argument("--sync-commit", choices=("on", "off"), default="on",
+                   help="off: the hubs' database sessions commit without waiting for the "
+                        "WAL flush; a diagnostic of what durability costs, never how "
+                        "notifyhub runs (docs/benchmarks.md)")
     p.add_argument("--hub-src", default="",
                    help="run the hub from this source tree (default: this checkout)")
     return p.parse_args()
@@ -67,7 +71,7 @@ def main() -> None:
         raise SystemExit(f"unknown scenarios: {', '.join(unknown)}")
     o = options(args)
     started = time.monotonic()
-    stack = Stack(args.hub_src, args.email)
+    stack = Stack(args.hub_src, args.email, args.sync_commit == "on")
     bench = Bench(stack, o)
     rows = []
     try:

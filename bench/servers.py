@@ -113,11 +113,14 @@ class Stack:
     With ``email`` other than ``off`` the hubs have an email channel (to an SMTP port
     that refuses connections: each delivery is attempted and its retry recorded) and
     every bench user has a contact email, so every notification gets an email delivery.
+    Without ``sync_commit`` the hubs' sessions set ``synchronous_commit=off`` (a
+    diagnostic: what the WAL flush of each commit costs).
     """
 
-    def __init__(self, hub_src: str = "", email: str = "off") -> None:
+    def __init__(self, hub_src: str = "", email: str = "off", sync_commit: bool = True) -> None:
         self.hub_src = hub_src
         self.email = email
+        self.sync_commit = sync_commit
         self.pg = PostgresServer()
         self.redis = RedisServer()
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -144,7 +147,10 @@ class Stack:
         while len(self.hubs) <= index:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            env = hub_env(self.dsn, self.redis.url)
+            dsn = self.dsn
+            if not self.sync_commit:  # diagnostic (--sync-commit off): see docs/benchmarks.md
+                dsn += ("&" if "?" in dsn else "?") + "synchronous_commit=off"
+            env = hub_env(dsn, self.redis.url)
             if self.hub_src:
                 env["PYTHONPATH"] = self.hub_src
             if self.email != "off":
