@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from db import preferences as store
 from db.pool import Conn
 from hub.models import Preferences, PreferencesPatch
@@ -16,8 +18,11 @@ async def get(svc: Services, user_id: str) -> Preferences:
 
 async def put(svc: Services, user_id: str, prefs: Preferences) -> Preferences:
     """Store ``prefs`` for ``user_id`` whole and return what was stored."""
-    doc = await store.put(svc.pool, user_id, prefs.model_dump(mode="json"))
-    return Preferences.load(doc)
+    async with svc.write() as work:
+        default = Preferences().model_dump(mode="json")
+        before = await store.get_for_update(work.conn, user_id, default)
+        stored = await store.put(work.conn, user_id, prefs.model_dump(mode="json"))
+    return _stored(svc, user_id, before, stored)
 
 
 async def patch(svc: Services, user_id: str, change: PreferencesPatch) -> Preferences:
@@ -31,7 +36,17 @@ async def patch(svc: Services, user_id: str, change: PreferencesPatch) -> Prefer
         doc = await store.get_for_update(work.conn, user_id, default)
         merged = change.apply(Preferences.load(doc))
         stored = await store.put(work.conn, user_id, merged.model_dump(mode="json"))
-    return Preferences.load(stored)
+    return _stored(svc, user_id, doc, stored)
+
+
+def _stored(
+    svc: Services, user_id: str, before: dict[str, Any], after: dict[str, Any]
+) -> Preferences:
+    """``after`` as Preferences; the user's partners hear of a switch of hide_presence."""
+    prefs = Preferences.load(after)
+    if svc.presence is not None and Preferences.load(before).hide_presence != prefs.hide_presence:
+        svc.presence.visibility_changed(user_id)
+    return prefs
 
 
 async def load_many(
