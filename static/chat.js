@@ -175,11 +175,11 @@ export class Chat {
     this.render();
     $("typing").textContent = "";
     this.showPresence(null);
-    this.askPresence();
     try {
       const page = await this.hub.conversation(other, { limit: PAGE_SIZE });
       if (this.partner !== other || this.opens !== opened) return;
       for (const m of page.items) this.put(m);
+      this.askPresence();
       this.nextBefore = page.next_before;
       this.render();
       this.scrollToEnd();
@@ -338,10 +338,13 @@ export class Chat {
 
   // ---- presence ---------------------------------------------------------------------
 
-  /** Fetch the partner's presence; hidden while unknown (not a partner yet: 403). */
+  /**
+   * Fetch the partner's presence. Only partners' presence may be seen (a stranger's is
+   * 403), so only once a message of the conversation is shown; hidden until then.
+   */
   async askPresence() {
     const partner = this.partner;
-    if (!partner) return;
+    if (!partner || ![...this.messages.values()].some((m) => m.id)) return;
     const asked = ++this.presenceAsks;
     try {
       const { items } = await this.hub.presence([partner]);
