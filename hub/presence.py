@@ -139,11 +139,12 @@ class Presence:
                 await attempt("presence settle", self._settle)
             if synced is None and self._dirty:
                 # The store is down: retry at the next heartbeat, not at every change.
-                self._settle_at = min(self._settle_at, next_beat)
                 await asyncio.sleep(max(0.0, next_beat - loop.time()))
-            while self._pending:
-                if await attempt("presence events", self._announce) is None:
+            for _ in range(MAX_PENDING // ANNOUNCE_BATCH):
+                if not self._pending or await attempt("presence events", self._announce) is None:
                     break
+            else:
+                self._wake.set()  # more came meanwhile: go on after the pause
 
     async def _sync(self) -> bool:
         """Tell the store who arrived here and who left since the last sync."""
