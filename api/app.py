@@ -14,7 +14,18 @@ from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from api import announcements, contacts, messages, notifications, ops, pages, sse, templates, ws
+from api import (
+    announcements,
+    contacts,
+    messages,
+    notifications,
+    ops,
+    pages,
+    presence,
+    sse,
+    templates,
+    ws,
+)
 from api import push as push_routes
 from api import unsubscribe as unsubscribe_routes
 from api.problems import HANDLERS, CatchAll
@@ -72,6 +83,7 @@ def create_app(settings: Settings) -> Starlette:
     routes: list[BaseRoute] = [
         *notifications.routes,
         *messages.routes,
+        *presence.routes,
         *announcements.routes,
         *templates.routes,
         *contacts.routes,

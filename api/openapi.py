@@ -141,6 +141,14 @@ ROUTES: tuple[Op, ...] = (
     Op("DELETE", "/api/messages/{id}", "Hide a message for the caller, or remove it for both",
        "messages", USER, status=204, errors=(403, 404, 422),
        params=(ID, _q("for_everyone", BOOL, "remove it for both (sender only)"))),
+    # ---- presence ----
+    Op("GET", "/api/presence",
+       "Who is online: the caller's conversation partners, anyone for an admin or API key",
+       "live", ADMIN, response=m.PresenceList, errors=(403, 422, 503),
+       params=(_q("user_ids", {"type": "string"},
+                  "comma-separated user ids (1-100 in all, with user_id; repeats count once)"),
+               _q("user_id", USER_ID,
+                  "one whole user id (for an id holding a comma); may be repeated"))),
     # ---- live ----
     Op("GET", "/api/stream", "Server-sent events of the caller's live events",
        "live", STREAM, response="EventStream", media_type="text/event-stream",

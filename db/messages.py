@@ -92,3 +92,20 @@ async def hide(conn: Conn, user_id: str, id_: int) -> None:
 async def delete(conn: Conn, id_: int) -> None:
     """Remove message ``id_`` for both parties."""
     await conn.execute(Q.delete, id_)
+
+
+async def partners(
+    conn: Conn, user_ids: list[str], *, recent: int, limit: int
+) -> dict[str, list[str]]:
+    """Each user's conversation partners among their newest ``recent`` sent and
+    ``recent`` received messages, at most ``limit``, most recent first (users without
+    any are left out)."""
+    found: dict[str, list[str]] = {}
+    for r in await conn.fetch(Q.partners, user_ids, recent, limit):
+        found.setdefault(r["user_id"], []).append(r["partner"])
+    return found
+
+
+async def partners_among(conn: Conn, user_id: str, others: list[str]) -> set[str]:
+    """Those of ``others`` who exchanged a direct message with ``user_id``."""
+    return {r["id"] for r in await conn.fetch(Q.partners_among, user_id, others)}

@@ -469,6 +469,8 @@ class Preferences(Strict):
     types: TypeMap = Field(default_factory=dict)
     quiet_hours: QuietHours | None = None
     digest: Digest = "off"
+    #: Others see the user offline with no last-seen time, and get no presence events.
+    hide_presence: bool = False
 
     @classmethod
     def load(cls, doc: dict[str, Any]) -> Preferences:
@@ -520,12 +522,13 @@ class PreferencesPatch(Strict):
     types: TypeMap | None = None
     quiet_hours: QuietHours | None = None
     digest: Digest | None = None
+    hide_presence: bool | None = None
 
     def apply(self, prefs: Preferences) -> Preferences:
         """``prefs`` with this patch applied; InvalidInput if the result breaks a limit."""
         doc = prefs.model_dump(mode="json")
         given = self.model_dump(mode="json", exclude_unset=True)
-        for name in ("muted", "digest", "quiet_hours"):
+        for name in ("muted", "digest", "quiet_hours", "hide_presence"):
             if name in given and (given[name] is not None or name == "quiet_hours"):
                 doc[name] = given[name]
         doc["channels"].update(given.get("channels") or {})
@@ -581,6 +584,19 @@ class MessagesMarkRead(Strict):
 
 class Updated(BaseModel):
     updated: int
+
+
+# ---- presence ------------------------------------------------------------------------
+
+
+class UserPresence(BaseModel):
+    user_id: str
+    online: bool
+    last_seen: datetime | None
+
+
+class PresenceList(BaseModel):
+    items: list[UserPresence]
 
 
 # ---- announcements and templates -----------------------------------------------------

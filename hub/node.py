@@ -22,6 +22,7 @@ from db.errors import DatabaseUnavailable
 from hub.connection import Close, Connection, Verdict, start_point
 from hub.errors import Unavailable
 from hub.events import BROADCAST, encode, sse_block, user_channel
+from hub.presence import Presence
 from hub.registry import Registry
 from hub.services import Services
 from hub.tokens import LEEWAY_SECONDS
@@ -57,6 +58,8 @@ class Node:
         self._watcher: asyncio.Task[None] | None = None
         #: Per connection, the log head seen by the previous head check while it lagged.
         self._lagging: dict[Connection, int] = {}
+        #: Told when a user's first connection here opens and their last one closes.
+        self.presence = svc.presence = Presence(svc, lambda user: self.registry.count(user) > 0)
 
     def connection(self, user_id: str, transport: str, expires_at: float | None) -> Connection:
         """A new connection with this instance's outbox limits (not attached yet)."""
@@ -67,8 +70,10 @@ class Node:
         )
 
     async def start(self) -> None:
-        """Receive broadcasts (announcements) and watch the log heads; after broker start."""
+        """Receive broadcasts (announcements), watch the log heads and track presence;
+        after broker start."""
         await self.svc.broker.subscribe(BROADCAST)
+        await self.presence.start()
         self._watcher = asyncio.get_running_loop().create_task(
             self._watch_heads(self.svc.settings.head_check_seconds), name="head check"
         )
@@ -87,6 +92,7 @@ class Node:
                 tasks.append(conn.task)
         if tasks:
             await asyncio.wait(tasks)
+        await self.presence.stop()
 
     # ---- connect and disconnect ------------------------------------------------------
 
@@ -127,6 +133,7 @@ class Node:
                                     self.svc.broker.unsubscribe(user_channel(user))
                                 )
                         raise
+                    self.presence.changed(user)
             async with (
                 self.svc.pool.acquire() as db,
                 # One snapshot: unread_count counts exactly the events up to last_seq.
@@ -169,6 +176,8 @@ class Node:
     def _forget(self, conn: Connection) -> bool:
         last = self.registry.remove(conn)
         self.svc.metrics.connections.labels(conn.transport).dec()
+        if last:
+            self.presence.changed(conn.user_id)
         if not self.registry:
             self._idle.set()
         return last

@@ -20,9 +20,7 @@ async def put(svc: Services, user_id: str, prefs: Preferences) -> Preferences:
     async with svc.write() as work:
         before = await load_for_update(work.conn, user_id)
         stored = await save(work.conn, user_id, prefs, before)
-    if stored.digest != before.digest:
-        svc.deliveries_due.set()  # after the commit: a flushed digest is due now
-    return stored
+    return _stored(svc, user_id, before, stored)
 
 
 async def patch(svc: Services, user_id: str, change: PreferencesPatch) -> Preferences:
@@ -34,9 +32,7 @@ async def patch(svc: Services, user_id: str, change: PreferencesPatch) -> Prefer
     async with svc.write() as work:
         before = await load_for_update(work.conn, user_id)
         stored = await save(work.conn, user_id, change.apply(before), before)
-    if stored.digest != before.digest:
-        svc.deliveries_due.set()
-    return stored
+    return _stored(svc, user_id, before, stored)
 
 
 async def load_for_update(conn: Conn, user_id: str) -> Preferences:
@@ -54,6 +50,17 @@ async def save(conn: Conn, user_id: str, prefs: Preferences, before: Preferences
     if prefs.digest != before.digest:
         await digest_store.flush(conn, user_id)
     return Preferences.load(doc)
+
+
+def _stored(svc: Services, user_id: str, before: Preferences, prefs: Preferences
+            ) -> Preferences:
+    """After the commit: a changed digest wakes the delivery workers (a flushed digest
+    is due now), and the user's partners hear of a switch of hide_presence."""
+    if prefs.digest != before.digest:
+        svc.deliveries_due.set()
+    if svc.presence is not None and before.hide_presence != prefs.hide_presence:
+        svc.presence.visibility_changed(user_id)
+    return prefs
 
 
 async def load_many(

@@ -36,6 +36,7 @@ from hub.services import Services
 from hub.settings import Settings
 from pubsub.broker import Broker
 from pubsub.memory import MemoryBroker
+from pubsub.presence import MemoryPresence, PresenceStore
 
 log = logging.getLogger("notifyhub")
 
@@ -50,6 +51,23 @@ def make_broker(settings: Settings) -> Broker:
 
         return RedisBroker(settings.redis_url, settings.redis_prefix)
     return MemoryBroker()
+
+
+def make_presence(settings: Settings) -> PresenceStore:
+    """Presence in Redis when ``HUB_REDIS_URL`` is set (shared by the instances), else
+    in this process (docs/live.md, "Presence")."""
+    seen_ttl = settings.presence_last_seen_days * 86400.0
+    if settings.redis_url:
+        import uuid
+
+        from pubsub.redis_presence import RedisPresence
+
+        return RedisPresence(
+            settings.redis_url, settings.redis_prefix, uuid.uuid4().hex,
+            ttl=settings.presence_ttl_seconds, debounce=settings.presence_debounce_seconds,
+            seen_ttl=seen_ttl,
+        )
+    return MemoryPresence(debounce=settings.presence_debounce_seconds, seen_ttl=seen_ttl)
 
 
 class Runtime:
@@ -159,6 +177,8 @@ class Runtime:
         self.stage = "broker"
         broker = self._broker = make_broker(settings)
         services = self._services = Services(settings, self._pool, broker)
+        if self.live and not self.workers_only:
+            services.presence_store = make_presence(settings)
         services.delivery_channels = delivery.configured(settings)
         if not self.live or self.workers_only:
             await broker.start(_ignore_message, _nothing)

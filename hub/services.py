@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db import events as event_log
 from db.pool import Connection, Pool
@@ -16,6 +16,10 @@ from hub.metrics import Metrics
 from hub.settings import Settings
 from hub.writer import GroupCommit
 from pubsub.broker import Broker
+from pubsub.presence import MemoryPresence, PresenceStore
+
+if TYPE_CHECKING:
+    from hub.presence import Presence
 
 log = logging.getLogger("notifyhub")
 
@@ -60,6 +64,10 @@ class Services:
     #: Set after a commit that scheduled notifications: wakes the scheduler here, which
     #: may be sleeping past their ``send_at`` (``hub.scheduled``).
     schedule_changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: Who is online on any instance (``hub.runtime.make_presence``).
+    presence_store: PresenceStore = field(default_factory=MemoryPresence, repr=False)
+    #: This instance's presence tracker, set by the live node (None without one).
+    presence: Presence | None = field(default=None, repr=False)
 
     def writer(
         self, name: str, make: Callable[[], GroupCommit[Any, Any]]
@@ -114,11 +122,18 @@ class Services:
 
     async def broadcast(self, type_: str, data: Any) -> None:
         """Send an ephemeral (``seq: null``) event to everyone connected, best effort."""
+        await self.relay([(BROADCAST, encode(type_, None, data))], type_)
+
+    async def relay(self, frames: list[tuple[str, bytes]], what: str) -> None:
+        """Publish ephemeral (``seq: null``) ``(channel, frame)`` pairs in one round trip,
+        best effort: a broker that is down or slow loses them (logged as ``what``)."""
+        if not frames:
+            return
         if not self.broker.healthy:
-            self._lost(1, f"the broker is down; {type_} not broadcast")
+            self._lost(len(frames), f"the broker is down; {what} not sent")
             return
         try:
             async with asyncio.timeout(PUBLISH_DEADLINE):
-                await self.broker.publish(BROADCAST, encode(type_, None, data))
+                await self.broker.publish_many([(ch, None, frame) for ch, frame in frames])
         except Exception as exc:
-            self._lost(1, f"{type_} not broadcast: {exc or type(exc).__name__}")
+            self._lost(len(frames), f"{what} not sent: {exc or type(exc).__name__}")

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     ws_frames_per_second: float = Field(default=20.0, ge=0)
     ws_frames_burst: int = Field(default=40, ge=1)
     max_connections_per_user: int = Field(default=20, ge=1)
+    # Presence (docs/live.md, "Presence"): a user's instances refresh their presence
+    # every third of the TTL; offline is announced after the debounce.
+    presence_ttl_seconds: float = Field(default=30.0, gt=0, le=3600)
+    presence_debounce_seconds: float = Field(default=5.0, ge=0, le=3600)
+    presence_last_seen_days: int = Field(default=30, ge=1, le=3650)
     ingest_claim_idle_seconds: float = Field(default=30.0, gt=0)
     ingest_stop_grace_seconds: float = Field(default=5.0, ge=0)
     # Delivery workers (docs/delivery.md): concurrent sends per process (0: none here).

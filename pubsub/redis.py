@@ -68,6 +68,24 @@ def unwire(data: bytes) -> tuple[int | None, bytes]:
     return seq, data[cut + 1 :]
 
 
+def command_client(url: str, timeout: float, max_connections: int) -> Redis:
+    """A client for commands (not subscriptions) on a bounded pool: ``timeout`` bounds
+    connecting, waiting for a pooled connection and each command."""
+    # One immediate retry, on connection errors only, heals pooled connections that
+    # went stale across a Redis restart without risking a duplicate after a timeout.
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        socket_keepalive=True,
+        retry=retry,
+    )
+    return Redis.from_pool(pool)
+
+
 @dataclass(eq=False)
 class _Session:
     """One subscriber connection, its reader and prober, and (un)subscribes in flight."""
@@ -153,18 +171,7 @@ class RedisBroker:
         self._subscriber = Redis.from_url(
             self._url, socket_timeout=None, retry=Retry(NoBackoff(), 0), **common
         )
-        # One immediate retry, on connection errors only, heals pooled connections that
-        # went stale across a Redis restart without risking a duplicate after a timeout.
-        retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-        pool = BlockingConnectionPool.from_url(
-            self._url,
-            max_connections=self._max_connections,
-            timeout=self._timeout,
-            socket_timeout=self._timeout,
-            retry=retry,
-            **common,
-        )
-        self._publisher = Redis.from_pool(pool)
+        self._publisher = command_client(self._url, self._timeout, self._max_connections)
         # EVALSHA, loading the script again (EVAL) after a Redis restart flushed it.
         self._script = self._publisher.register_script(_PUBLISH_ALL)
         try:

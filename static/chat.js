@@ -1,6 +1,16 @@
 // Direct messages: the conversation list, one open conversation, the composer.
 
-import { $, announce, avatar, el, reconcile, relativeTime, shortTime, timeEl } from "./dom.js";
+import {
+  $,
+  announce,
+  avatar,
+  el,
+  fullTime,
+  reconcile,
+  relativeTime,
+  shortTime,
+  timeEl,
+} from "./dom.js";
 
 // A user id: 1-255 characters, no control characters (docs/api.md, "User ids").
 const USER_ID = /^[^\u0000-\u001f\u007f-\u009f]{1,255}$/;
@@ -9,6 +19,8 @@ const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_SHOW_MS = 5000;
 // A burst of incoming messages is marked read with one request, not one each.
 const MARK_SEEN_DEBOUNCE_MS = 1000;
+// How often "last seen 5 min ago" is written again.
+const LAST_SEEN_REFRESH_MS = 30000;
 
 /** The chat panel of the signed-in user. */
 export class Chat {
@@ -28,6 +40,8 @@ export class Chat {
     this.seenTimer = null;
     this.marking = false; // a mark-read request is in flight
     this.markAgain = false; // more arrived meanwhile: mark again when it settles
+    this.presence = null; // the partner's {online, last_seen}, null while unknown
+    this.presenceAsks = 0; // generation of presence requests: only the newest is shown
 
     this.recipient = $("chat-recipient");
     this.input = $("chat-input");
@@ -67,6 +81,12 @@ export class Chat {
     hub.on("messages.read", (d) => this.receipts(d));
     hub.on("message.deleted", (d) => this.deleted(d));
     hub.on("typing", (d) => this.typing(d));
+    hub.on("presence", (d) => {
+      if (d.user_id === this.partner) this.showPresence(d);
+    });
+    // Presence events are not replayed: ask again after every (re)connect.
+    hub.on("hello", () => this.askPresence());
+    setInterval(() => this.showPresence(this.presence), LAST_SEEN_REFRESH_MS);
     // Events were lost (long offline): what the open conversation shows may be stale.
     hub.on("resync", () => {
       if (this.partner) this.open(this.partner);
@@ -154,10 +174,12 @@ export class Chat {
     this.nextBefore = null;
     this.render();
     $("typing").textContent = "";
+    this.showPresence(null);
     try {
       const page = await this.hub.conversation(other, { limit: PAGE_SIZE });
       if (this.partner !== other || this.opens !== opened) return;
       for (const m of page.items) this.put(m);
+      this.askPresence();
       this.nextBefore = page.next_before;
       this.render();
       this.scrollToEnd();
@@ -281,6 +303,8 @@ export class Chat {
       $("typing").textContent = "";
       this.markSeen();
     }
+    // The first message makes them partners: now their presence may be seen.
+    if (this.presence === null) this.askPresence();
   }
 
   receipts({ ids, reader_id: reader }) {
@@ -310,6 +334,47 @@ export class Chat {
     this.typingTimer = setTimeout(() => {
       $("typing").textContent = "";
     }, TYPING_SHOW_MS);
+  }
+
+  // ---- presence ---------------------------------------------------------------------
+
+  /**
+   * Fetch the partner's presence. Only partners' presence may be seen (a stranger's is
+   * 403), so only once a message of the conversation is shown; hidden until then.
+   */
+  async askPresence() {
+    const partner = this.partner;
+    if (!partner || ![...this.messages.values()].some((m) => m.id)) return;
+    const asked = ++this.presenceAsks;
+    try {
+      const { items } = await this.hub.presence([partner]);
+      if (asked === this.presenceAsks && partner === this.partner) this.showPresence(items[0]);
+    } catch {
+      // Not a conversation partner yet, or the hub cannot tell now: show nothing.
+    }
+  }
+
+  /** Show `state` ({online, last_seen}) as a dot and "online" / "last seen …". */
+  showPresence(state) {
+    this.presence = state;
+    const box = $("presence");
+    box.hidden = state === null;
+    if (state === null) {
+      box.dataset.state = "unknown";
+      return;
+    }
+    box.dataset.state = state.online ? "online" : "offline";
+    const text = $("presence-text");
+    if (state.online) {
+      text.textContent = "online";
+      box.removeAttribute("title");
+    } else if (state.last_seen) {
+      text.textContent = "last seen " + relativeTime(state.last_seen);
+      box.title = "Last seen " + fullTime(state.last_seen);
+    } else {
+      text.textContent = "offline";
+      box.removeAttribute("title");
+    }
   }
 
   /** Mark the open conversation read while the page is visible (debounced). */

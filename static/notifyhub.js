@@ -632,6 +632,19 @@ export class NotifyHub {
     return this._request("DELETE", "/api/messages/" + encodeURIComponent(id) + query);
   }
 
+  /**
+   * Who of `userIds` (1-100: yourself, your conversation partners, or anyone with an
+   * admin token) is online: {items: [{user_id, online, last_seen}]}.
+   */
+  presence(userIds) {
+    const params = new URLSearchParams();
+    // Ids holding a comma go one by one as user_id; the rest as one user_ids list.
+    const plain = userIds.filter((id) => !id.includes(","));
+    if (plain.length) params.set("user_ids", plain.join(","));
+    for (const id of userIds) if (id.includes(",")) params.append("user_id", id);
+    return this._request("GET", "/api/presence?" + params);
+  }
+
   /** The caller's preferences. */
   getPreferences() {
     return this._request("GET", "/api/notifications/preferences");

@@ -1,5 +1,5 @@
-// The preferences form: a toggle per channel for all types and per type, mute, quiet
-// hours, digest.
+// The preferences form: a toggle per channel for all types and per type, mute, hiding
+// one's online status, quiet hours, digest.
 
 import { $, el } from "./dom.js";
 import { typeLabel } from "./inbox.js";
@@ -33,7 +33,8 @@ export class PreferencesForm {
   constructor(hub) {
     this.hub = hub;
     // Until the hub answers, the defaults (what a user who never saved has).
-    this.stored = { muted: false, channels: { ...DEFAULTS }, types: {}, quiet_hours: null, digest: "off" };
+    this.stored = { muted: false, channels: { ...DEFAULTS }, types: {}, quiet_hours: null, digest: "off",
+                    hide_presence: false };
     this.all = new Map(); // channel -> checkbox of the "All types" row
     this.boxes = new Map(); // "type/channel" -> checkbox
     this.touched = new Set(); // "type/channel" keys switched on the page since the last show()
@@ -100,6 +101,7 @@ export class PreferencesForm {
     this.stored = prefs;
     this.touched.clear();
     $("pref-muted").checked = prefs.muted;
+    $("pref-hide-presence").checked = Boolean(prefs.hide_presence);
     for (const channel of CHANNELS) this.all.get(channel).checked = this.global(channel);
     for (const type of TYPES) {
       for (const channel of CHANNELS) {
@@ -142,6 +144,8 @@ export class PreferencesForm {
     const stored = this.stored;
     const patch = {};
     if ($("pref-muted").checked !== stored.muted) patch.muted = $("pref-muted").checked;
+    const hide = $("pref-hide-presence").checked;
+    if (hide !== Boolean(stored.hide_presence)) patch.hide_presence = hide;
     const channels = {};
     for (const channel of CHANNELS) {
       const on = this.all.get(channel).checked;

@@ -83,3 +83,34 @@ WHERE id = $1
 
 -- name: delete
 DELETE FROM direct_messages WHERE id = $1
+
+-- name: partners
+-- For each user of $1, the other parties of their newest $2 sent and newest $2
+-- received messages (hidden ones too), at most $3 of them, most recent first: two
+-- bounded scans of direct_messages_sender_idx / _recipient_idx per user.
+SELECT u.user_id, p.partner
+FROM unnest($1::text[]) AS u(user_id)
+CROSS JOIN LATERAL (
+    SELECT recent.partner
+    FROM (
+        (SELECT recipient_id AS partner, id FROM direct_messages
+         WHERE sender_id = u.user_id ORDER BY id DESC LIMIT $2)
+        UNION ALL
+        (SELECT sender_id, id FROM direct_messages
+         WHERE recipient_id = u.user_id ORDER BY id DESC LIMIT $2)
+    ) AS recent
+    GROUP BY recent.partner
+    ORDER BY max(recent.id) DESC
+    LIMIT $3
+) AS p
+
+-- name: partners_among
+-- Those of $2 who exchanged a direct message with $1, either way (hidden ones count);
+-- one probe of direct_messages_pair_idx each.
+SELECT o.id
+FROM unnest($2::text[]) AS o(id)
+WHERE EXISTS (
+    SELECT 1 FROM direct_messages
+    WHERE LEAST(sender_id, recipient_id) = LEAST($1::text, o.id)
+      AND GREATEST(sender_id, recipient_id) = GREATEST($1::text, o.id)
+)

@@ -12,6 +12,7 @@ FULL = {
     "types": {"grade_posted": {"in_app": True, "email": False}},
     "quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Europe/Berlin"},
     "digest": "daily",
+    "hide_presence": False,
 }
 
 
@@ -24,6 +25,7 @@ async def test_defaults_before_anything_is_saved(client):
         "types": {},
         "quiet_hours": None,
         "digest": "off",
+        "hide_presence": False,
     }
 
 
@@ -134,7 +136,7 @@ async def test_patch_of_a_user_who_never_saved_starts_from_the_defaults(client):
     assert r.status_code == 200
     assert r.json() == {"muted": False, "channels": {"in_app": True, "email": True,
                         "push": False, "sms": False, "webhook": False}, "types": {},
-                        "quiet_hours": None, "digest": "hourly"}
+                        "quiet_hours": None, "digest": "hourly", "hide_presence": False}
 
 
 async def test_patch_refuses_unknown_fields_and_bad_values(client):
