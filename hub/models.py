@@ -183,6 +183,8 @@ def _check_zone(value: str) -> str:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
+        if value == "localtime":  # this machine's zone file, not a name PostgreSQL knows
+            raise ValueError(value)
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValueError("must be an IANA time zone like Europe/Paris") from exc
@@ -210,7 +212,7 @@ class StoredContact(BaseModel):
 
 class DeliveryState(BaseModel):
     channel: str
-    state: Literal["scheduled", "held", "sent", "failed", "skipped"]
+    state: Literal["scheduled", "held", "digest", "sent", "failed", "skipped"]
     attempts: int
     last_error: str | None
     next_attempt_at: datetime

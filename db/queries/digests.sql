@@ -37,33 +37,48 @@ LIMIT $3
 
 -- name: flush
 -- User $1 changed their digest setting: their digests not begun yet are due now (and
--- their emails say so).
-WITH jobs AS (
-    UPDATE deliveries
-    SET next_attempt_at = now(), updated_at = now()
+-- their emails say so). Each leaves its period's slot (user, digest_at) for a value of
+-- its own, before 1970 and unique by the job's id, so that notifications of the rest
+-- of that period start a new job under the new setting instead of finding this one.
+WITH pending AS (
+    SELECT id, digest_at FROM deliveries
     WHERE user_id = $1 AND channel = 'email.digest' AND state = 'held' AND attempts = 0
       AND next_attempt_at > now()
-    RETURNING digest_at
+    FOR UPDATE
+), jobs AS (
+    UPDATE deliveries d
+    SET next_attempt_at = now(), updated_at = now(),
+        digest_at = timestamptz 'epoch' - make_interval(secs => p.id)
+    FROM pending p WHERE d.id = p.id
+    RETURNING d.id
 ), members AS (
     UPDATE deliveries m
-    SET next_attempt_at = now(), updated_at = now()
-    FROM jobs
-    WHERE m.user_id = $1 AND m.digest_at = jobs.digest_at AND m.state = 'digest'
+    SET next_attempt_at = now(), updated_at = now(),
+        digest_at = timestamptz 'epoch' - make_interval(secs => p.id)
+    FROM pending p
+    WHERE m.user_id = $1 AND m.digest_at = p.digest_at AND m.state = 'digest'
 )
 SELECT count(*)::int FROM jobs
 
 -- name: cancel
 -- User $1 unsubscribed from all email: their digests not begun yet are never sent;
--- the jobs and their emails become 'skipped', reason $2.
-WITH jobs AS (
-    UPDATE deliveries
-    SET state = 'skipped', last_error = $2, updated_at = now()
+-- the jobs and their emails become 'skipped', reason $2, and leave their periods' slots
+-- as flush does (email turned on again starts new digests).
+WITH pending AS (
+    SELECT id, digest_at FROM deliveries
     WHERE user_id = $1 AND channel = 'email.digest' AND state = 'held' AND attempts = 0
-    RETURNING digest_at
+    FOR UPDATE
+), jobs AS (
+    UPDATE deliveries d
+    SET state = 'skipped', last_error = $2, updated_at = now(),
+        digest_at = timestamptz 'epoch' - make_interval(secs => p.id)
+    FROM pending p WHERE d.id = p.id
+    RETURNING d.id
 ), members AS (
     UPDATE deliveries m
-    SET state = 'skipped', last_error = $2, updated_at = now()
-    FROM jobs
-    WHERE m.user_id = $1 AND m.digest_at = jobs.digest_at AND m.state = 'digest'
+    SET state = 'skipped', last_error = $2, updated_at = now(),
+        digest_at = timestamptz 'epoch' - make_interval(secs => p.id)
+    FROM pending p
+    WHERE m.user_id = $1 AND m.digest_at = p.digest_at AND m.state = 'digest'
 )
 SELECT count(*)::int FROM jobs

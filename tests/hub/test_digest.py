@@ -22,7 +22,7 @@ from hub import delivery, preferences
 from hub.channels.email_templates import render_digest
 from hub.models import Preferences
 from hub.settings import Settings, SettingsError, load_settings
-from hub.unsubscribe import UnsubscribeLinks
+from hub.unsubscribe import UnsubscribeLinks, unsubscribe
 from tests.conftest import SERVICE, auth
 from tests.hub.recording_channel import Recorder
 from tests.hub.test_delivery import create, deliveries_of, hub
@@ -200,6 +200,49 @@ async def test_changing_the_digest_makes_the_pending_one_due_at_once(settings_en
         later = (await create(app, user_id="ann"))["items"][0]["id"]
         [d] = await deliveries_of(app, later)
         assert d["state"] == "scheduled" and made != later
+
+
+async def _digest(app: Any, user: str, value: str) -> None:
+    r = await app.state.client.patch("/api/notifications/preferences",
+                                     json={"digest": value}, headers=auth(user))
+    assert r.status_code == 200, r.text
+
+
+async def test_after_a_flush_the_rest_of_the_period_starts_a_new_digest(
+    settings_env, channels
+):
+    async with hub(settings_env, delivery_workers=0) as app:
+        await set_contact(app, "ann")
+        await _digest(app, "ann", "daily")
+        first = (await create(app, user_id="ann"))["items"][0]["id"]
+        await _digest(app, "ann", "off")    # flushes the period's job: due at once
+        await _digest(app, "ann", "daily")  # the same period again
+        later = (await create(app, user_id="ann"))["items"][0]["id"]
+        rows = await rows_of(app, "ann")
+        emails = {r["notification_id"]: r for r in rows if r["channel"] == "email"}
+        jobs = [r for r in rows if r["channel"] == "email.digest"]
+        # In a new job of its own, not sent on its own at once nor added to the flushed one.
+        assert emails[later]["state"] == emails[first]["state"] == "digest"
+        assert len(jobs) == 2 and all(j["state"] == "held" for j in jobs)
+        assert emails[first]["digest_at"] != emails[later]["digest_at"]
+        assert {j["digest_at"] for j in jobs} == {emails[first]["digest_at"],
+                                                 emails[later]["digest_at"]}
+
+
+async def test_after_an_unsubscribe_turning_email_on_again_digests_again(
+    settings_env, channels
+):
+    async with hub(settings_env, delivery_workers=0) as app:
+        await set_contact(app, "ann")
+        await _digest(app, "ann", "daily")
+        await create(app, user_id="ann")
+        await unsubscribe(app.state.services, "ann", None)
+        r = await app.state.client.patch("/api/notifications/preferences",
+                                         json={"channels": {"email": True}}, headers=auth("ann"))
+        assert r.status_code == 200
+        later = (await create(app, user_id="ann"))["items"][0]["id"]
+        [d] = await deliveries_of(app, later)
+        assert d["state"] == "digest"
 
 
 async def _until(check: Any) -> None:

@@ -123,8 +123,8 @@ async def test_expires_at_is_judged_from_send_at(settings_env, recorder):
 async def test_delete_by_a_service_cancels_it_and_it_is_never_sent(settings_env, recorder):
     async with hub(settings_env) as app:
         client = app.state.client
-        cancelled = await post(app, user_id="ann", title="Cancelled", send_at=stamp(1.2))
-        marker = await post(app, user_id="ann", title="Marker", send_at=stamp(1.6))
+        cancelled = await post(app, user_id="ann", title="Cancelled", send_at=stamp(3))
+        marker = await post(app, user_id="ann", title="Marker", send_at=stamp(3.5))
         for who in (auth("ann"), auth("bob")):  # not theirs to see or cancel
             assert (await client.get(f"/api/notifications/{cancelled['id']}",
                                      headers=who)).status_code == 404

@@ -64,11 +64,11 @@ async def test_two_instances_send_each_scheduled_notification_once_live_and_in_o
             for name, http in (("a", http_a), ("b", http_b)):
                 users = ["u1", "u2"] if i % 2 else ["u1"]
                 waiting.append(await schedule(http, user_ids=users, title=f"s-{name}{i}",
-                                              send_at=stamp(1.5 + i / EACH)))
+                                              send_at=stamp(3 + i / EACH)))
         # And through the Redis stream, read by whichever instance.
         for i in range(3):
             payload = orjson.dumps({"user_id": "u1", "type": "t", "title": f"s-ingest{i}",
-                                    "send_at": stamp(2.0)})
+                                    "send_at": stamp(3.5)})
             await redis.xadd(f"{redis_prefix}ingest", {"payload": payload})
         # Created at once meanwhile: the scheduled ones come after it in u1's log.
         response = await http_a.post("/api/notifications", headers=SERVICE,
@@ -111,8 +111,8 @@ async def test_a_notification_cancelled_on_one_instance_is_never_sent_by_either(
         feed = Feed.of_ws(u1_b)
         running.append(feed)
         cancelled = await schedule(http_a, user_id="u1", title="cancelled",
-                                   send_at=stamp(1.5))
-        await schedule(http_a, user_id="u1", title="kept", send_at=stamp(2.0))
+                                   send_at=stamp(3))
+        await schedule(http_a, user_id="u1", title="kept", send_at=stamp(3.5))
         response = await http_b.delete(f"/api/notifications/{cancelled['id']}",
                                        headers=SERVICE)
         assert response.status_code == 204
@@ -132,7 +132,7 @@ async def test_a_scheduled_email_goes_out_at_send_at_and_not_before(
             as hub:
         made = await schedule(hub.http, user_id="ann", type="grade_posted",
                               title="Grade posted", body="Your grade for Essay 2 is A-",
-                              contact={"email": "ann@school.example"}, send_at=stamp(2.0))
+                              contact={"email": "ann@school.example"}, send_at=stamp(3))
         # While it waits, nothing is sent: every check sees it waiting without an email,
         # or sent (its row gone) with or without the email yet.
         waited = 0
