@@ -14,7 +14,7 @@ import re
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, Page, WebSocketRoute, expect
+from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute, expect
 
 from tests.conftest import auth, make_token
 from tests.ui.conftest import TIMEOUT_MS, HubServer, OpenPage, notify
@@ -331,3 +331,49 @@ async def test_demo_page_shows_the_tabs_sharing_its_connection(
     for page in pages:
         await expect(page.get_by_test_id("unread-count")).to_have_text("2")
     await eventually(lambda: live_connections(hub, "alice") == 1)
+
+
+async def test_a_follower_that_comes_back_gets_what_it_missed_from_the_leader(
+    open_page: OpenPage, hub: HubServer, api: httpx.AsyncClient
+) -> None:
+    sockets = Sockets()
+    pages = await alice_tabs(open_page, 2, sockets)
+    leader = await leader_of(pages)
+    follower = next(page for page in pages if page is not leader)
+    await notify(api, "alice", title="before")
+    await wait_for(follower, "window.seen.created.length === 1")
+    await follower.evaluate("window.testHub.close()")
+    for title in ("away 1", "away 2"):
+        await notify(api, "alice", title=title)
+    await wait_for(leader, "window.seen.created.length === 3")
+
+    await follower.evaluate("window.testHub.connect()")
+    await wait_for(follower, "window.seen.created.length === 3")
+    await wait_for(follower, "window.testHub.status === 'connected'")
+    assert await follower.evaluate("window.testHub.role") == "follower"
+    # Replayed from the leader's kept events, not over a socket of its own.
+    assert sockets.of("alice") == 1
+    await notify(api, "alice", title="after")
+    await wait_for(follower, "window.seen.created.length === 4")
+    state = await follower.evaluate("window.seen")
+    assert state["created"] == [[1, "before"], [2, "away 1"], [3, "away 2"], [4, "after"]]
+    assert await follower.evaluate("window.testHub.unread") == 4
+
+
+async def test_a_browser_without_web_locks_keeps_a_socket_per_tab(
+    browser: Browser, open_page: OpenPage, hub: HubServer, api: httpx.AsyncClient
+) -> None:
+    context = await browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    await context.add_init_script("delete Navigator.prototype.locks;")
+    try:
+        pages = [await open_page("alice", context=context) for _ in range(2)]
+        for page in pages:
+            await expect(page.get_by_test_id("shared-tabs")).to_have_text("1")
+            assert await page.locator("#shared-tabs").get_attribute("data-role") == "solo"
+        await eventually(lambda: live_connections(hub, "alice") == 2)
+        await notify(api, "alice", title="both")
+        for page in pages:
+            await expect(page.get_by_test_id("unread-count")).to_have_text("1")
+    finally:
+        await context.close()
