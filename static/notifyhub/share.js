@@ -305,6 +305,10 @@ export class Share {
       case "typing":
         if (this.role === "leader") this.hub._sendFrame(m.frame);
         return;
+      case "frame":
+        // A new leader still takes what the old one posted before it went away.
+        if (this.joined) this.hub._receive(m.event);
+        return;
       default:
         if (this.role === "follower") this._followerMessage(m);
     }
@@ -320,9 +324,6 @@ export class Share {
 
   _followerMessage(m) {
     switch (m.t) {
-      case "frame":
-        if (this.joined) this.hub._receive(m.event);
-        return;
       case "welcome":
         this._joiners.delete(m.to);
         if (m.to !== this.id || this.joined) return;
