@@ -111,6 +111,7 @@ export class Share {
     });
     this.role = "leader";
     this.joined = true;
+    this.hub._shared(); // until our connection is up, commands go over REST
     // Commands sent to the old leader may never be answered: they go over REST.
     this._requests.resolveAll({ fallback: true });
     this._reported = [];
