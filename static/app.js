@@ -85,6 +85,19 @@ function showStatus({ status, reason, transport }) {
   if (why) announce(why);
 }
 
+/** "tabs sharing this connection: N": the leader tab holds the socket for all of them. */
+function showShare({ role, tabs }) {
+  const node = $("shared-tabs");
+  node.hidden = !role;
+  node.dataset.role = role || "";
+  $("shared-tabs-count").textContent = String(tabs);
+  node.title = {
+    leader: "This tab holds the live connection for every tab of this browser showing it.",
+    follower: "Another tab of this browser holds the live connection; this one follows it.",
+    solo: "This tab has a live connection of its own.",
+  }[role] || "";
+}
+
 // ---- announcements ------------------------------------------------------------------
 
 class Announcements {
@@ -173,6 +186,7 @@ function start({ token, getToken, transport, demo }) {
   $("prefs").hidden = false;
 
   hub.on("status", showStatus);
+  hub.on("share", showShare);
   const inbox = new Inbox(hub);
   const chat = new Chat(hub, me);
   const prefs = new PreferencesForm(hub);

@@ -110,7 +110,7 @@ def test_page_code_never_turns_strings_into_markup_or_code() -> None:
         r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|"
         r"setAttribute\(\s*[\"']style|\.src\s*="
     )
-    for path in STATIC.glob("*.js"):
+    for path in STATIC.rglob("*.js"):
         hits = [line for line in path.read_text().splitlines() if forbidden.search(line)]
         assert hits == [], f"{path.name}: {hits}"
 
