@@ -11,9 +11,10 @@ from db.queries import load
 Q = load("scheduled")
 
 #: A scheduled notification to store: ``(id, send_at, user_ids, type, title, body, link,
-#: data, priority, expires_at, idempotency_key)``, its id from ``notifications.allocate_ids``.
+#: data, priority, expires_at, idempotency_key, actions)``, its id from
+#: ``notifications.allocate_ids``; ``actions`` None: it has none.
 Row = tuple[int, datetime, list[str], str, str, str, str | None, dict[str, Any], str,
-            datetime | None, str | None]
+            datetime | None, str | None, list[dict[str, Any]] | None]
 
 
 def _item(record: Any) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class Services:
     #: Set after a commit that scheduled notifications: wakes the scheduler here, which
     #: may be sleeping past their ``send_at`` (``hub.scheduled``).
     schedule_changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: Set after a commit that recorded an action choice: wakes the relay of the
+    #: ``{prefix}actions`` stream here (``hub.actions``).
+    actions_pending: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def writer(
         self, name: str, make: Callable[[], GroupCommit[Any, Any]]

@@ -295,7 +295,7 @@ async def test_the_documented_example_is_answered_as_documented(settings_env, re
         assert r.status_code == 202, r.text
         made = r.json()
         assert set(made) == {"id", "status", "send_at", "user_ids", "type", "title", "body",
-                             "link", "data", "priority", "expires_at", "created_at"}
+                             "link", "data", "priority", "expires_at", "created_at", "actions"}
         assert (made["title"], made["body"], made["link"]) == (
             "Due soon: Essay 2", 'Biology: "Essay 2" is due Friday.', "/assignments/7")
         assert made["send_at"].endswith("Z") and made["created_at"].endswith("Z")
