@@ -43,7 +43,9 @@ async def insert_rows(conn: Conn, rows: list[Row]) -> list[dict[str, Any]]:
     """Insert ``rows`` in one statement, in the order given; return the stored rows."""
     if not rows:
         return []
-    columns = [list(column) for column in zip(*rows, strict=True)]
+    columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
+    # As text: arrays of arrays must be rectangular.
+    columns[9] = [None if actions is None else dumps(actions) for actions in columns[9]]
     return [item(r) for r in await conn.fetch(Q.insert_rows, *columns)]
 
 

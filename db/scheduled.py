@@ -29,6 +29,7 @@ async def insert_rows(conn: Conn, rows: list[Row]) -> list[dict[str, Any]]:
         return []
     columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
     columns[2] = [dumps(users) for users in columns[2]]  # arrays of arrays must be rectangular
+    columns[11] = [None if actions is None else dumps(actions) for actions in columns[11]]
     return [_item(r) for r in await conn.fetch(Q.insert_rows, *columns)]
 
 

@@ -5,13 +5,14 @@ FROM generate_series(1, $1::int) AS n
 
 -- name: insert_rows
 -- One row per array position, with the ids allocate_ids gave, returned in that order.
--- $10 actions: NULL for a notification without any.
+-- $10 actions as JSON text (arrays of arrays would have to be rectangular): NULL for a
+-- notification without any.
 INSERT INTO notifications (id, user_id, type, title, body, link, data, priority, expires_at,
                            actions)
 OVERRIDING SYSTEM VALUE
-SELECT i, u, ty, ti, b, l, d, p, x, a
+SELECT i, u, ty, ti, b, l, d, p, x, a::jsonb
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::jsonb[], $8::text[], $9::timestamptz[], $10::jsonb[])
+            $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[])
      WITH ORDINALITY AS t(i, u, ty, ti, b, l, d, p, x, a, n)
 ORDER BY n
 RETURNING id, user_id, type, title, body, link, data, priority,

@@ -7,10 +7,11 @@
 INSERT INTO scheduled_notifications
     (id, send_at, user_ids, type, title, body, link, data, priority, expires_at,
      idempotency_key, actions)
-SELECT i, s, ARRAY(SELECT jsonb_array_elements_text(u::jsonb)), ty, ti, b, l, d, p, x, k, a
+SELECT i, s, ARRAY(SELECT jsonb_array_elements_text(u::jsonb)), ty, ti, b, l, d, p, x, k,
+       a::jsonb
 FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
             $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::timestamptz[],
-            $11::text[], $12::jsonb[])
+            $11::text[], $12::text[])
      WITH ORDINALITY AS t(i, s, u, ty, ti, b, l, d, p, x, k, a, n)
 ORDER BY n
 RETURNING id, 'scheduled' AS status, send_at, user_ids, type, title, body, link, data,

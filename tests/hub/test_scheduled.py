@@ -311,3 +311,13 @@ async def test_a_repeat_after_a_cancel_creates_nothing(settings_env, recorder):
         assert await post(app, 200, **body) == {"items": [], "suppressed": []}
         r = await app.state.client.get("/api/notifications/scheduled", headers=SERVICE)
         assert r.json()["items"] == []
+
+
+async def test_a_scheduled_notification_is_sent_with_its_actions(settings_env, recorder):
+    async with hub(settings_env, delivery_workers=0) as app:
+        made = await post(app, user_id="ann", title="Later, with buttons", send_at=stamp(1.5),
+                          actions=[{"id": "ok", "label": "OK"}])
+        buttons = [{"id": "ok", "label": "OK", "url": None, "style": "secondary"}]
+        assert made["actions"] == buttons
+        item = await eventually(lambda: arrived(app, "ann", "Later, with buttons"), timeout=15)
+        assert item["actions"] == buttons and item["action"] is None
