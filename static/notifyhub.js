@@ -15,6 +15,7 @@ export const DURABLE_TYPES = [
   "notification.created",
   "notifications.read",
   "notification.deleted",
+  "notification.updated",
   "message.created",
   "messages.read",
   "message.deleted",
@@ -488,7 +489,11 @@ export class NotifyHub {
     if (seq <= this._helloSeq || this.unread === null) return;
     if (type === "notification.created") {
       if (!data.read) this._setUnread(this.unread + 1);
-    } else if (type === "notifications.read" || type === "notification.deleted") {
+    } else if (
+      type === "notifications.read" ||
+      type === "notification.deleted" ||
+      type === "notification.updated"
+    ) {
       this._setUnread(data.unread_count);
     }
   }
@@ -573,7 +578,17 @@ export class NotifyHub {
     return result;
   }
 
-  /** Delete a notification. */
+  /** Choose one of a notification's actions (once; it marks it read). Resolves to the
+   * notification as it is now, with `unread_count`. */
+  async act(id, actionId) {
+    const path = `/api/notifications/${encodeURIComponent(id)}/actions/${encodeURIComponent(actionId)}`;
+    const result = await this._request("POST", path);
+    // While live, the notification.updated event sets the count in commit order.
+    if (!this._live()) this._setUnread(result.unread_count);
+    return result;
+  }
+
+    /** Delete a notification. */
   delete(id) {
     return this._request("DELETE", "/api/notifications/" + encodeURIComponent(id));
   }
