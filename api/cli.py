@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--idempotency-key", help="repeating a key creates nothing new")
     publish.add_argument("--send-at", help="send it then (RFC 3339 with a time zone), not now")
     publish.add_argument("--expires-at", help="it expires then (RFC 3339 with a time zone)")
+    publish.add_argument("--actions", help='a JSON array of 1-3 action buttons, e.g. '
+                         '\'[{"id":"accept","label":"Accept","style":"primary"}]\'')
     publish.set_defaults(run=publish_command)
     return parser
 

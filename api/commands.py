@@ -93,13 +93,17 @@ def publish_command(settings: Settings, args: argparse.Namespace) -> int:
                  "send_at", "expires_at"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
-    if args.data is not None:
+    for name, kind, what in (("data", dict, "a JSON object"),
+                             ("actions", list, "a JSON array")):
+        text = getattr(args, name)
+        if text is None:
+            continue
         try:
-            fields["data"] = orjson.loads(args.data)
+            fields[name] = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
-            raise CliError(f"--data is not valid JSON: {exc}", 2) from None
-        if not isinstance(fields["data"], dict):
-            raise CliError("--data must be a JSON object", 2)
+            raise CliError(f"--{name} is not valid JSON: {exc}", 2) from None
+        if not isinstance(fields[name], kind):
+            raise CliError(f"--{name} must be {what}", 2)
     try:
         request = NotificationCreate.model_validate(fields)
     except ValidationError as exc:

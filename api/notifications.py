@@ -16,7 +16,7 @@ from api.jsonio import (
     query_int,
     read_json,
 )
-from hub import notifications, preferences, scheduled
+from hub import actions, notifications, preferences, scheduled
 from hub.errors import InvalidInput
 from hub.models import (
     USER_ID_RULE,
@@ -97,6 +97,17 @@ async def mark_all_read(request: Request) -> Response:
     return json_response(result)
 
 
+async def choose_action(request: Request) -> Response:
+    """The caller chooses one of their notification's actions, once (docs/api.md,
+    "Action buttons"); no body is read."""
+    user = require_user(request)
+    chosen = await actions.choose(
+        request.app.state.services, user, path_int(request, "id"),
+        request.path_params["action_id"],
+    )
+    return json_response(chosen)
+
+
 async def unread_count(request: Request) -> Response:
     user = require_user(request)
     count = await notifications.unread_count(request.app.state.services, user)
@@ -152,5 +163,6 @@ routes = [
     Route("/api/notifications/scheduled", list_scheduled, methods=["GET"]),
     Route("/api/notifications/{id}", get_notification, methods=["GET"]),
     Route("/api/notifications/{id}", delete_notification, methods=["DELETE"]),
+    Route("/api/notifications/{id}/actions/{action_id}", choose_action, methods=["POST"]),
     UserRoute("/api/users/{user_id}/preferences", user_preferences, methods=["GET"]),
 ]

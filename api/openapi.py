@@ -125,6 +125,12 @@ ROUTES: tuple[Op, ...] = (
        "Delete one of the caller's notifications; an admin or API key: cancel a scheduled "
        "one, or delete anyone's", "notifications", USER + ("apiKey",), status=204,
        errors=(404,), params=(ID,)),
+    Op("POST", "/api/notifications/{id}/actions/{action_id}",
+       "Choose one of the caller's notification's actions, once; marks it read (no body)",
+       "notifications", USER, response=m.ActedNotification, errors=(403, 404, 409),
+       params=(ID, Param("action_id", "path", {"type": "string",
+                                               "pattern": m.ACTION_ID_RE.pattern},
+                         "the id of one of the notification's actions", True))),
     # ---- direct messages ----
     Op("POST", "/api/messages/send", "Send a direct message (200 on a repeated client_id)",
        "messages", USER, request=m.MessageSend, response=m.Message, status=201, also=(200,),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from db import deliveries, events, notifications
+from db import actions, deliveries, events, notifications
 
 LOCK_ID = 0x636C6E70  # "clnp"
 #: The statement timeout of pruning, instead of the pool's (seconds): a first prune of a
@@ -34,4 +34,7 @@ async def prune(
             ),
             # Sent, failed and skipped deliveries, as long as read notifications.
             "deliveries": await deliveries.prune(conn, retention_days, timeout=PRUNE_TIMEOUT),
+            # Action choices no relay could append (no Redis all along), as long as
+            # events: the stream's readers would not expect them later than that.
+            "action_choices": await actions.prune(conn, history_days, timeout=PRUNE_TIMEOUT),
         }

@@ -18,7 +18,7 @@ Q = load("deliveries")
 Candidate = tuple[int, str, str, str | None, str | None, str | None, float, str | None]
 _CONTACT = ("email", "phone", "locale", "time_zone")
 _NOTIFICATION = ("id", "user_id", "type", "title", "body", "link", "data", "priority",
-                 "read", "read_at", "created_at", "expires_at")
+                 "read", "read_at", "created_at", "expires_at", "actions")
 
 
 async def decide(conn: Conn, candidates: list[Candidate], at: datetime | None = None,

@@ -18,8 +18,18 @@ def like_pattern(text: str) -> str:
 
 
 #: A notification to insert: ``(id, user_id, type, title, body, link, data, priority,
-#: expires_at)``, its id from ``allocate_ids``.
-Row = tuple[int, str, str, str, str, str | None, dict[str, Any], str, datetime | None]
+#: expires_at, actions)``, its id from ``allocate_ids``; ``actions`` None: it has none.
+Row = tuple[int, str, str, str, str, str | None, dict[str, Any], str, datetime | None,
+            list[dict[str, Any]] | None]
+
+
+def item(record: Any) -> dict[str, Any]:
+    """A stored notification as the API shows it: its choice (``action_id``,
+    ``acted_at``) as ``action``, ``{"id", "acted_at"}`` or None."""
+    row = dict(record)
+    action_id, acted_at = row.pop("action_id"), row.pop("acted_at")
+    row["action"] = None if action_id is None else {"id": action_id, "acted_at": acted_at}
+    return row
 
 
 async def allocate_ids(conn: Conn, count: int) -> list[int]:
@@ -33,12 +43,14 @@ async def insert_rows(conn: Conn, rows: list[Row]) -> list[dict[str, Any]]:
     """Insert ``rows`` in one statement, in the order given; return the stored rows."""
     if not rows:
         return []
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    return [dict(r) for r in await conn.fetch(Q.insert_rows, *columns)]
+    columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
+    # As text: arrays of arrays must be rectangular.
+    columns[9] = [None if actions is None else dumps(actions) for actions in columns[9]]
+    return [item(r) for r in await conn.fetch(Q.insert_rows, *columns)]
 
 
 async def by_ids(conn: Conn, ids: list[int]) -> list[dict[str, Any]]:
-    return [dict(r) for r in await conn.fetch(Q.by_ids, ids)]
+    return [item(r) for r in await conn.fetch(Q.by_ids, ids)]
 
 
 async def page(
@@ -54,7 +66,7 @@ async def page(
     """Up to ``limit`` notifications newest first, and the cursor of the next page."""
     pattern = like_pattern(query) if query else None
     rows = await conn.fetch(Q.page, user_id, before, unread_only, type_, pattern, limit + 1)
-    items = [dict(r) for r in rows[:limit]]
+    items = [item(r) for r in rows[:limit]]
     next_before = items[-1]["id"] if len(rows) > limit else None
     return items, next_before
 
@@ -86,7 +98,23 @@ async def delete_any(conn: Conn, id_: int) -> str | None:
 async def get(conn: Conn, id_: int, user_id: str | None = None) -> dict[str, Any] | None:
     """Notification ``id_`` (only if it is ``user_id``'s, when given), or None."""
     row = await conn.fetchrow(Q.get, id_, user_id)
-    return None if row is None else dict(row)
+    return None if row is None else item(row)
+
+
+async def for_action(conn: Conn, id_: int, user_id: str) -> dict[str, Any] | None:
+    """Inside the caller's transaction, notification ``id_`` if it is ``user_id``'s,
+    locked until the transaction ends, with ``expired``; None if there is none."""
+    row = await conn.fetchrow(Q.for_action, id_, user_id)
+    return None if row is None else item(row)
+
+
+async def record_action(conn: Conn, id_: int, action_id: str) -> dict[str, Any]:
+    """Inside the caller's transaction, record ``action_id`` as the choice on
+    notification ``id_`` (locked by ``for_action``, without a choice yet), mark it read
+    and queue the choice in ``action_outbox``; the updated notification."""
+    row = await conn.fetchrow(Q.record_action, id_, action_id)
+    assert row is not None, "for_action locked the row"
+    return item(row)
 
 
 async def expire(conn: Conn, limit: int) -> list[tuple[int, str]]:

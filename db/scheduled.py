@@ -11,11 +11,11 @@ from db.queries import load
 Q = load("scheduled")
 
 #: A scheduled notification to store: ``(id, send_at, user_ids, type, title, body, link,
-#: data, priority, expires_at, idempotency_key, localized)``, its id from
+#: data, priority, expires_at, idempotency_key, localized, actions)``, its id from
 #: ``notifications.allocate_ids``; ``localized``: ``{user: (title, body, link)}`` of the
-#: recipients whose locale picked a template variant.
+#: recipients whose locale picked a template variant; ``actions`` None: it has none.
 Row = tuple[int, datetime, list[str], str, str, str, str | None, dict[str, Any], str,
-            datetime | None, str | None, dict[str, Any]]
+            datetime | None, str | None, dict[str, Any], list[dict[str, Any]] | None]
 
 
 def _item(record: Any) -> dict[str, Any]:
@@ -30,6 +30,7 @@ async def insert_rows(conn: Conn, rows: list[Row]) -> list[dict[str, Any]]:
         return []
     columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
     columns[2] = [dumps(users) for users in columns[2]]  # arrays of arrays must be rectangular
+    columns[12] = [None if actions is None else dumps(actions) for actions in columns[12]]
     return [_item(r) for r in await conn.fetch(Q.insert_rows, *columns)]
 
 

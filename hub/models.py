@@ -229,6 +229,30 @@ class DeliveryList(BaseModel):
 # ---- notifications -------------------------------------------------------------------
 
 
+#: The most actions one notification may carry.
+MAX_ACTIONS = 3
+#: An action id: 1-64 letters, digits, ``_``, ``.`` or ``-`` (safe in a URL path as is).
+ACTION_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ActionStyle = Literal["primary", "secondary"]
+
+
+class ActionButton(BaseModel):
+    """One of a notification's actions, as stored and shown (docs/api.md, "Action
+    buttons")."""
+
+    id: str
+    label: str
+    url: str | None
+    style: ActionStyle
+
+
+class ChosenAction(BaseModel):
+    """The action its user chose, and when."""
+
+    id: str
+    acted_at: datetime
+
+
 class Notification(BaseModel):
     id: int
     user_id: str
@@ -242,6 +266,17 @@ class Notification(BaseModel):
     read_at: datetime | None
     created_at: datetime
     expires_at: datetime | None
+    #: Its action buttons, in order; ``[]`` when it has none.
+    actions: list[ActionButton]
+    #: The action its user chose (``POST /api/notifications/{id}/actions/{action_id}``).
+    action: ChosenAction | None
+
+
+class ActedNotification(Notification):
+    """The answer of choosing an action, and the data of ``notification.updated``: the
+    notification as it is now, and its user's unread count."""
+
+    unread_count: int
 
 
 class NotificationPage(BaseModel):
@@ -266,6 +301,38 @@ def safe_link(link: str) -> bool:
     return head.split(":", 1)[0].lower() in ("http", "https")
 
 
+def _check_label(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _check_action_link(value: str | None) -> str | None:
+    if value is not None and not safe_link(value):
+        raise ValueError("must be an http(s) URL or a path on this site")
+    return value
+
+
+class Action(Strict):
+    """One action button of a create (docs/api.md, "Action buttons")."""
+
+    id: str = Field(pattern=ACTION_ID_RE.pattern)
+    label: Annotated[str, Field(min_length=1, max_length=60), AfterValidator(_check_label)]
+    url: Annotated[str | None, Field(max_length=2000), AfterValidator(_check_action_link)] = None
+    style: ActionStyle = "secondary"
+
+
+def _distinct_ids(actions: list[Action] | None) -> list[Action] | None:
+    if actions is not None and len({a.id for a in actions}) != len(actions):
+        raise ValueError("action ids must be distinct")
+    return actions
+
+
+def stored_actions(actions: list[Action] | None) -> list[dict[str, Any]] | None:
+    """``actions`` as stored (every field present), or None when there are none."""
+    return None if not actions else [a.model_dump() for a in actions]
+
+
 class NotificationCreate(Strict):
     """Body of ``POST /api/notifications``; either ``template`` or ``title`` is required."""
 
@@ -287,6 +354,12 @@ class NotificationCreate(Strict):
     #: When to send it (RFC 3339, with a time zone): later than a second from now, it is
     #: stored and sent then (docs/delivery.md, "Scheduled notifications"); earlier, now.
     send_at: datetime | None = Field(default=None, strict=False)
+    #: 1-3 buttons its user may choose one of, once (docs/api.md, "Action buttons").
+    actions: Annotated[
+        list[Action] | None,
+        Field(min_length=1, max_length=MAX_ACTIONS),
+        AfterValidator(_distinct_ids),
+    ] = None
 
     def recipients(self) -> list[str]:
         """The distinct target users, in the order given."""
@@ -378,6 +451,7 @@ class ScheduledNotification(BaseModel):
     priority: Priority
     expires_at: datetime | None
     created_at: datetime
+    actions: list[ActionButton]
 
 
 class ScheduledPage(BaseModel):

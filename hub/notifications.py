@@ -22,7 +22,7 @@ from db.errors import DatabaseUnavailable
 from db.pool import Connection
 from hub import preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
-from hub.models import NotificationCreate, Preferences
+from hub.models import NotificationCreate, Preferences, stored_actions
 from hub.services import Event, Services
 from hub.settings import WEEKDAYS
 from hub.writer import GroupCommit
@@ -257,12 +257,14 @@ async def _create_in(
                 own[0], request.send_at, request.recipients(), request.type, *content,
                 request.data, request.priority, request.expires_at, request.idempotency_key,
                 {user: list(content) for user, content in localized[n].items()},
+                stored_actions(request.actions),
             )))
             continue
         variants = localized[n]
+        actions = stored_actions(request.actions)
         rows.extend(
             (i, u, request.type, *variants.get(u, content), request.data, request.priority,
-             request.expires_at)
+             request.expires_at, actions)
             for i, u in zip(own, allowed, strict=True)
         )
         fresh.append((n, len(own), suppressed))
@@ -439,18 +441,25 @@ async def mark_all_read(svc: Services, user_id: str, upto: int | None) -> dict[s
     return await _mark(svc, user_id, ids=None, upto=upto)
 
 
+async def dismiss_read(svc: Services, conn: Connection, ids: list[int]) -> int:
+    """With web push on, the cross-device dismissal of notifications ``ids``, just read,
+    inside the caller's transaction (one statement, whatever the number read); the
+    dismissals scheduled: if any, set ``svc.deliveries_due`` after the commit."""
+    if not ids or "push" not in svc.delivery_channels:
+        return 0
+    _, dismissals = await delivery_store.dismiss(conn, ids)
+    return dismissals
+
+
 async def _mark(
     svc: Services, user_id: str, *, ids: list[int] | None, upto: int | None
 ) -> dict[str, int]:
-    dismissals = 0
     async with svc.write() as work:
         if ids is None:
             changed = await store.mark_all_read(work.conn, user_id, upto)
         else:
             changed = await store.mark_read(work.conn, user_id, ids)
-        if changed and "push" in svc.delivery_channels:
-            # Cross-device dismissal: one statement, whatever the number read.
-            _, dismissals = await delivery_store.dismiss(work.conn, changed)
+        dismissals = await dismiss_read(svc, work.conn, changed)
         unread = await store.unread_count(work.conn, user_id)
         if changed:
             data = {"ids": changed, "all": ids is None, "unread_count": unread}

@@ -3,8 +3,8 @@
 ``Runtime`` opens, in order, the database (the embedded PostgreSQL when no
 ``HUB_DATABASE_URL`` is set), the migrations, the pool, the broker, the node, Redis
 ingest, the delivery workers and the background tasks (cleanup, expiry sweeper,
-announcement and notification schedulers), and closes what it opened in reverse, in
-one ``async with``::
+announcement and notification schedulers, with Redis the action relay), and closes
+what it opened in reverse, in one ``async with``::
 
     async with Runtime(settings) as rt:  # serve: everything, live
         ...rt.services, rt.node, rt.ingest...
@@ -28,7 +28,7 @@ from typing import Any
 from db.embedded import EmbeddedPostgres
 from db.migrate import migrate
 from db.pool import Pool, connect, create_pool
-from hub import cleanup, delivery, expiry, scheduled
+from hub import actions, cleanup, delivery, expiry, scheduled
 from hub.announcements import run_scheduler as run_announcement_scheduler
 from hub.ingest import Ingest
 from hub.node import Node
@@ -37,6 +37,7 @@ from hub.settings import Settings
 from pubsub.broker import Broker
 from pubsub.memory import MemoryBroker
 from pubsub.presence import MemoryPresence, PresenceStore
+from pubsub.streams import StreamWriter
 
 log = logging.getLogger("notifyhub")
 
@@ -97,6 +98,8 @@ class Runtime:
         self._services: Services | None = None
         self._node: Node | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        #: The writer of the ``{prefix}actions`` stream, when live with Redis.
+        self._action_stream: StreamWriter | None = None
         #: The delivery workers, when live and ``HUB_DELIVERY_WORKERS`` > 0.
         self.workers: delivery.Workers | None = None
 
@@ -201,6 +204,15 @@ class Runtime:
         self._tasks.append(
             asyncio.create_task(scheduled.run_scheduler(services), name="scheduled")
         )
+        if settings.redis_url:
+            # Without Redis, choices stay queued (docs/ingest.md, "Action choices").
+            stream = self._action_stream = StreamWriter(
+                settings.redis_url, settings.redis_prefix + actions.STREAM,
+                maxlen=settings.actions_stream_maxlen,
+            )
+            self._tasks.append(
+                asyncio.create_task(actions.run_relay(services, stream), name="action-relay")
+            )
         return services
 
     def _start_workers(self, services: Services) -> None:
@@ -233,6 +245,9 @@ class Runtime:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        stream, self._action_stream = self._action_stream, None
+        if stream is not None:
+            await stream.close()
         if self._node is not None:
             await self._node.stop()
         if self._broker is not None:

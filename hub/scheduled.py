@@ -23,7 +23,7 @@ from db import scheduled as store
 from db.errors import DatabaseRejected, DatabaseUnavailable
 from hub import notifications
 from hub.errors import HubError
-from hub.models import NotificationCreate
+from hub.models import Action, NotificationCreate
 from hub.periodic import run_when_due
 from hub.services import Services
 
@@ -46,6 +46,7 @@ def due_job(row: dict[str, Any]) -> notifications.Due:
         user_ids=row["user_ids"], type=row["type"], title=row["title"], body=row["body"],
         link=row["link"], data=row["data"], priority=row["priority"],
         expires_at=row["expires_at"],
+        actions=[Action.model_construct(**a) for a in row["actions"] or []] or None,
     )
     localized = {user: tuple(content) for user, content in row["localized"].items()}
     return notifications.Due(row["id"], request, row["idempotency_key"], localized)

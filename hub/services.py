@@ -68,6 +68,9 @@ class Services:
     presence_store: PresenceStore = field(default_factory=MemoryPresence, repr=False)
     #: This instance's presence tracker, set by the live node (None without one).
     presence: Presence | None = field(default=None, repr=False)
+    #: Set after a commit that recorded an action choice: wakes the relay of the
+    #: ``{prefix}actions`` stream here (``hub.actions``).
+    actions_pending: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def writer(
         self, name: str, make: Callable[[], GroupCommit[Any, Any]]

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     presence_last_seen_days: int = Field(default=30, ge=1, le=3650)
     ingest_claim_idle_seconds: float = Field(default=30.0, gt=0)
     ingest_stop_grace_seconds: float = Field(default=5.0, ge=0)
+    # Action buttons (docs/ingest.md, "Action choices"): the {prefix}actions stream is
+    # capped near this many entries (XADD MAXLEN ~).
+    actions_stream_maxlen: int = Field(default=100_000, ge=1)
     # Delivery workers (docs/delivery.md): concurrent sends per process (0: none here).
     delivery_workers: int = Field(default=4, ge=0, le=256)
     delivery_max_attempts: int = Field(default=8, ge=1, le=100)

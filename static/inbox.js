@@ -45,7 +45,13 @@ export class Inbox {
     ).observe($("inbox-more-wrap"));
 
     hub.on("unread", (count) => this.showCount(count));
-    for (const type of ["notification.created", "notifications.read", "notification.deleted"]) {
+    const types = [
+      "notification.created",
+      "notifications.read",
+      "notification.deleted",
+      "notification.updated",
+    ];
+    for (const type of types) {
       hub.on(type, (data) => this.apply(type, data));
     }
     // The client hands over a fresh page, but events may arrive while it was being
@@ -166,6 +172,9 @@ export class Inbox {
       }
     } else if (type === "notification.deleted") {
       this.items.delete(data.id);
+    } else if (type === "notification.updated") {
+      // The whole notification as it is now (an action chosen, read), with the count.
+      if (this.items.has(data.id)) this.items.set(data.id, withoutCount(data));
     }
     this.render();
   }
@@ -191,6 +200,17 @@ export class Inbox {
     li.classList.toggle("unread", !n.read);
     li.querySelector(".mark-read").hidden = n.read;
     li.querySelector("time").textContent = relativeTime(n.created_at);
+    // Once one action is chosen, it is final: show which, and offer none again. The
+    // chosen button stays focusable (aria-disabled), so keyboard focus is not lost.
+    const chosen = n.action ? n.action.id : null;
+    for (const button of li.querySelectorAll(".action-button")) {
+      const isChosen = button.dataset.actionId === chosen;
+      button.disabled = chosen !== null && !isChosen;
+      button.classList.toggle("chosen", isChosen);
+      button.setAttribute("aria-pressed", String(isChosen));
+      if (isChosen) button.setAttribute("aria-disabled", "true");
+      else button.removeAttribute("aria-disabled");
+    }
     return li;
   }
 
@@ -234,6 +254,7 @@ export class Inbox {
         { class: "item-main" },
         title,
         n.body ? el("p", { class: "item-body", text: n.body }) : null,
+        this.buttons(n),
         el("p", { class: "item-meta" }, timeEl(n.created_at), " · ", typeLabel(n.type)),
       ),
       el(
@@ -244,6 +265,54 @@ export class Inbox {
       ),
     );
     return li;
+  }
+
+  /** The notification's action buttons (text only), or null when it has none. */
+  buttons(n) {
+    const actions = n.actions || [];
+    if (!actions.length) return null;
+    const id = n.id;
+    return el(
+      "div",
+      { class: "item-buttons", attrs: { role: "group", "aria-label": `Actions: ${n.title}` } },
+      ...actions.map((a) =>
+        el("button", {
+          type: "button",
+          class: "action-button action-" + (a.style === "primary" ? "primary" : "secondary"),
+          text: a.label,
+          data: { actionId: a.id, testid: "notification-action" },
+          attrs: { "aria-pressed": "false" },
+          on: {
+            click: (e) => {
+              e.stopPropagation();
+              this.choose(id, a);
+            },
+          },
+        }),
+      ),
+    );
+  }
+
+  /** Choose action `a` of notification `id`: once, final; it also marks it read. */
+  async choose(id, a) {
+    const n = this.items.get(id);
+    if (!n || n.action) return;
+    // An action's link opens now, inside the click: a window opened after an await
+    // would be taken for a pop-up and blocked.
+    const href = a.url ? safeHref(a.url) : null;
+    if (href) window.open(href, "_blank", "noopener,noreferrer");
+    n.action = { id: a.id, acted_at: new Date().toISOString() }; // optimistic
+    n.read = true;
+    this.render();
+    announce(`Chosen: ${a.label}`);
+    try {
+      const updated = await this.hub.act(id, a.id);
+      if (this.items.has(id)) this.items.set(id, withoutCount(updated));
+      this.render();
+    } catch {
+      // Refused (another device chose first, it expired): show what the hub holds.
+      this.reload();
+    }
   }
 
   async read(id) {
@@ -284,6 +353,13 @@ export class Inbox {
       this.reload();
     }
   }
+}
+
+/** A notification from `notification.updated` (or the action answer), without the
+ * user's `unread_count` that travels with it. */
+function withoutCount(data) {
+  const { unread_count: _count, ...n } = data;
+  return n;
 }
 
 /** "grade_posted" -> "Grade posted". */

@@ -265,7 +265,11 @@ export class NotifyHub extends Emitter {
     if (seq <= this._helloSeq || this.unread === null) return;
     if (type === "notification.created") {
       if (!data.read) this._setUnread(this.unread + 1);
-    } else if (type === "notifications.read" || type === "notification.deleted") {
+    } else if (
+      type === "notifications.read" ||
+      type === "notification.deleted" ||
+      type === "notification.updated"
+    ) {
       this._setUnread(data.unread_count);
     }
   }
@@ -350,6 +354,15 @@ export class NotifyHub extends Emitter {
   /** A page of the inbox: {items, next_before, unread_count}. */
   list(options) {
     return this.rest.list(options);
+  }
+
+  /** Choose one of a notification's actions (once; it marks it read). Resolves to the
+   * notification as it is now, with `unread_count`. */
+  async act(id, actionId) {
+    const result = await this.rest.act(id, actionId);
+    // While live, the notification.updated event sets the count in commit order.
+    if (!this._live()) this._setUnread(result.unread_count);
+    return result;
   }
 
   /** Mark every notification (up to `beforeId` if given) read. */

@@ -35,6 +35,7 @@ WITH due AS (
 SELECT c.id AS delivery_id, c.channel, c.attempts, c.user_id AS recipient, c.digest_at,
        n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n.priority,
        n.read_at IS NOT NULL AS read, n.read_at, n.created_at, n.expires_at,
+       CASE WHEN n.id IS NOT NULL THEN coalesce(n.actions, '[]'::jsonb) END AS actions,
        coalesce(n.expires_at <= now(), false) AS expired,
        k.email, k.phone, k.locale, k.time_zone
 FROM claimed c

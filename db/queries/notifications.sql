@@ -5,26 +5,32 @@ FROM generate_series(1, $1::int) AS n
 
 -- name: insert_rows
 -- One row per array position, with the ids allocate_ids gave, returned in that order.
-INSERT INTO notifications (id, user_id, type, title, body, link, data, priority, expires_at)
+-- $10 actions as JSON text (arrays of arrays would have to be rectangular): NULL for a
+-- notification without any.
+INSERT INTO notifications (id, user_id, type, title, body, link, data, priority, expires_at,
+                           actions)
 OVERRIDING SYSTEM VALUE
-SELECT i, u, ty, ti, b, l, d, p, x
+SELECT i, u, ty, ti, b, l, d, p, x, a::jsonb
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::jsonb[], $8::text[], $9::timestamptz[])
-     WITH ORDINALITY AS t(i, u, ty, ti, b, l, d, p, x, n)
+            $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[])
+     WITH ORDINALITY AS t(i, u, ty, ti, b, l, d, p, x, a, n)
 ORDER BY n
 RETURNING id, user_id, type, title, body, link, data, priority,
-          read_at IS NOT NULL AS read, read_at, created_at, expires_at
+          read_at IS NOT NULL AS read, read_at, created_at, expires_at,
+          coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
 
 -- name: by_ids
 SELECT id, user_id, type, title, body, link, data, priority,
-       read_at IS NOT NULL AS read, read_at, created_at, expires_at
+       read_at IS NOT NULL AS read, read_at, created_at, expires_at,
+       coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
 FROM notifications WHERE id = ANY($1::bigint[]) ORDER BY id
 
 -- name: page
 -- $2 before (exclusive), $3 unread only, $4 type, $5 ILIKE pattern, $6 limit + 1.
 -- An expired notification is hidden at once, swept or not.
 SELECT id, user_id, type, title, body, link, data, priority,
-       read_at IS NOT NULL AS read, read_at, created_at, expires_at
+       read_at IS NOT NULL AS read, read_at, created_at, expires_at,
+       coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
 FROM notifications
 WHERE user_id = $1
   AND (expires_at IS NULL OR expires_at > now())
@@ -58,7 +64,8 @@ DELETE FROM notifications WHERE id = $1 RETURNING user_id
 
 -- name: get
 SELECT id, user_id, type, title, body, link, data, priority,
-       read_at IS NOT NULL AS read, read_at, created_at, expires_at
+       read_at IS NOT NULL AS read, read_at, created_at, expires_at,
+       coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
 FROM notifications WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)
 
 -- name: claim_requests
@@ -127,3 +134,30 @@ SELECT u AS user_id,
         WHERE user_id = u AND read_at IS NULL
           AND (expires_at IS NULL OR expires_at > now())) AS n
 FROM unnest($1::text[]) AS u
+
+-- name: for_action
+-- Notification $1 if it is user $2's, locked for recording a choice (its row before the
+-- user's counter: the order every notification write takes).
+SELECT id, user_id, type, title, body, link, data, priority,
+       read_at IS NOT NULL AS read, read_at, created_at, expires_at,
+       coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at,
+       coalesce(expires_at <= now(), false) AS expired
+FROM notifications WHERE id = $1 AND user_id = $2
+FOR UPDATE
+
+-- name: record_action
+-- Record choice $2 on notification $1 (locked by for_action, without one yet), mark it
+-- read, and queue the choice for the {prefix}actions stream in the same statement.
+WITH chosen AS (
+    UPDATE notifications
+    SET action_id = $2, acted_at = now(), read_at = coalesce(read_at, now())
+    WHERE id = $1
+    RETURNING *
+), queued AS (
+    INSERT INTO action_outbox (notification_id, user_id, type, action_id, data, acted_at)
+    SELECT id, user_id, type, action_id, data, acted_at FROM chosen
+)
+SELECT id, user_id, type, title, body, link, data, priority,
+       read_at IS NOT NULL AS read, read_at, created_at, expires_at,
+       coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
+FROM chosen

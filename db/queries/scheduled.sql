@@ -6,26 +6,26 @@
 -- One row per array position ($1 ids from allocate_ids), returned in that order.
 INSERT INTO scheduled_notifications
     (id, send_at, user_ids, type, title, body, link, data, priority, expires_at,
-     idempotency_key, localized)
+     idempotency_key, localized, actions)
 SELECT i, s, ARRAY(SELECT jsonb_array_elements_text(u::jsonb)), ty, ti, b, l, d, p, x, k,
-       loc
+       loc, a::jsonb
 FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
             $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::timestamptz[],
-            $11::text[], $12::jsonb[])
-     WITH ORDINALITY AS t(i, s, u, ty, ti, b, l, d, p, x, k, loc, n)
+            $11::text[], $12::jsonb[], $13::text[])
+     WITH ORDINALITY AS t(i, s, u, ty, ti, b, l, d, p, x, k, loc, a, n)
 ORDER BY n
 RETURNING id, 'scheduled' AS status, send_at, user_ids, type, title, body, link, data,
-          priority, expires_at, created_at
+          priority, expires_at, created_at, coalesce(actions, '[]'::jsonb) AS actions
 
 -- name: by_ids
 SELECT id, 'scheduled' AS status, send_at, user_ids, type, title, body, link, data,
-       priority, expires_at, created_at
+       priority, expires_at, created_at, coalesce(actions, '[]'::jsonb) AS actions
 FROM scheduled_notifications WHERE id = ANY($1::bigint[]) ORDER BY id
 
 -- name: page
 -- $1 user (NULL: everyone's), $2 before (exclusive), $3 limit + 1; newest first.
 SELECT id, 'scheduled' AS status, send_at, user_ids, type, title, body, link, data,
-       priority, expires_at, created_at
+       priority, expires_at, created_at, coalesce(actions, '[]'::jsonb) AS actions
 FROM scheduled_notifications
 WHERE ($1::text IS NULL OR user_ids @> ARRAY[$1::text])
   AND ($2::bigint IS NULL OR id < $2)
@@ -49,7 +49,7 @@ WITH due AS (
 UPDATE scheduled_notifications s SET claimed_until = now() + make_interval(secs => $2)
 FROM due WHERE s.id = due.id
 RETURNING s.id, s.user_ids, s.type, s.title, s.body, s.link, s.data, s.priority,
-          s.expires_at, s.idempotency_key, s.localized
+          s.expires_at, s.idempotency_key, s.localized, s.actions
 
 -- name: take
 -- Inside a create transaction: delete rows $1 (in id order, skipping any another

@@ -33,7 +33,7 @@ class Delivery:
     #: 1 on the first attempt.
     attempt: int
     #: The stored notification: id, user_id, type, title, body, link, data, priority,
-    #: created_at (as the REST API returns it).
+    #: read, read_at, created_at, expires_at, actions (as the REST API returns it).
     notification: dict[str, Any]
     #: The recipient's contact (``email``, ``phone``, ``locale``, ``time_zone``); keys
     #: that are not set are absent.

@@ -8,6 +8,7 @@ export const DURABLE_TYPES = [
   "notification.created",
   "notifications.read",
   "notification.deleted",
+  "notification.updated",
   "message.created",
   "messages.read",
   "message.deleted",

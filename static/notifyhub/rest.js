@@ -114,6 +114,12 @@ export class RestApi {
     return this.request("DELETE", "/api/messages/" + encodeURIComponent(id) + query);
   }
 
+  act(id, actionId) {
+    const path = "/api/notifications/" + encodeURIComponent(id) + "/actions/" +
+      encodeURIComponent(actionId);
+    return this.request("POST", path);
+  }
+
   presence(userIds) {
     const params = new URLSearchParams();
     // Ids holding a comma go one by one as user_id; the rest as one user_ids list.

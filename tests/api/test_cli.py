@@ -285,6 +285,22 @@ async def test_publish_with_send_at_schedules_it_and_prints_the_schedule(
     assert_one_line_error(result, 2, "send_at")
 
 
+async def test_publish_with_actions_stores_them_and_refuses_bad_ones(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    result = await run_cli(env, tmp_path, "publish", "alice", "--type", "t", "--title", "Hi",
+                           "--actions", '[{"id": "ok", "label": "OK", "style": "primary"}]')
+    assert result.code == 0, result
+    [item] = orjson.loads(result.stdout)["items"]
+    assert item["actions"] == [{"id": "ok", "label": "OK", "url": None, "style": "primary"}]
+    result = await run_cli(env, tmp_path, "publish", "alice", "--type", "t", "--title", "Hi",
+                           "--actions", '{"id": "ok", "label": "OK"}')
+    assert_one_line_error(result, 2, "--actions must be a JSON array")
+    result = await run_cli(env, tmp_path, "publish", "alice", "--type", "t", "--title", "Hi",
+                           "--actions", '[{"id": "o k", "label": "OK"}]')
+    assert_one_line_error(result, 2, "actions")
+
+
 async def test_publish_with_bad_json_data_fails_with_one_line(
     env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -24,8 +24,9 @@ async def test_created_notification_has_every_contract_field(client):
     assert r.json()["suppressed"] == []
     [item] = r.json()["items"]
     assert set(item) == {"id", "user_id", "type", "title", "body", "link", "data", "priority",
-                         "read", "read_at", "created_at", "expires_at"}
+                         "read", "read_at", "created_at", "expires_at", "actions", "action"}
     assert item["user_id"] == "u1" and item["priority"] == "high"
+    assert item["actions"] == [] and item["action"] is None
     assert item["read"] is False and item["read_at"] is None
     assert item["data"] == {"course": "Bio"}
     assert item["created_at"].endswith("Z")

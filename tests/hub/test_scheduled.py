@@ -295,7 +295,7 @@ async def test_the_documented_example_is_answered_as_documented(settings_env, re
         assert r.status_code == 202, r.text
         made = r.json()
         assert set(made) == {"id", "status", "send_at", "user_ids", "type", "title", "body",
-                             "link", "data", "priority", "expires_at", "created_at"}
+                             "link", "data", "priority", "expires_at", "created_at", "actions"}
         assert (made["title"], made["body"], made["link"]) == (
             "Due soon: Essay 2", 'Biology: "Essay 2" is due Friday.', "/assignments/7")
         assert made["send_at"].endswith("Z") and made["created_at"].endswith("Z")
@@ -329,3 +329,13 @@ async def test_a_scheduled_template_reaches_each_recipient_in_their_language(
         english = await eventually(
             lambda: arrived(app, "ben", "Friend request from Zoe"), timeout=15)
         assert english["body"] == "Zoe wants to be your friend."
+
+
+async def test_a_scheduled_notification_is_sent_with_its_actions(settings_env, recorder):
+    async with hub(settings_env, delivery_workers=0) as app:
+        made = await post(app, user_id="ann", title="Later, with buttons", send_at=stamp(3),
+                          actions=[{"id": "ok", "label": "OK"}])
+        buttons = [{"id": "ok", "label": "OK", "url": None, "style": "secondary"}]
+        assert made["actions"] == buttons
+        item = await eventually(lambda: arrived(app, "ann", "Later, with buttons"), timeout=15)
+        assert item["actions"] == buttons and item["action"] is None
