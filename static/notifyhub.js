@@ -3,7 +3,7 @@
 //   import { NotifyHub } from "/static/notifyhub.js";
 //   const hub = new NotifyHub({ token });          // or { getToken: async () => token }
 //   hub.on("notification.created", (n) => ...);
-//   hub.on("unread", (count) => ...);
+//   hub.on("unread", (count) => ...);                // and "unseen"
 //   hub.connect();
 //
 // Guarantees: events with a seq are delivered to listeners at most once and in order;
@@ -15,6 +15,11 @@ export const DURABLE_TYPES = [
   "notification.created",
   "notifications.read",
   "notification.deleted",
+  "notification.seen",
+  "notification.archived",
+  "notification.unarchived",
+  "notification.snoozed",
+  "notification.unsnoozed",
   "message.created",
   "messages.read",
   "message.deleted",
@@ -103,6 +108,7 @@ export class NotifyHub {
     this.statusReason = null;
     this.userId = null;
     this.unread = null; // the exact unread count (null before the first hello)
+    this.unseen = null; // the exact unseen count, likewise
     this.lastSeq = null; // newest seq delivered to listeners
     this._helloSeq = 0; // events up to here are already counted in hello.unread_count
     this.activeTransport = null;
@@ -126,7 +132,8 @@ export class NotifyHub {
 
   // ---- events -----------------------------------------------------------------------
 
-  /** Call `fn(data, event)` for each event of `type` ("*" for all; "status", "unread"). */
+  /** Call `fn(data, event)` for each event of `type` ("*" for all; "status", "unread",
+   * "unseen"). */
   on(type, fn) {
     if (!this._listeners.has(type)) this._listeners.set(type, new Set());
     this._listeners.get(type).add(fn);
@@ -168,6 +175,19 @@ export class NotifyHub {
     if (typeof count !== "number" || count === this.unread) return;
     this.unread = count;
     this._emit("unread", count);
+  }
+
+  _setUnseen(count) {
+    if (typeof count !== "number" || count === this.unseen) return;
+    this.unseen = count;
+    this._emit("unseen", count);
+  }
+
+  // Counts from a REST answer: only while not live (live, events set them in commit order).
+  _countsFrom(result) {
+    if (this._live() || !result) return;
+    this._setUnread(result.unread_count);
+    this._setUnseen(result.unseen_count);
   }
 
   // ---- connection -------------------------------------------------------------------
@@ -480,6 +500,7 @@ export class NotifyHub {
     // Events replayed after this hello (seq <= last) are already in unread_count.
     this._helloSeq = last;
     this._setUnread(data.unread_count);
+    this._setUnseen(data.unseen_count);
     this._setStatus("connected");
     this._emit("hello", data, event);
   }
@@ -488,8 +509,11 @@ export class NotifyHub {
     if (seq <= this._helloSeq || this.unread === null) return;
     if (type === "notification.created") {
       if (!data.read) this._setUnread(this.unread + 1);
-    } else if (type === "notifications.read" || type === "notification.deleted") {
+      if (!data.seen && this.unseen !== null) this._setUnseen(this.unseen + 1);
+    } else if (type.startsWith("notification") && data && typeof data.unread_count === "number") {
+      // Every other notification event carries both counts as they are after it.
       this._setUnread(data.unread_count);
+      this._setUnseen(data.unseen_count);
     }
   }
 
@@ -547,21 +571,33 @@ export class NotifyHub {
     return this.status === "connected";
   }
 
-  /** A page of the inbox: {items, next_before, unread_count}. */
-  list({ limit = 20, before = null, unreadOnly = false, type = null, q = null } = {}) {
+  /**
+   * A page of a box ("inbox", "archived", "all"): {items, next_before, unread_count,
+   * unseen_count}. `type` and `priority` take one value or an array; `since`/`until`
+   * a Date or an RFC 3339 string (created_at from, to); `read` true/false.
+   */
+  list({
+    limit = 20, before = null, box = null, unreadOnly = false, read = null, type = null,
+    priority = null, since = null, until = null, q = null,
+  } = {}) {
     const params = new URLSearchParams({ limit: String(limit) });
     if (before !== null && before !== undefined) params.set("before", String(before));
+    if (box) params.set("box", box);
     if (unreadOnly) params.set("unread_only", "true");
-    if (type) params.set("type", type);
+    if (read !== null && read !== undefined) params.set("read", String(read));
+    for (const t of [].concat(type || [])) params.append("type", t);
+    for (const p of [].concat(priority || [])) params.append("priority", p);
+    if (since) params.set("since", since instanceof Date ? since.toISOString() : since);
+    if (until) params.set("until", until instanceof Date ? until.toISOString() : until);
     if (q) params.set("q", q);
     return this._request("GET", "/api/notifications?" + params);
   }
 
-  /** Mark notifications read; resolves to {updated, unread_count}. */
+  /** Mark notifications read; resolves to {updated, unread_count, unseen_count}. */
   async markRead(ids) {
     const result = await this._request("POST", "/api/notifications/mark-read", { ids });
-    // While live, the notifications.read event sets the count in commit order.
-    if (!this._live()) this._setUnread(result.unread_count);
+    // While live, the notifications.read event sets the counts in commit order.
+    this._countsFrom(result);
     return result;
   }
 
@@ -569,7 +605,40 @@ export class NotifyHub {
   async markAllRead(beforeId = null) {
     const body = beforeId === null ? {} : { before_id: beforeId };
     const result = await this._request("POST", "/api/notifications/mark-all-read", body);
-    if (!this._live()) this._setUnread(result.unread_count);
+    this._countsFrom(result);
+    return result;
+  }
+
+  // {ids} or {beforeId} (a position: every one at or below it) as a request body.
+  async _select(path, { ids = null, beforeId = null } = {}) {
+    const body = ids ? { ids } : { before_id: beforeId };
+    const result = await this._request("POST", "/api/notifications/" + path, body);
+    this._countsFrom(result);
+    return result;
+  }
+
+  /** Mark notifications seen: `{ids}`, or `{beforeId}` (the inbox up to that position). */
+  markSeen(selection) {
+    return this._select("seen", selection);
+  }
+
+  /** Archive notifications: `{ids}`, or `{beforeId}` (the inbox up to that position). */
+  archive(selection) {
+    return this._select("archive", selection);
+  }
+
+  /** Move archived notifications back to the inbox: `{ids}` or `{beforeId}`. */
+  unarchive(selection) {
+    return this._select("unarchive", selection);
+  }
+
+  /** Snooze a notification until `until` (a Date or an RFC 3339 string). */
+  async snooze(id, until) {
+    const body = { until: until instanceof Date ? until.toISOString() : until };
+    const result = await this._request(
+      "POST", "/api/notifications/" + encodeURIComponent(id) + "/snooze", body,
+    );
+    this._countsFrom(result);
     return result;
   }
 
@@ -578,11 +647,16 @@ export class NotifyHub {
     return this._request("DELETE", "/api/notifications/" + encodeURIComponent(id));
   }
 
-  /** The unread count asked from the hub (also sets `unread` while not live). */
+  /** The unread count asked from the hub (also sets `unread` and `unseen` while not live). */
   async unreadCount() {
-    const { count } = await this._request("GET", "/api/notifications/unread-count");
-    if (!this._live()) this._setUnread(count);
-    return count;
+    return (await this.counts()).count;
+  }
+
+  /** `{count, unseen}` asked from the hub (also sets `unread` and `unseen` while not live). */
+  async counts() {
+    const counts = await this._request("GET", "/api/notifications/unread-count");
+    this._countsFrom({ unread_count: counts.count, unseen_count: counts.unseen });
+    return counts;
   }
 
   /** Send a direct message: over the WebSocket with an ack when live, else REST. */
