@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -100,13 +101,61 @@ def query_int(request: Request, name: str, default: int | None, lo: int, hi: int
 
 def query_bool(request: Request, name: str) -> bool:
     """Boolean query parameter (``true/1/yes`` or ``false/0/no/empty``)."""
+    return bool(query_optional_bool(request, name))
+
+
+def query_optional_bool(request: Request, name: str) -> bool | None:
+    """Boolean query parameter (``true/1/yes``, ``false/0/no``), None when absent or empty."""
     raw = (request.query_params.get(name) or "").lower()
-    if raw in ("", "0", "false", "no"):
+    if raw == "":
+        return None
+    if raw in ("0", "false", "no"):
         return False
     if raw in ("1", "true", "yes"):
         return True
     raise InvalidInput(f"{name} must be true or false",
                        [{"loc": ["query", name], "msg": "not a boolean"}])
+
+
+def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str:
+    """Query parameter ``name``, one of ``choices`` (the first when absent or empty)."""
+    raw = request.query_params.get(name) or choices[0]
+    if raw not in choices:
+        raise InvalidInput(f"{name} must be one of {', '.join(choices)}",
+                           [{"loc": ["query", name], "msg": f"one of {', '.join(choices)}"}])
+    return raw
+
+
+def query_texts(request: Request, name: str, *, most: int, chars: int) -> list[str] | None:
+    """Repeated query parameter ``name`` (``?type=a&type=b``): its distinct non-empty
+    values in order, at most ``most`` of ``chars`` characters without NUL; None if none."""
+    values = list(dict.fromkeys(v for v in request.query_params.getlist(name) if v))
+    if len(values) > most:
+        raise InvalidInput(f"{name} may be given at most {most} times",
+                           [{"loc": ["query", name], "msg": f"at most {most} values"}])
+    for value in values:
+        if len(value) > chars or "\x00" in value:
+            raise InvalidInput(f"{name} must be at most {chars} characters, without NUL",
+                               [{"loc": ["query", name], "msg": "too long or contains NUL"}])
+    return values or None
+
+
+def query_time(request: Request, name: str) -> datetime | None:
+    """Timestamp query parameter (RFC 3339 with a time zone, years 2000-9999), or None."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None or not 2000 <= value.year <= 9999:
+        # A "+" that was not percent-encoded arrives as a space.
+        raise InvalidInput(
+            f"{name} must be an RFC 3339 timestamp with a time zone (Z, or an offset with "
+            "its + sent as %2B), between the years 2000 and 9999",
+            [{"loc": ["query", name], "msg": "not a timestamp with a time zone"}])
+    return value
 
 
 class UserRoute(Route):

@@ -13,39 +13,65 @@ from api.jsonio import (
     path_int,
     path_user_id,
     query_bool,
+    query_choice,
     query_int,
+    query_optional_bool,
+    query_texts,
+    query_time,
     read_json,
 )
-from hub import actions, notifications, preferences, scheduled
+from db.notifications import BOXES, Filters
+from hub import actions, inbox, notifications, preferences, scheduled
 from hub.errors import InvalidInput
 from hub.models import (
+    PRIORITIES,
     USER_ID_RULE,
     MarkAllRead,
     MarkRead,
     NotificationCreate,
     Preferences,
     PreferencesPatch,
+    Selection,
+    Snooze,
     valid_user_id,
 )
+
+#: The most values of a repeated filter (``type``).
+MAX_FILTER_VALUES = 20
 
 
 async def list_notifications(request: Request) -> Response:
     user = require_user(request)
     params = request.query_params
-    type_ = params.get("type") or None
     query = params.get("q") or None
-    for name, value in (("q", query), ("type", type_)):
-        if value is not None and (len(value) > 200 or "\x00" in value):
-            raise InvalidInput(f"{name} must be at most 200 characters, without NUL",
-                               [{"loc": ["query", name], "msg": "too long or contains NUL"}])
+    if query is not None and (len(query) > 200 or "\x00" in query):
+        raise InvalidInput("q must be at most 200 characters, without NUL",
+                           [{"loc": ["query", "q"], "msg": "too long or contains NUL"}])
+    read = query_optional_bool(request, "read")
+    if query_bool(request, "unread_only"):
+        if read:
+            raise InvalidInput("unread_only=true and read=true contradict each other",
+                               [{"loc": ["query", "read"], "msg": "contradicts unread_only"}])
+        read = False
+    priorities = query_texts(request, "priority", most=len(PRIORITIES), chars=10)
+    if priorities is not None and not set(priorities) <= set(PRIORITIES):
+        raise InvalidInput("priority must be low, normal or high",
+                           [{"loc": ["query", "priority"], "msg": "one of low, normal, high"}])
+    filters = Filters(
+        read=read,
+        types=query_texts(request, "type", most=MAX_FILTER_VALUES, chars=200),
+        priorities=priorities,
+        since=query_time(request, "since"),
+        until=query_time(request, "until"),
+        query=query,
+    )
     page = await notifications.page(
         request.app.state.services,
         user,
+        box=query_choice(request, "box", BOXES),
         limit=query_int(request, "limit", 20, 1, 100) or 20,
         before=query_int(request, "before", None, 1, 2**63 - 1),
-        unread_only=query_bool(request, "unread_only"),
-        type_=type_,
-        query=query,
+        filters=filters,
     )
     return json_response(page)
 
@@ -110,8 +136,32 @@ async def choose_action(request: Request) -> Response:
 
 async def unread_count(request: Request) -> Response:
     user = require_user(request)
-    count = await notifications.unread_count(request.app.state.services, user)
-    return json_response({"count": count})
+    return json_response(await notifications.counts(request.app.state.services, user))
+
+
+async def mark_seen(request: Request) -> Response:
+    user = require_user(request)
+    body = await read_json(request, Selection)
+    return json_response(await inbox.mark_seen(request.app.state.services, user, body))
+
+
+async def archive(request: Request) -> Response:
+    user = require_user(request)
+    body = await read_json(request, Selection)
+    return json_response(await inbox.archive(request.app.state.services, user, body))
+
+
+async def unarchive(request: Request) -> Response:
+    user = require_user(request)
+    body = await read_json(request, Selection)
+    return json_response(await inbox.unarchive(request.app.state.services, user, body))
+
+
+async def snooze(request: Request) -> Response:
+    user = require_user(request)
+    id_ = path_int(request, "id")
+    body = await read_json(request, Snooze)
+    return json_response(await inbox.snooze(request.app.state.services, user, id_, body.until))
 
 
 async def delete_notification(request: Request) -> Response:
@@ -157,6 +207,9 @@ routes = [
     Route("/api/notifications/mark-read", mark_read, methods=["POST"]),
     Route("/api/notifications/mark-all-read", mark_all_read, methods=["POST"]),
     Route("/api/notifications/unread-count", unread_count, methods=["GET"]),
+    Route("/api/notifications/seen", mark_seen, methods=["POST"]),
+    Route("/api/notifications/archive", archive, methods=["POST"]),
+    Route("/api/notifications/unarchive", unarchive, methods=["POST"]),
     Route("/api/notifications/preferences", get_preferences, methods=["GET"]),
     Route("/api/notifications/preferences", put_preferences, methods=["PUT"]),
     Route("/api/notifications/preferences", patch_preferences, methods=["PATCH"]),
@@ -164,5 +217,6 @@ routes = [
     Route("/api/notifications/{id}", get_notification, methods=["GET"]),
     Route("/api/notifications/{id}", delete_notification, methods=["DELETE"]),
     Route("/api/notifications/{id}/actions/{action_id}", choose_action, methods=["POST"]),
+    Route("/api/notifications/{id}/snooze", snooze, methods=["POST"]),
     UserRoute("/api/users/{user_id}/preferences", user_preferences, methods=["GET"]),
 ]

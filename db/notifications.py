@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -53,26 +54,42 @@ async def by_ids(conn: Conn, ids: list[int]) -> list[dict[str, Any]]:
     return [item(r) for r in await conn.fetch(Q.by_ids, ids)]
 
 
+#: The boxes of ``page``: the inbox, the archive, or every notification (snoozed too).
+BOXES = ("inbox", "archived", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What ``page`` keeps (None: no condition): read or unread, any of ``types`` or
+    ``priorities``, created in ``[since, until)``, ``query`` in the title or body."""
+
+    read: bool | None = None
+    types: list[str] | None = None
+    priorities: list[str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    query: str | None = None
+
+
 async def page(
-    conn: Conn,
-    user_id: str,
-    *,
-    before: int | None,
-    unread_only: bool,
-    type_: str | None,
-    query: str | None,
-    limit: int,
+    conn: Conn, user_id: str, *, box: str, before: int | None, filters: Filters, limit: int,
 ) -> tuple[list[dict[str, Any]], int | None]:
-    """Up to ``limit`` notifications newest first, and the cursor of the next page."""
-    pattern = like_pattern(query) if query else None
-    rows = await conn.fetch(Q.page, user_id, before, unread_only, type_, pattern, limit + 1)
+    """Up to ``limit`` notifications of ``box`` by position, newest first, and the cursor
+    of the next page (the last one's position)."""
+    f = filters
+    pattern = like_pattern(f.query) if f.query else None
+    rows = await conn.fetch(Q.page, user_id, box, before, f.read, f.types, f.priorities,
+                            f.since, f.until, pattern, limit + 1)
     items = [item(r) for r in rows[:limit]]
-    next_before = items[-1]["id"] if len(rows) > limit else None
+    next_before = items[-1]["position"] if len(rows) > limit else None
     return items, next_before
 
 
-async def unread_count(conn: Conn, user_id: str) -> int:
-    return int(await conn.fetchval(Q.unread_count, user_id))
+async def counts(conn: Conn, user_id: str) -> tuple[int, int]:
+    """``(unread, unseen)`` of ``user_id``'s inbox (not archived, snoozed or expired)."""
+    row = await conn.fetchrow(Q.counts, user_id)
+    assert row is not None
+    return int(row["unread"]), int(row["unseen"])
 
 
 async def mark_read(conn: Conn, user_id: str, ids: list[int]) -> list[int]:
@@ -81,7 +98,8 @@ async def mark_read(conn: Conn, user_id: str, ids: list[int]) -> list[int]:
 
 
 async def mark_all_read(conn: Conn, user_id: str, upto: int | None) -> list[int]:
-    """Mark every unread notification (with id <= ``upto`` if given); return the ids."""
+    """Mark every unread notification of the inbox (with position <= ``upto`` if given)
+    read; return the ids."""
     return sorted(r["id"] for r in await conn.fetch(Q.mark_all_read, user_id, upto))
 
 
@@ -123,9 +141,10 @@ async def expire(conn: Conn, limit: int) -> list[tuple[int, str]]:
     return sorted((r["id"], r["user_id"]) for r in await conn.fetch(Q.expire, limit))
 
 
-async def unread_counts(conn: Conn, user_ids: list[str]) -> dict[str, int]:
-    """The unread count of each of ``user_ids`` (expired notifications not counted)."""
-    return {r["user_id"]: int(r["n"]) for r in await conn.fetch(Q.unread_counts, user_ids)}
+async def counts_many(conn: Conn, user_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """The ``counts`` of each of ``user_ids``."""
+    return {r["user_id"]: (int(r["unread"]), int(r["unseen"]))
+            for r in await conn.fetch(Q.counts_many, user_ids)}
 
 
 async def delete_for_message(conn: Conn, user_id: str, message_id: int) -> list[int]:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from db import notifications as store
+from hub.inbox import counts_locked
 from hub.periodic import attempt
 from hub.services import Services
 
@@ -34,9 +35,10 @@ async def sweep_batch(svc: Services, limit: int = BATCH) -> int:
         gone = await store.expire(work.conn, limit)
         if not gone:
             return 0
-        unread = await store.unread_counts(work.conn, sorted({u for _, u in gone}))
+        counts = await counts_locked(work.conn, [u for _, u in gone])
         await work.append([
-            (user, "notification.deleted", {"id": id_, "unread_count": unread[user]})
+            (user, "notification.deleted",
+             {"id": id_, "unread_count": counts[user][0], "unseen_count": counts[user][1]})
             for id_, user in gone
         ])
     return len(gone)

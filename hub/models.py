@@ -67,6 +67,7 @@ def check_data(value: dict[str, Any]) -> dict[str, Any]:
 UserId = Annotated[str, AfterValidator(check_user_id)]
 Data = Annotated[dict[str, Any], AfterValidator(check_data)]
 Priority = Literal["low", "normal", "high"]
+PRIORITIES = ("low", "normal", "high")
 Level = Literal["info", "warning", "critical"]
 Digest = Literal["off", "hourly", "daily", "weekly"]
 
@@ -264,6 +265,16 @@ class Notification(BaseModel):
     priority: Priority
     read: bool
     read_at: datetime | None
+    #: Shown by the bell (``POST /api/notifications/seen``); reading implies seeing.
+    seen: bool
+    seen_at: datetime | None
+    archived: bool
+    archived_at: datetime | None
+    #: While snoozed: when it returns to the inbox (as new, unread and unseen).
+    snoozed_until: datetime | None
+    #: Its place in the inbox, newest highest: its id, or a new number once it returned
+    #: from a snooze. The ``before`` cursor and ``before_id`` compare it.
+    position: int
     created_at: datetime
     expires_at: datetime | None
     #: Its action buttons, in order; ``[]`` when it has none.
@@ -281,8 +292,10 @@ class ActedNotification(Notification):
 
 class NotificationPage(BaseModel):
     items: list[Notification]
+    #: The ``position`` of the page's last item, to pass as ``before``; null on the last page.
     next_before: int | None
     unread_count: int
+    unseen_count: int
 
 
 #: Idempotency keys ingest gives stream entries that bring none (``stream:<entry id>``).
@@ -471,13 +484,71 @@ class MarkAllRead(Strict):
     before_id: Id | None = None
 
 
+class Selection(Strict):
+    """Which of the caller's notifications: ``ids`` (1-1000 of them), or every one in the
+    box with ``position <= before_id`` (docs/api.md, "The inbox")."""
+
+    ids: list[Id] | None = Field(default=None, max_length=1000)
+    before_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Any:
+        if (self.ids is None) == (self.before_id is None):
+            raise ValueError("give ids or before_id (one of them)")
+        return self
+
+
 class UpdatedCount(BaseModel):
     updated: int
     unread_count: int
+    unseen_count: int
 
 
 class UnreadCount(BaseModel):
+    #: Unread notifications in the inbox.
     count: int
+    #: Unseen notifications in the inbox (each of them is unread too).
+    unseen: int
+
+
+#: How far ahead a snooze may last.
+MAX_SNOOZE_DAYS = 365
+
+
+class Snooze(Strict):
+    """Body of ``POST /api/notifications/{id}/snooze``."""
+
+    #: When the notification returns (RFC 3339 with a time zone; in the future, within
+    #: ``MAX_SNOOZE_DAYS`` and before the notification's ``expires_at``).
+    until: datetime = Field(strict=False)
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _timestamp_text(cls, value: Any) -> Any:
+        if not isinstance(value, str | datetime):
+            raise ValueError("must be an RFC 3339 timestamp with a time zone")
+        return value
+
+    @field_validator("until")
+    @classmethod
+    def _in_the_future(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("must include a time zone")
+        now = datetime.now(UTC)
+        if value <= now:
+            raise ValueError("must be in the future")
+        if value > now + timedelta(days=MAX_SNOOZE_DAYS):
+            raise ValueError(f"must be within {MAX_SNOOZE_DAYS} days")
+        return value
+
+
+class Snoozed(BaseModel):
+    """What a snooze answers, and the data of its ``notification.snoozed`` event."""
+
+    id: int
+    snoozed_until: datetime
+    unread_count: int
+    unseen_count: int
 
 
 # ---- preferences ---------------------------------------------------------------------

@@ -136,12 +136,13 @@ class Node:
                     self.presence.changed(user)
             async with (
                 self.svc.pool.acquire() as db,
-                # One snapshot: unread_count counts exactly the events up to last_seq.
+                # One snapshot: the counts count exactly the events up to last_seq.
                 db.transaction(isolation="repeatable_read", readonly=True),
             ):
                 head, first_kept = await event_log.bounds(db, user)
-                unread = await inbox.unread_count(db, user)
-            hello = {"user_id": user, "last_seq": head, "unread_count": unread}
+                unread, unseen = await inbox.counts(db, user)
+            hello = {"user_id": user, "last_seq": head, "unread_count": unread,
+                     "unseen_count": unseen}
             conn.send(framed(conn, encode("hello", None, hello)))
             start, reason = start_point(since, head, first_kept)
             if reason is not None:

@@ -22,6 +22,7 @@ from db.errors import DatabaseUnavailable
 from db.pool import Connection
 from hub import preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
+from hub.inbox import counts_locked
 from hub.models import NotificationCreate, Preferences, stored_actions
 from hub.services import Event, Services
 from hub.settings import WEEKDAYS
@@ -402,33 +403,39 @@ async def _replay(
             results[n] = Conflict("a request with this idempotency key just failed; try again")
 
 
+#: ``page`` keeping every notification of its box.
+NO_FILTERS = store.Filters()
+
+
 async def page(
     svc: Services,
     user_id: str,
     *,
+    box: str = "inbox",
     limit: int = 20,
     before: int | None = None,
-    unread_only: bool = False,
-    type_: str | None = None,
-    query: str | None = None,
+    filters: store.Filters = NO_FILTERS,
 ) -> dict[str, Any]:
-    """One page of ``user_id``'s inbox, newest first, with the unread count."""
+    """One page of ``user_id``'s ``box`` (docs/api.md, "The inbox"), newest first, with
+    the inbox's unread and unseen counts."""
     async with svc.pool.acquire() as conn:
         items, next_before = await store.page(
-            conn, user_id, before=before, unread_only=unread_only, type_=type_,
-            query=query, limit=limit,
+            conn, user_id, box=box, before=before, filters=filters, limit=limit,
         )
-        unread = await store.unread_count(conn, user_id)
-    return {"items": items, "next_before": next_before, "unread_count": unread}
+        unread, unseen = await store.counts(conn, user_id)
+    return {"items": items, "next_before": next_before, "unread_count": unread,
+            "unseen_count": unseen}
 
 
-async def unread_count(svc: Services, user_id: str) -> int:
-    """How many of ``user_id``'s notifications are unread."""
-    return await store.unread_count(svc.pool, user_id)
+async def counts(svc: Services, user_id: str) -> dict[str, int]:
+    """``{"count", "unseen"}``: how many of ``user_id``'s notifications in the inbox are
+    unread, and how many of those unseen."""
+    unread, unseen = await store.counts(svc.pool, user_id)
+    return {"count": unread, "unseen": unseen}
 
 
 async def mark_read(svc: Services, user_id: str, ids: list[int]) -> dict[str, int]:
-    """Mark ``ids`` read (others' ids are ignored); emits ``notifications.read``.
+    """Mark ``ids`` read, and seen (others' ids are ignored); emits ``notifications.read``.
 
     In the same transaction, with web push on, their pushes not sent yet are skipped
     and those sent are dismissed on the user's devices (``db.deliveries.dismiss``;
@@ -437,7 +444,8 @@ async def mark_read(svc: Services, user_id: str, ids: list[int]) -> dict[str, in
 
 
 async def mark_all_read(svc: Services, user_id: str, upto: int | None) -> dict[str, int]:
-    """Mark all unread (ids <= ``upto`` when given) read; emits ``notifications.read``."""
+    """Mark the inbox's unread notifications (those with position <= ``upto`` when given)
+    read; emits ``notifications.read``."""
     return await _mark(svc, user_id, ids=None, upto=upto)
 
 
@@ -460,13 +468,14 @@ async def _mark(
         else:
             changed = await store.mark_read(work.conn, user_id, ids)
         dismissals = await dismiss_read(svc, work.conn, changed)
-        unread = await store.unread_count(work.conn, user_id)
+        unread, unseen = (await counts_locked(work.conn, [user_id]))[user_id]
         if changed:
-            data = {"ids": changed, "all": ids is None, "unread_count": unread}
+            data = {"ids": changed, "all": ids is None, "unread_count": unread,
+                    "unseen_count": unseen}
             await work.append([(user_id, "notifications.read", data)])
     if dismissals:
         svc.deliveries_due.set()  # after the commit: the workers see the new rows
-    return {"updated": len(changed), "unread_count": unread}
+    return {"updated": len(changed), "unread_count": unread, "unseen_count": unseen}
 
 
 async def forget_message(
@@ -481,8 +490,9 @@ async def forget_message(
     ids = await store.delete_for_message(conn, user_id, message_id)
     if not ids:
         return []
-    unread = await store.unread_count(conn, user_id)
-    return [(user_id, "notification.deleted", {"id": i, "unread_count": unread}) for i in ids]
+    unread, unseen = await store.counts(conn, user_id)
+    return [(user_id, "notification.deleted",
+             {"id": i, "unread_count": unread, "unseen_count": unseen}) for i in ids]
 
 
 async def delete(svc: Services, user_id: str | None, id_: int) -> None:
@@ -501,10 +511,9 @@ async def delete(svc: Services, user_id: str | None, id_: int) -> None:
                 raise NotFound("no such notification")
         elif not await store.delete(work.conn, user_id, id_):
             raise NotFound("no such notification")
-        unread = await store.unread_count(work.conn, user_id)
-        await work.append(
-            [(user_id, "notification.deleted", {"id": id_, "unread_count": unread})]
-        )
+        unread, unseen = (await counts_locked(work.conn, [user_id]))[user_id]
+        await work.append([(user_id, "notification.deleted",
+                            {"id": id_, "unread_count": unread, "unseen_count": unseen})])
 
 
 async def get(svc: Services, user_id: str | None, id_: int) -> dict[str, Any]:

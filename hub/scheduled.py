@@ -1,5 +1,6 @@
 """The notification scheduler: sends each scheduled notification at its ``send_at``,
-once across instances (docs/delivery.md, "Scheduled notifications").
+and returns each snoozed one to the inbox at its ``snoozed_until`` (``hub.inbox``), once
+across instances (docs/delivery.md, "Scheduled notifications"; docs/api.md, "The inbox").
 
 A create with a later ``send_at`` is stored by ``hub.notifications`` (in the group
 commit, with its idempotency key and contact, rendered). Every ``serve`` instance runs
@@ -11,17 +12,23 @@ writer creates it like a fresh create (preferences, deliveries, the user's next
 ``seq``, the live push) in the transaction that deletes its row, so a crash before the
 commit leaves the row to be sent after the lease, and a row already taken creates
 nothing: sent once, never lost.
+
+Returning a snoozed notification needs no writer and no lease: the one transaction of
+``hub.inbox.return_due`` takes the due rows (``SKIP LOCKED``) and moves them back with
+their events, so a crash before its commit leaves them snoozed and due, and a row
+returned is no longer snoozed for anyone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from db import scheduled as store
 from db.errors import DatabaseRejected, DatabaseUnavailable
-from hub import notifications
+from hub import inbox, notifications
 from hub.errors import HubError
 from hub.models import Action, NotificationCreate
 from hub.periodic import run_when_due
@@ -29,8 +36,9 @@ from hub.services import Services
 
 log = logging.getLogger("notifyhub")
 
-#: The scheduler re-checks at least this often, so a notification scheduled on another
-#: instance (or by ``notifyhub publish``) is sent at most this late.
+#: The scheduler re-checks at least this often, so a notification scheduled (or snoozed)
+#: through another instance (or by ``notifyhub publish``) is sent (or returned) at most
+#: this late.
 RECHECK_SECONDS = 5.0
 #: How long a leased row is left to the instance that leased it: an instance that dies
 #: after leasing delays those notifications by at most this.
@@ -88,11 +96,24 @@ async def send_batch(svc: Services, limit: int = BATCH) -> int:
 
 
 async def send_due(svc: Services) -> float | None:
-    """Send what is due (at most ``MAX_BATCHES`` leases); the seconds until the next."""
+    """Send the scheduled notifications that are due and return the snoozed ones whose
+    time has come (``hub.inbox.return_due``), at most ``MAX_BATCHES`` batches of each;
+    the seconds until the next of either (None: nothing waits)."""
+    if not await _drain(lambda: send_batch(svc), BATCH):
+        return 0.0  # more is due: go on after the shortest sleep
+    if not await _drain(lambda: inbox.return_due(svc), inbox.BATCH):
+        return 0.0
+    waits = [await store.seconds_to_next(svc.pool), await inbox.seconds_to_return(svc)]
+    return min((w for w in waits if w is not None), default=None)
+
+
+async def _drain(batch: Callable[[], Awaitable[int]], size: int) -> bool:
+    """Run ``batch`` until one comes back short (True), or ``MAX_BATCHES`` times (False:
+    more is due)."""
     for _ in range(MAX_BATCHES):
-        if await send_batch(svc) < BATCH:
-            return await store.seconds_to_next(svc.pool)
-    return 0.0  # more is due: go on after the shortest sleep
+        if await batch() < size:
+            return True
+    return False
 
 
 async def run_scheduler(svc: Services, *, recheck_seconds: float = RECHECK_SECONDS) -> None:

@@ -1,8 +1,24 @@
-// The bell, its unread badge and the dropdown inbox.
+// The bell, its badge of unseen notifications and the dropdown inbox (with its archive).
 
 import { $, announce, el, reconcile, relativeTime, safeHref, timeEl } from "./dom.js";
 
 const PAGE_SIZE = 20;
+const HOUR_MS = 3600 * 1000;
+
+/** Snooze choices: a label and when, from now. */
+const SNOOZES = [
+  ["In 1 hour", () => new Date(Date.now() + HOUR_MS)],
+  ["Tomorrow", () => atNine(1)],
+  ["Next week", () => atNine(7)],
+];
+
+/** 09:00 local time `days` from today. */
+function atNine(days) {
+  const at = new Date();
+  at.setDate(at.getDate() + days);
+  at.setHours(9, 0, 0, 0);
+  return at;
+}
 
 /** The inbox of the signed-in user, kept in step with the hub's live events. */
 export class Inbox {
@@ -16,6 +32,8 @@ export class Inbox {
     this.buffer = null; // events that arrived while the first page was loading
     this.generation = 0; // of reload(), so only the newest one applies its page
     this.unreadOnly = false;
+    this.box = "inbox"; // or "archived"
+    this.seeing = false; // a markSeen request is in flight
 
     this.bell = $("bell");
     this.panel = $("inbox");
@@ -24,9 +42,11 @@ export class Inbox {
 
     this.bell.addEventListener("click", () => this.toggle());
     $("mark-all-read").addEventListener("click", () => this.markAllRead());
+    $("archive-all").addEventListener("click", () => this.archiveAll());
     $("inbox-more").addEventListener("click", () => this.loadMore());
-    $("tab-all").addEventListener("click", () => this.filter(false));
-    $("tab-unread").addEventListener("click", () => this.filter(true));
+    $("tab-all").addEventListener("click", () => this.filter("inbox", false));
+    $("tab-unread").addEventListener("click", () => this.filter("inbox", true));
+    $("tab-archived").addEventListener("click", () => this.filter("archived", false));
     document.addEventListener("keydown", (e) => {
       if (e.key === "Escape" && this.isOpen()) {
         this.close();
@@ -44,14 +64,13 @@ export class Inbox {
       { root: this.scroller, rootMargin: "120px" },
     ).observe($("inbox-more-wrap"));
 
-    hub.on("unread", (count) => this.showCount(count));
-    const types = [
-      "notification.created",
-      "notifications.read",
-      "notification.deleted",
-      "notification.updated",
-    ];
-    for (const type of types) {
+    hub.on("unread", () => this.showCount());
+    hub.on("unseen", () => this.showCount());
+    for (const type of [
+      "notification.created", "notifications.read", "notification.deleted",
+      "notification.seen", "notification.archived", "notification.unarchived",
+      "notification.snoozed", "notification.unsnoozed", "notification.updated",
+    ]) {
       hub.on(type, (data) => this.apply(type, data));
     }
     // The client hands over a fresh page, but events may arrive while it was being
@@ -71,7 +90,10 @@ export class Inbox {
   open() {
     this.panel.hidden = false;
     this.bell.setAttribute("aria-expanded", "true");
+    // Into the dialog, so the keyboard goes on from there (Escape returns to the bell).
+    this.panel.focus();
     if (!this.loaded && !this.loading) this.reload();
+    else this.markShownSeen();
   }
 
   close() {
@@ -79,15 +101,19 @@ export class Inbox {
     this.bell.setAttribute("aria-expanded", "false");
   }
 
-  showCount(count) {
-    const badge = $("unread-count");
-    badge.textContent = String(count);
-    badge.hidden = !count;
+  /** The badge shows what is new (unseen); the dialog says how many are unread. */
+  showCount() {
+    const unseen = this.hub.unseen || 0;
+    const unread = this.hub.unread || 0;
+    const badge = $("unseen-count");
+    badge.textContent = String(unseen);
+    badge.hidden = !unseen;
+    $("unread-count").textContent = String(unread);
     this.bell.setAttribute(
       "aria-label",
-      count ? `Notifications, ${count} unread` : "Notifications, none unread",
+      `Notifications, ${unseen ? unseen + " new" : "none new"}, ${unread || "none"} unread`,
     );
-    document.title = (count ? `(${count}) ` : "") + "notifyhub demo";
+    document.title = (unseen ? `(${unseen}) ` : "") + "notifyhub demo";
   }
 
   /** Load the first page again; live events meanwhile are applied after it. */
@@ -97,7 +123,7 @@ export class Inbox {
     this.buffer = [];
     let page;
     try {
-      page = await this.hub.list({ limit: PAGE_SIZE, unreadOnly: this.unreadOnly });
+      page = await this.hub.list({ limit: PAGE_SIZE, box: this.box, unreadOnly: this.unreadOnly });
     } catch {
       page = null;
     }
@@ -132,6 +158,7 @@ export class Inbox {
       const page = await this.hub.list({
         limit: PAGE_SIZE,
         before: this.nextBefore,
+        box: this.box,
         unreadOnly: this.unreadOnly,
       });
       // A reload (filter change, resync) started meanwhile owns the list now.
@@ -146,10 +173,14 @@ export class Inbox {
     }
   }
 
-  filter(unreadOnly) {
+  filter(box, unreadOnly) {
+    if (box !== this.box) this.nodes.clear(); // the actions differ per box
+    this.box = box;
     this.unreadOnly = unreadOnly;
-    $("tab-all").setAttribute("aria-pressed", String(!unreadOnly));
+    $("tab-all").setAttribute("aria-pressed", String(box === "inbox" && !unreadOnly));
     $("tab-unread").setAttribute("aria-pressed", String(unreadOnly));
+    $("tab-archived").setAttribute("aria-pressed", String(box === "archived"));
+    $("archive-all").hidden = box !== "inbox";
     this.reload();
   }
 
@@ -160,21 +191,32 @@ export class Inbox {
       if (type === "notification.created") announce(`New notification: ${data.title}`);
       return;
     }
-    if (type === "notification.created") {
-      announce(`New notification: ${data.title}`);
+    const inbox = this.box === "inbox";
+    if (type === "notification.created" || type === "notification.unsnoozed") {
+      const n = type === "notification.created" ? data : data.notification;
+      announce(`${type === "notification.created" ? "New notification" : "Back"}: ${n.title}`);
       if (!this.loaded) return;
-      this.items.set(data.id, data);
-    } else if (type === "notifications.read") {
+      if (inbox) this.items.set(n.id, n);
+      else this.items.delete(n.id);
+    } else if (type === "notifications.read" || type === "notification.seen") {
       const ids = data.ids || [];
       const all = data.all && ids.length === 0;
       for (const n of this.items.values()) {
-        if (all || ids.includes(n.id)) n.read = true;
+        if (!all && !ids.includes(n.id)) continue;
+        n.seen = true;
+        if (type === "notifications.read") n.read = true;
       }
-    } else if (type === "notification.deleted") {
+    } else if (type === "notification.deleted" || type === "notification.snoozed") {
       this.items.delete(data.id);
     } else if (type === "notification.updated") {
       // The whole notification as it is now (an action chosen, read), with the count.
       if (this.items.has(data.id)) this.items.set(data.id, withoutCount(data));
+    } else {
+      // Archived or unarchived: gone from the box it left; the box it entered lists it
+      // at its place, which only a reload knows.
+      const leaving = (type === "notification.archived") === inbox;
+      if (leaving) for (const id of data.ids) this.items.delete(id);
+      else if (this.loaded) return void this.reload();
     }
     this.render();
   }
@@ -182,13 +224,34 @@ export class Inbox {
   render() {
     // In the Unread tab an item read meanwhile stays until the next reload, so it
     // does not jump out from under the pointer.
-    const items = [...this.items.values()].sort((a, b) => b.id - a.id);
+    const items = [...this.items.values()].sort((a, b) => b.position - a.position);
     const nodes = items.map((n) => this.node(n));
     for (const id of [...this.nodes.keys()]) if (!this.items.has(id)) this.nodes.delete(id);
     reconcile(this.list, nodes);
     $("inbox-empty").hidden = !this.loaded || items.length > 0;
     $("inbox-more-wrap").hidden = this.nextBefore === null;
     $("mark-all-read").disabled = !items.some((n) => !n.read) && !this.hub.unread;
+    $("archive-all").disabled = !items.length;
+    this.markShownSeen();
+  }
+
+  /** While the dialog is open, what it shows is seen (on every device, by the events). */
+  async markShownSeen() {
+    if (!this.isOpen() || !this.loaded || this.seeing) return;
+    const ids = [...this.items.values()].filter((n) => !n.seen).map((n) => n.id);
+    if (!ids.length) return;
+    this.seeing = true;
+    try {
+      await this.hub.markSeen({ ids: ids.slice(0, 1000) });
+      for (const id of ids) {
+        const n = this.items.get(id);
+        if (n) n.seen = true;
+      }
+    } catch {
+      // Tried again with the next change the dialog shows.
+    } finally {
+      this.seeing = false;
+    }
   }
 
   node(n) {
@@ -198,6 +261,7 @@ export class Inbox {
       this.nodes.set(n.id, li);
     }
     li.classList.toggle("unread", !n.read);
+    li.classList.toggle("unseen", !n.seen);
     li.querySelector(".mark-read").hidden = n.read;
     li.querySelector("time").textContent = relativeTime(n.created_at);
     // Once one action is chosen, it is final: show which, and offer none again. The
@@ -261,6 +325,10 @@ export class Inbox {
         "div",
         { class: "item-actions" },
         action("mark-read", "✓", "Mark as read", (i) => this.read(i)),
+        this.box === "archived"
+          ? action("unarchive", "↑", "Move to inbox", (i) => this.move(i, "unarchive"))
+          : action("archive", "↓", "Archive", (i) => this.move(i, "archive")),
+        action("snooze", "◷", "Snooze", () => this.toggleSnooze(li, id, n.title)),
         action("delete", "×", "Delete", (i) => this.remove(i)),
       ),
     );
@@ -315,6 +383,65 @@ export class Inbox {
     }
   }
 
+  /** Show (or hide) the snooze choices under an item; the keyboard moves into them. */
+  toggleSnooze(li, id, title) {
+    const open = li.querySelector(".snooze-menu");
+    if (open) {
+      open.remove();
+      return;
+    }
+    const menu = el(
+      "div",
+      {
+        class: "snooze-menu",
+        attrs: { role: "group", "aria-label": `Snooze until: ${title}` },
+        on: {
+          click: (e) => e.stopPropagation(),
+          keydown: (e) => {
+            if (e.key !== "Escape") return;
+            e.stopPropagation(); // closes the menu, not the whole dialog
+            menu.remove();
+            li.querySelector(".snooze")?.focus();
+          },
+        },
+      },
+      el("span", { text: "Snooze until" }),
+      ...SNOOZES.map(([label, when]) =>
+        el("button", { type: "button", text: label, on: { click: () => this.snooze(id, when()) } }),
+      ),
+    );
+    li.append(menu);
+    menu.querySelector("button").focus();
+  }
+
+  async snooze(id, until) {
+    this.leave(id);
+    try {
+      await this.hub.snooze(id, until);
+    } catch {
+      this.reload();
+    }
+  }
+
+  async move(id, how) {
+    this.leave(id);
+    try {
+      await this.hub[how]({ ids: [id] });
+    } catch {
+      this.reload();
+    }
+  }
+
+  /** Take `id` out of the list at once, keeping keyboard focus in the list. */
+  leave(id) {
+    const li = this.nodes.get(id);
+    const next = li && (li.nextElementSibling || li.previousElementSibling);
+    this.items.delete(id);
+    this.render();
+    if (next) next.querySelector("button:not([hidden])")?.focus();
+    else this.panel.focus();
+  }
+
   async read(id) {
     const n = this.items.get(id);
     if (!n || n.read) return;
@@ -329,12 +456,8 @@ export class Inbox {
   }
 
   async remove(id) {
-    const li = this.nodes.get(id);
-    const next = li && (li.nextElementSibling || li.previousElementSibling);
-    this.items.delete(id);
-    this.render();
     // Keep keyboard users in the list instead of dropping focus on <body>.
-    if (next) next.querySelector("button:not([hidden])")?.focus();
+    this.leave(id);
     try {
       await this.hub.delete(id);
     } catch {
@@ -342,15 +465,35 @@ export class Inbox {
     }
   }
 
+  /** The position of the newest item shown (0: none). */
+  newest() {
+    return Math.max(0, ...[...this.items.values()].map((n) => n.position));
+  }
+
   async markAllRead() {
-    for (const n of this.items.values()) n.read = true;
+    for (const n of this.items.values()) n.read = n.seen = true;
     this.render();
     // Only what the user could have seen: a notification arriving meanwhile stays unread.
-    const newest = Math.max(0, ...this.items.keys());
+    const newest = this.newest();
+    const upTo = this.loaded && this.box === "inbox" && !this.unreadOnly && newest;
     try {
-      await this.hub.markAllRead(this.loaded && !this.unreadOnly && newest ? newest : null);
+      await this.hub.markAllRead(upTo || null);
     } catch {
       this.reload();
+    }
+  }
+
+  /** Archive the inbox up to the newest one shown (one arriving meanwhile stays). */
+  async archiveAll() {
+    const newest = this.newest();
+    if (this.box !== "inbox" || !newest) return;
+    this.items.clear();
+    this.nextBefore = null;
+    this.render();
+    try {
+      await this.hub.archive({ beforeId: newest });
+    } finally {
+      this.reload(); // the older pages not loaded yet went too
     }
   }
 }
@@ -358,7 +501,7 @@ export class Inbox {
 /** A notification from `notification.updated` (or the action answer), without the
  * user's `unread_count` that travels with it. */
 function withoutCount(data) {
-  const { unread_count: _count, ...n } = data;
+  const { unread_count: _unread, unseen_count: _unseen, ...n } = data;
   return n;
 }
 

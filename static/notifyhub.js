@@ -3,7 +3,7 @@
 //   import { NotifyHub } from "/static/notifyhub.js";
 //   const hub = new NotifyHub({ token });          // or { getToken: async () => token }
 //   hub.on("notification.created", (n) => ...);
-//   hub.on("unread", (count) => ...);
+//   hub.on("unread", (count) => ...);                // and "unseen"
 //   hub.connect();
 //
 // Guarantees: events with a seq are delivered to listeners at most once and in order;
@@ -70,6 +70,7 @@ export class NotifyHub extends Emitter {
     this.activeTransport = null;
     this.userId = null;
     this.unread = null; // the exact unread count (null before the first hello)
+    this.unseen = null; // the exact unseen count, likewise
     this.lastSeq = null; // newest seq delivered to listeners
     this.role = null; // "solo" | "leader" | "follower" while connected
     this.tabs = 0; // tabs sharing the connection (1 when solo)
@@ -195,6 +196,19 @@ export class NotifyHub extends Emitter {
     this.emit("unread", count);
   }
 
+  _setUnseen(count) {
+    if (typeof count !== "number" || count === this.unseen) return;
+    this.unseen = count;
+    this.emit("unseen", count);
+  }
+
+  // Counts from a REST answer: only while not live (live, events set them in commit order).
+  _countsFrom(result) {
+    if (this._live() || !result) return;
+    this._setUnread(result.unread_count);
+    this._setUnseen(result.unseen_count);
+  }
+
   _live() {
     return this.status === "connected";
   }
@@ -247,6 +261,7 @@ export class NotifyHub extends Emitter {
     // Events replayed after this hello (seq <= last) are already in unread_count.
     this._helloSeq = last;
     this._setUnread(data.unread_count);
+    this._setUnseen(data.unseen_count);
     this.emit("hello", data, event);
   }
 
@@ -265,12 +280,11 @@ export class NotifyHub extends Emitter {
     if (seq <= this._helloSeq || this.unread === null) return;
     if (type === "notification.created") {
       if (!data.read) this._setUnread(this.unread + 1);
-    } else if (
-      type === "notifications.read" ||
-      type === "notification.deleted" ||
-      type === "notification.updated"
-    ) {
+      if (!data.seen && this.unseen !== null) this._setUnseen(this.unseen + 1);
+    } else if (type.startsWith("notification") && data && typeof data.unread_count === "number") {
+      // Every other notification event carries both counts as they are after it.
       this._setUnread(data.unread_count);
+      this._setUnseen(data.unseen_count);
     }
   }
 
@@ -336,9 +350,9 @@ export class NotifyHub extends Emitter {
     const ack = await this._command(frame);
     const result = ack === null
       ? await this.rest.markRead(ids)
-      : { updated: ack.updated, unread_count: ack.unread_count };
-    // While live, the notifications.read event sets the count in commit order.
-    if (!this._live()) this._setUnread(result.unread_count);
+      : { updated: ack.updated, unread_count: ack.unread_count, unseen_count: ack.unseen_count };
+    // While live, the notifications.read event sets the counts in commit order.
+    this._countsFrom(result);
     return result;
   }
 
@@ -351,7 +365,11 @@ export class NotifyHub extends Emitter {
 
   // ---- REST (notifyhub/rest.js) -------------------------------------------------------
 
-  /** A page of the inbox: {items, next_before, unread_count}. */
+  /**
+   * A page of a box ("inbox", "archived", "all"): {items, next_before, unread_count,
+   * unseen_count}. `type` and `priority` take one value or an array; `since`/`until`
+   * a Date or an RFC 3339 string (created_at from, to); `read` true/false.
+   */
   list(options) {
     return this.rest.list(options);
   }
@@ -360,15 +378,43 @@ export class NotifyHub extends Emitter {
    * notification as it is now, with `unread_count`. */
   async act(id, actionId) {
     const result = await this.rest.act(id, actionId);
-    // While live, the notification.updated event sets the count in commit order.
-    if (!this._live()) this._setUnread(result.unread_count);
+    // While live, the notification.updated event sets the counts in commit order.
+    this._countsFrom(result);
     return result;
   }
 
   /** Mark every notification (up to `beforeId` if given) read. */
   async markAllRead(beforeId = null) {
     const result = await this.rest.markAllRead(beforeId);
-    if (!this._live()) this._setUnread(result.unread_count);
+    this._countsFrom(result);
+    return result;
+  }
+
+  /** Mark notifications seen: `{ids}`, or `{beforeId}` (the inbox up to that position). */
+  async markSeen(selection) {
+    const result = await this.rest.select("seen", selection);
+    this._countsFrom(result);
+    return result;
+  }
+
+  /** Archive notifications: `{ids}`, or `{beforeId}` (the inbox up to that position). */
+  async archive(selection) {
+    const result = await this.rest.select("archive", selection);
+    this._countsFrom(result);
+    return result;
+  }
+
+  /** Move archived notifications back to the inbox: `{ids}` or `{beforeId}`. */
+  async unarchive(selection) {
+    const result = await this.rest.select("unarchive", selection);
+    this._countsFrom(result);
+    return result;
+  }
+
+  /** Snooze a notification until `until` (a Date or an RFC 3339 string). */
+  async snooze(id, until) {
+    const result = await this.rest.snooze(id, until);
+    this._countsFrom(result);
     return result;
   }
 
@@ -377,11 +423,16 @@ export class NotifyHub extends Emitter {
     return this.rest.delete(id);
   }
 
-  /** The unread count asked from the hub (also sets `unread` while not live). */
+  /** The unread count asked from the hub (also sets `unread` and `unseen` while not live). */
   async unreadCount() {
-    const { count } = await this.rest.unreadCount();
-    if (!this._live()) this._setUnread(count);
-    return count;
+    return (await this.counts()).count;
+  }
+
+  /** `{count, unseen}` asked from the hub (also sets `unread` and `unseen` while not live). */
+  async counts() {
+    const counts = await this.rest.unreadCount();
+    this._countsFrom({ unread_count: counts.count, unseen_count: counts.unseen });
+    return counts;
   }
 
   /** Conversations, newest first: {items: [{user_id, last_message, unread_count}]}. */

@@ -5,54 +5,99 @@ FROM generate_series(1, $1::int) AS n
 
 -- name: insert_rows
 -- One row per array position, with the ids allocate_ids gave, returned in that order.
--- $10 actions as JSON text (arrays of arrays would have to be rectangular): NULL for a
--- notification without any.
-INSERT INTO notifications (id, user_id, type, title, body, link, data, priority, expires_at,
-                           actions)
+-- A new notification's inbox position is its id. $10 actions as JSON text (arrays of
+-- arrays would have to be rectangular): NULL for a notification without any.
+INSERT INTO notifications
+    (id, user_id, type, title, body, link, data, priority, expires_at, position, actions)
 OVERRIDING SYSTEM VALUE
-SELECT i, u, ty, ti, b, l, d, p, x, a::jsonb
+SELECT i, u, ty, ti, b, l, d, p, x, i, a::jsonb
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[])
      WITH ORDINALITY AS t(i, u, ty, ti, b, l, d, p, x, a, n)
 ORDER BY n
 RETURNING id, user_id, type, title, body, link, data, priority,
-          read_at IS NOT NULL AS read, read_at, created_at, expires_at,
+          read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
+          archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
+          created_at, expires_at,
           coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
 
 -- name: by_ids
 SELECT id, user_id, type, title, body, link, data, priority,
-       read_at IS NOT NULL AS read, read_at, created_at, expires_at,
+       read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
+       archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
+       created_at, expires_at,
        coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
 FROM notifications WHERE id = ANY($1::bigint[]) ORDER BY id
 
 -- name: page
--- $2 before (exclusive), $3 unread only, $4 type, $5 ILIKE pattern, $6 limit + 1.
--- An expired notification is hidden at once, swept or not.
-SELECT id, user_id, type, title, body, link, data, priority,
-       read_at IS NOT NULL AS read, read_at, created_at, expires_at,
-       coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
-FROM notifications
-WHERE user_id = $1
+-- One page of user $1's box $2 ('inbox', 'archived' or 'all') by position, newest
+-- first: $3 before (a position, exclusive), $4 read (NULL: either), $5 types and $6
+-- priorities (NULL: any), $7 created at or after, $8 created before, $9 ILIKE pattern
+-- of the title or body, $10 limit + 1. An expired notification is hidden at once, swept
+-- or not.
+-- Two arms that differ only in their first line: the inbox's, whose WHERE is the
+-- predicate of notifications_inbox_idx, and the archive's or everything's, on
+-- notifications_user_idx. The arm $2 does not ask for is skipped at once (a one-time
+-- filter), and the other is an index scan in position order that stops at the limit,
+-- also in a generic plan (so the cursor is a coalesce, not an IS NULL OR).
+(SELECT id, user_id, type, title, body, link, data, priority,
+        read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
+        archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
+        created_at, expires_at,
+        coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
+ FROM notifications
+ WHERE $2::text = 'inbox' AND archived_at IS NULL AND snoozed_until IS NULL
+  AND user_id = $1
   AND (expires_at IS NULL OR expires_at > now())
-  AND ($2::bigint IS NULL OR id < $2)
-  AND (NOT $3::boolean OR read_at IS NULL)
-  AND ($4::text IS NULL OR type = $4)
-  AND ($5::text IS NULL OR title ILIKE $5 OR body ILIKE $5)
-ORDER BY id DESC
-LIMIT $6
+  AND position < coalesce($3::bigint, 9223372036854775807)
+  AND ($4::boolean IS NULL OR (read_at IS NOT NULL) = $4)
+  AND ($5::text[] IS NULL OR type = ANY($5))
+  AND ($6::text[] IS NULL OR priority = ANY($6))
+  AND ($7::timestamptz IS NULL OR created_at >= $7)
+  AND ($8::timestamptz IS NULL OR created_at < $8)
+  AND ($9::text IS NULL OR title ILIKE $9 OR body ILIKE $9)
+ ORDER BY position DESC LIMIT $10)
+UNION ALL
+(SELECT id, user_id, type, title, body, link, data, priority,
+        read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
+        archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
+        created_at, expires_at,
+        coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
+ FROM notifications
+ WHERE $2::text <> 'inbox' AND ($2::text = 'all' OR archived_at IS NOT NULL)
+  AND user_id = $1
+  AND (expires_at IS NULL OR expires_at > now())
+  AND position < coalesce($3::bigint, 9223372036854775807)
+  AND ($4::boolean IS NULL OR (read_at IS NOT NULL) = $4)
+  AND ($5::text[] IS NULL OR type = ANY($5))
+  AND ($6::text[] IS NULL OR priority = ANY($6))
+  AND ($7::timestamptz IS NULL OR created_at >= $7)
+  AND ($8::timestamptz IS NULL OR created_at < $8)
+  AND ($9::text IS NULL OR title ILIKE $9 OR body ILIKE $9)
+ ORDER BY position DESC LIMIT $10)
+ORDER BY position DESC
+LIMIT $10
 
--- name: unread_count
-SELECT count(*) FROM notifications
-WHERE user_id = $1 AND read_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+-- name: counts
+-- User $1's unread and unseen counts: the inbox's (not archived, snoozed or expired).
+-- Every unseen notification is unread (reading sets seen_at too), so both are one
+-- index-only scan of notifications_unread_idx.
+SELECT count(*) AS unread, count(*) FILTER (WHERE seen_at IS NULL) AS unseen
+FROM notifications
+WHERE user_id = $1 AND read_at IS NULL AND archived_at IS NULL AND snoozed_until IS NULL
+  AND (expires_at IS NULL OR expires_at > now())
 
 -- name: mark_read
-UPDATE notifications SET read_at = now()
+-- Reading implies seeing.
+UPDATE notifications SET read_at = now(), seen_at = coalesce(seen_at, now())
 WHERE user_id = $1 AND id = ANY($2::bigint[]) AND read_at IS NULL
 RETURNING id
 
 -- name: mark_all_read
-UPDATE notifications SET read_at = now()
-WHERE user_id = $1 AND read_at IS NULL AND ($2::bigint IS NULL OR id <= $2)
+-- The inbox's unread notifications, those at or below position $2 if given.
+UPDATE notifications SET read_at = now(), seen_at = coalesce(seen_at, now())
+WHERE user_id = $1 AND read_at IS NULL AND archived_at IS NULL AND snoozed_until IS NULL
+  AND ($2::bigint IS NULL OR position <= $2)
 RETURNING id
 
 -- name: delete
@@ -64,7 +109,9 @@ DELETE FROM notifications WHERE id = $1 RETURNING user_id
 
 -- name: get
 SELECT id, user_id, type, title, body, link, data, priority,
-       read_at IS NOT NULL AS read, read_at, created_at, expires_at,
+       read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
+       archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
+       created_at, expires_at,
        coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
 FROM notifications WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)
 
@@ -87,7 +134,9 @@ SELECT idempotency_key, notification_ids, suppressed FROM notification_requests
 WHERE idempotency_key = ANY($1::text[])
 
 -- name: prune_read
-DELETE FROM notifications WHERE read_at < now() - make_interval(days => $1)
+-- A snoozed notification is kept: it returns unread.
+DELETE FROM notifications
+WHERE read_at < now() - make_interval(days => $1) AND snoozed_until IS NULL
 
 -- name: prune_requests
 -- A key whose scheduled notification still waits is kept: a repeat must not schedule it
@@ -127,19 +176,23 @@ WITH due AS (
 DELETE FROM notifications n USING due WHERE n.id = due.id
 RETURNING n.id, n.user_id
 
--- name: unread_counts
--- The unread count of each user $1 (as unread_count).
-SELECT u AS user_id,
-       (SELECT count(*) FROM notifications
-        WHERE user_id = u AND read_at IS NULL
-          AND (expires_at IS NULL OR expires_at > now())) AS n
-FROM unnest($1::text[]) AS u
+-- name: counts_many
+-- The counts of each user $1 (as counts).
+SELECT u AS user_id, c.unread, c.unseen
+FROM unnest($1::text[]) AS u,
+     LATERAL (SELECT count(*) AS unread, count(*) FILTER (WHERE seen_at IS NULL) AS unseen
+              FROM notifications
+              WHERE user_id = u AND read_at IS NULL AND archived_at IS NULL
+                AND snoozed_until IS NULL
+                AND (expires_at IS NULL OR expires_at > now())) AS c
 
 -- name: for_action
 -- Notification $1 if it is user $2's, locked for recording a choice (its row before the
 -- user's counter: the order every notification write takes).
 SELECT id, user_id, type, title, body, link, data, priority,
-       read_at IS NOT NULL AS read, read_at, created_at, expires_at,
+       read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
+       archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
+       created_at, expires_at,
        coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at,
        coalesce(expires_at <= now(), false) AS expired
 FROM notifications WHERE id = $1 AND user_id = $2
@@ -147,10 +200,12 @@ FOR UPDATE
 
 -- name: record_action
 -- Record choice $2 on notification $1 (locked by for_action, without one yet), mark it
--- read, and queue the choice for the {prefix}actions stream in the same statement.
+-- read (and so seen), and queue the choice for the {prefix}actions stream in the same
+-- statement.
 WITH chosen AS (
     UPDATE notifications
-    SET action_id = $2, acted_at = now(), read_at = coalesce(read_at, now())
+    SET action_id = $2, acted_at = now(), read_at = coalesce(read_at, now()),
+        seen_at = coalesce(seen_at, now())
     WHERE id = $1
     RETURNING *
 ), queued AS (
@@ -158,6 +213,8 @@ WITH chosen AS (
     SELECT id, user_id, type, action_id, data, acted_at FROM chosen
 )
 SELECT id, user_id, type, title, body, link, data, priority,
-       read_at IS NOT NULL AS read, read_at, created_at, expires_at,
+       read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
+       archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
+       created_at, expires_at,
        coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
 FROM chosen

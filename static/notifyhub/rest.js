@@ -63,13 +63,33 @@ export class RestApi {
     return json;
   }
 
-  list({ limit = 20, before = null, unreadOnly = false, type = null, q = null } = {}) {
+  list({
+    limit = 20, before = null, box = null, unreadOnly = false, read = null, type = null,
+    priority = null, since = null, until = null, q = null,
+  } = {}) {
     const params = new URLSearchParams({ limit: String(limit) });
     if (before !== null && before !== undefined) params.set("before", String(before));
+    if (box) params.set("box", box);
     if (unreadOnly) params.set("unread_only", "true");
-    if (type) params.set("type", type);
+    if (read !== null && read !== undefined) params.set("read", String(read));
+    for (const t of [].concat(type || [])) params.append("type", t);
+    for (const p of [].concat(priority || [])) params.append("priority", p);
+    if (since) params.set("since", since instanceof Date ? since.toISOString() : since);
+    if (until) params.set("until", until instanceof Date ? until.toISOString() : until);
     if (q) params.set("q", q);
     return this.request("GET", "/api/notifications?" + params);
+  }
+
+  // POST /api/notifications/<path> ("seen", "archive", "unarchive") with {ids} or
+  // {beforeId} (a position: every one at or below it).
+  select(path, { ids = null, beforeId = null } = {}) {
+    const body = ids ? { ids } : { before_id: beforeId };
+    return this.request("POST", "/api/notifications/" + path, body);
+  }
+
+  snooze(id, until) {
+    const body = { until: until instanceof Date ? until.toISOString() : until };
+    return this.request("POST", "/api/notifications/" + encodeURIComponent(id) + "/snooze", body);
   }
 
   markRead(ids) {

@@ -189,7 +189,10 @@ export class Share {
       this._post({
         t: "welcome",
         to: tab,
-        hello: { user_id: hub.userId, last_seq: hub.lastSeq, unread_count: hub.unread },
+        hello: {
+          user_id: hub.userId, last_seq: hub.lastSeq, unread_count: hub.unread,
+          unseen_count: hub.unseen,
+        },
         events: since === null ? [] : this._after(since),
         status: this._status(),
         tabs: this.tabs,

@@ -24,10 +24,14 @@ async def test_created_notification_has_every_contract_field(client):
     assert r.json()["suppressed"] == []
     [item] = r.json()["items"]
     assert set(item) == {"id", "user_id", "type", "title", "body", "link", "data", "priority",
-                         "read", "read_at", "created_at", "expires_at", "actions", "action"}
+                         "read", "read_at", "seen", "seen_at", "archived", "archived_at",
+                         "snoozed_until", "position", "created_at", "expires_at", "actions",
+                         "action"}
     assert item["user_id"] == "u1" and item["priority"] == "high"
     assert item["actions"] == [] and item["action"] is None
     assert item["read"] is False and item["read_at"] is None
+    assert item["seen"] is False and item["archived"] is False
+    assert item["snoozed_until"] is None and item["position"] == item["id"]
     assert item["data"] == {"course": "Bio"}
     assert item["created_at"].endswith("Z")
 
@@ -206,9 +210,9 @@ async def test_mark_read_ignores_other_users_ids(client):
     theirs = (await create(client, user_id="u2")).json()["items"][0]["id"]
     r = await client.post("/api/notifications/mark-read", json={"ids": [mine, theirs, 999999]},
                           headers=auth("u1"))
-    assert r.json() == {"updated": 1, "unread_count": 0}
+    assert r.json() == {"updated": 1, "unread_count": 0, "unseen_count": 0}
     r = await client.get("/api/notifications/unread-count", headers=auth("u2"))
-    assert r.json() == {"count": 1}
+    assert r.json() == {"count": 1, "unseen": 1}
 
 
 async def test_read_sets_read_at(client):
@@ -222,9 +226,9 @@ async def test_mark_all_read_honours_before_id_inclusive(client):
     ids = [(await create(client, user_id="u1")).json()["items"][0]["id"] for _ in range(3)]
     r = await client.post("/api/notifications/mark-all-read", json={"before_id": ids[1]},
                           headers=auth("u1"))
-    assert r.json() == {"updated": 2, "unread_count": 1}
+    assert r.json() == {"updated": 2, "unread_count": 1, "unseen_count": 1}
     r = await client.post("/api/notifications/mark-all-read", headers=auth("u1"))
-    assert r.json() == {"updated": 1, "unread_count": 0}
+    assert r.json() == {"updated": 1, "unread_count": 0, "unseen_count": 0}
 
 
 async def test_delete_own_is_204_and_others_is_404_untouched(client):
@@ -236,7 +240,7 @@ async def test_delete_own_is_204_and_others_is_404_untouched(client):
     assert r.status_code == 404
     assert r.json()["status"] == 404
     assert (await client.get("/api/notifications/unread-count", headers=auth("u2"))).json() == {
-        "count": 1
+        "count": 1, "unseen": 1
     }
     for bad in ["abc", "0", str(2**70)]:
         r = await client.delete(f"/api/notifications/{bad}", headers=auth("u1"))
@@ -253,8 +257,8 @@ async def test_changes_are_recorded_as_gapless_user_events(client, app):
     assert [(r["seq"], r["type"]) for r in rows] == [
         (1, "notification.created"), (2, "notifications.read"), (3, "notification.deleted"),
     ]
-    assert rows[1]["data"] == {"ids": [nid], "all": False, "unread_count": 0}
-    assert rows[2]["data"] == {"id": nid, "unread_count": 0}
+    assert rows[1]["data"] == {"ids": [nid], "all": False, "unread_count": 0, "unseen_count": 0}
+    assert rows[2]["data"] == {"id": nid, "unread_count": 0, "unseen_count": 0}
 
 
 async def test_fifty_concurrent_creates_for_one_user_get_seq_1_to_50(client, app):

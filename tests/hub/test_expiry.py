@@ -101,7 +101,7 @@ async def test_an_expired_notification_leaves_the_list_and_unread_count_at_once(
                 and page["unread_count"] == 1
         await eventually(hidden)
         r = await app.state.client.get("/api/notifications/unread-count", headers=auth("ann"))
-        assert r.json() == {"count": 1}
+        assert r.json() == {"count": 1, "unseen": 1}
         r = await app.state.client.get("/api/notifications?unread_only=true",
                                        headers=auth("ann"))
         assert [i["id"] for i in r.json()["items"]] == [kept["id"]]
@@ -140,7 +140,7 @@ async def test_the_sweeper_deletes_expired_notifications_with_their_deliveries_a
         assert last["type"] == "notification.deleted"
         data = last["data"]
         data = orjson.loads(data) if isinstance(data, str) else data
-        assert data == {"id": short["id"], "unread_count": 1}
+        assert data == {"id": short["id"], "unread_count": 1, "unseen_count": 1}
         assert [i["id"] for i in (await inbox(app, "ann"))["items"]] == [kept["id"]]
 
 

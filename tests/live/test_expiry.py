@@ -34,10 +34,11 @@ async def test_a_connected_client_gets_notification_deleted_when_one_expires(
             assert second["data"]["expires_at"] is None
             deleted = await recv_until(ws, "notification.deleted", timeout=15)
             assert deleted == {"type": "notification.deleted", "seq": second["seq"] + 1,
-                               "data": {"id": short["id"], "unread_count": 1}}
+                               "data": {"id": short["id"], "unread_count": 1,
+                                        "unseen_count": 1}}
         r = await hub.http.get("/api/notifications/unread-count",
                                headers={"Authorization": _bearer("ann")})
-        assert r.json() == {"count": 1}
+        assert r.json() == {"count": 1, "unseen": 1}
         assert kept["id"] != short["id"]
 
 

@@ -39,7 +39,8 @@ async def test_hello_is_the_first_frame_with_last_seq_and_unread_count(hub: Live
     async with ws_connect(hub.ws_url("u1")) as ws:
         frame = await recv(ws)
     assert frame == {
-        "type": "hello", "seq": None, "data": {"user_id": "u1", "last_seq": 2, "unread_count": 2}
+        "type": "hello", "seq": None, "data": {"user_id": "u1", "last_seq": 2, "unread_count": 2,
+                                                   "unseen_count": 2}
     }
 
 
@@ -75,13 +76,14 @@ async def test_every_event_type_reaches_the_right_users(hub: LiveHub) -> None:
         assert r.status_code == 200
         frame = await recv(u1)
         assert frame["type"] == "notifications.read"
-        assert frame["data"] == {"ids": [note["id"]], "all": False, "unread_count": 0}
+        assert frame["data"] == {"ids": [note["id"]], "all": False, "unread_count": 0,
+                                 "unseen_count": 0}
 
         r = await http.delete(f"/api/notifications/{note['id']}", headers=auth("u1"))
         assert r.status_code == 204
         frame = await recv(u1)
         assert frame["type"] == "notification.deleted"
-        assert frame["data"] == {"id": note["id"], "unread_count": 0}
+        assert frame["data"] == {"id": note["id"], "unread_count": 0, "unseen_count": 0}
 
         r = await http.post("/api/messages/send", headers=auth("u1"),
                             json={"recipient_id": "u2", "body": "hi"})
@@ -198,7 +200,8 @@ async def test_mark_read_over_the_socket_emits_the_read_event(hub: LiveHub) -> N
         await ws.send(orjson.dumps(frame).decode())
         # The event is published before the reply is queued; both arrive.
         got = {f["type"]: f for f in [await recv(ws), await recv(ws)]}
-        assert got["ack"]["data"] == {"client_id": "r1", "updated": 1, "unread_count": 0}
+        assert got["ack"]["data"] == {"client_id": "r1", "updated": 1, "unread_count": 0,
+                                       "unseen_count": 0}
         assert got["notifications.read"]["seq"] == 2
 
 

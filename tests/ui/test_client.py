@@ -106,7 +106,7 @@ async def test_client_rest_wrappers_speak_the_contract(
         }"""
     )
     assert result["titles"] == ["two", "one"]
-    assert result["marked"] == {"updated": 1, "unread_count": 1}
+    assert result["marked"] == {"updated": 1, "unread_count": 1, "unseen_count": 1}
     assert result["count"] == 1
     assert result["same"] is True
     assert result["partner"] == "carol"

@@ -9,7 +9,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.conftest import API_KEY, auth
-from tests.ui.conftest import DOCS_IMG, OpenPage, notify
+from tests.ui.conftest import DOCS_IMG, HubServer, OpenPage, notify
 
 pytestmark = pytest.mark.browser
 
@@ -19,6 +19,12 @@ XSS_SCRIPT = "<script>window.__xss=2</script>"
 
 
 def badge(page: Page):  # noqa: ANN201 - a Playwright Locator
+    """The bell's badge: how many are unseen."""
+    return page.get_by_test_id("unseen-count")
+
+
+def unread(page: Page):  # noqa: ANN201
+    """The dialog's unread count."""
     return page.get_by_test_id("unread-count")
 
 
@@ -40,6 +46,9 @@ async def test_badge_updates_live_when_a_notification_is_created(
     await expect(badge(page)).to_have_text("2")
     await page.get_by_test_id("bell").click()
     await expect(items(page).locator(".item-title")).to_have_text(["Quiz graded", "Essay graded"])
+    # Shown, so seen: the badge clears; they stay unread.
+    await expect(badge(page)).to_be_hidden()
+    await expect(unread(page)).to_have_text("2")
 
 
 async def test_marking_read_in_one_tab_updates_the_badge_in_another_tab(
@@ -55,14 +64,14 @@ async def test_marking_read_in_one_tab_updates_the_badge_in_another_tab(
     await first.get_by_test_id("bell").click()
     await first.get_by_role("button", name="Mark as read: Two").click()
     for page in (first, second):
-        await expect(badge(page)).to_have_text("2")
+        await expect(unread(page)).to_have_text("2")
     await expect(items(first).filter(has_text="Two")).not_to_have_class(UNREAD)
 
     await second.get_by_test_id("bell").click()
     await expect(items(second).filter(has_text="Two")).not_to_have_class(UNREAD)
     await second.get_by_role("button", name="Mark all read").click()
     for page in (first, second):
-        await expect(badge(page)).to_have_text("0")
+        await expect(unread(page)).to_have_text("0")
         await expect(badge(page)).to_be_hidden()
     await expect(first.locator(".item.unread")).to_have_count(0)
 
@@ -80,7 +89,7 @@ async def test_deleting_an_unread_notification_lowers_the_badge_everywhere(
     await first.get_by_role("button", name="Delete: Delete me").click()
     for page in (first, second):
         await expect(items(page).locator(".item-title")).to_have_text(["Keep me"])
-        await expect(badge(page)).to_have_text("1")
+        await expect(unread(page)).to_have_text("1")
     response = await api.get("/api/notifications", headers=auth("alice"))
     assert [n["title"] for n in response.json()["items"]] == ["Keep me"]
 
@@ -143,7 +152,107 @@ async def test_open_bell_screenshot(open_page: OpenPage, api: httpx.AsyncClient)
     await page.get_by_test_id("bell").click()
     await expect(items(page)).to_have_count(4)
     await page.get_by_role("button", name="Mark as read: Friend request from Carol").click()
-    await expect(badge(page)).to_have_text("3")
+    await expect(unread(page)).to_have_text("3")
+    await expect(badge(page)).to_be_hidden()
     await page.mouse.move(0, 0)
     DOCS_IMG.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(DOCS_IMG / "bell.png"))
+
+
+async def test_opening_the_bell_marks_what_it_shows_seen_in_every_tab(
+    open_page: OpenPage, api: httpx.AsyncClient
+) -> None:
+    first = await open_page("alice")
+    second = await open_page("alice", context=first.context)
+    for title in ["One", "Two", "Three"]:
+        await notify(api, "alice", title=title)
+    for page in (first, second):
+        await expect(badge(page)).to_have_text("3")
+    await expect(second.get_by_test_id("bell")).to_have_attribute(
+        "aria-label", "Notifications, 3 new, 3 unread")
+
+    await first.get_by_test_id("bell").click()
+    for page in (first, second):
+        await expect(badge(page)).to_be_hidden()
+        await expect(unread(page)).to_have_text("3")
+    await expect(second.get_by_test_id("bell")).to_have_attribute(
+        "aria-label", "Notifications, none new, 3 unread")
+    # One arriving while the first tab shows the inbox is seen there, so everywhere.
+    await notify(api, "alice", title="Four")
+    await expect(items(first).first.locator(".item-title")).to_have_text("Four")
+    for page in (first, second):
+        await expect(badge(page)).to_be_hidden()
+        await expect(unread(page)).to_have_text("4")
+    response = await api.get("/api/notifications/unread-count", headers=auth("alice"))
+    assert response.json() == {"count": 4, "unseen": 0}
+
+
+async def test_archiving_moves_an_item_to_the_archive_and_back_in_every_tab(
+    open_page: OpenPage, api: httpx.AsyncClient
+) -> None:
+    first = await open_page("alice")
+    second = await open_page("alice", context=first.context)
+    await notify(api, "alice", title="Old")
+    await notify(api, "alice", title="Done with")
+    for page in (first, second):
+        await page.get_by_test_id("bell").click()
+        await expect(items(page)).to_have_count(2)
+    await first.get_by_role("button", name="Archive: Done with").click()
+    for page in (first, second):
+        await expect(items(page).locator(".item-title")).to_have_text(["Old"])
+        await expect(unread(page)).to_have_text("1")
+    await second.get_by_role("button", name="Archived").click()
+    await expect(items(second).locator(".item-title")).to_have_text(["Done with"])
+    await second.get_by_role("button", name="Move to inbox: Done with").click()
+    await expect(items(second)).to_have_count(0)
+    await expect(items(first).locator(".item-title")).to_have_text(["Done with", "Old"])
+    await expect(unread(first)).to_have_text("2")
+    await second.get_by_role("button", name="Inbox").click()
+    await expect(items(second).locator(".item-title")).to_have_text(["Done with", "Old"])
+    await second.get_by_role("button", name="Archive all").click()
+    for page in (first, second):
+        await expect(items(page)).to_have_count(0)
+        await expect(unread(page)).to_have_text("0")
+    response = await api.get("/api/notifications?box=archived", headers=auth("alice"))
+    assert [n["title"] for n in response.json()["items"]] == ["Done with", "Old"]
+
+
+async def test_snoozing_by_keyboard_hides_an_item_until_it_returns_live_on_top(
+    open_page: OpenPage, api: httpx.AsyncClient, hub: HubServer
+) -> None:
+    page = await open_page("alice")
+    await notify(api, "alice", title="Later")
+    await notify(api, "alice", title="Now")
+    bell = page.get_by_test_id("bell")
+    await bell.focus()
+    await page.keyboard.press("Enter")
+    # The dialog takes the focus when it opens.
+    await expect(page.locator("#inbox")).to_be_focused()
+    await expect(items(page)).to_have_count(2)
+    snooze = page.get_by_role("button", name="Snooze: Later")
+    await snooze.focus()
+    await page.keyboard.press("Enter")
+    menu = page.get_by_role("group", name="Snooze until: Later")
+    await expect(menu.get_by_role("button", name="In 1 hour")).to_be_focused()
+    # Escape closes the choices (not the dialog) and returns to the button.
+    await page.keyboard.press("Escape")
+    await expect(menu).to_have_count(0)
+    await expect(snooze).to_be_focused()
+    await expect(page.locator("#inbox")).to_be_visible()
+    await page.keyboard.press("Enter")
+    await page.keyboard.press("Enter")  # "In 1 hour"
+    await expect(items(page).locator(".item-title")).to_have_text(["Now"])
+    await expect(unread(page)).to_have_text("1")
+    await page.keyboard.press("Escape")
+    await expect(bell).to_be_focused()
+
+    # Its hour passes (moved, not waited for), and the hub's scheduler returns it.
+    await hub.services.pool.execute(
+        "UPDATE notifications SET snoozed_until = now() WHERE title = 'Later'")
+    hub.services.schedule_changed.set()
+    await expect(badge(page)).to_have_text("1")
+    await expect(unread(page)).to_have_text("2")
+    await expect(page.locator("#live-region")).to_have_text("Back: Later")
+    await bell.click()
+    await expect(items(page).locator(".item-title")).to_have_text(["Later", "Now"])
+    await expect(badge(page)).to_be_hidden()

@@ -200,7 +200,7 @@ async def test_a_follower_sends_reads_and_types_through_the_leader(
     )
     assert result["body"] == "from a follower"
     assert result["client"] == "c-f1"
-    assert result["marked"] == {"updated": 1, "unread_count": 0}
+    assert result["marked"] == {"updated": 1, "unread_count": 0, "unseen_count": 0}
     assert result["typed"] is True
     # The hub's own error code, not a generic failure, and no retry over REST.
     assert result["refused"] == {"name": "HubError", "status": 422, "code": "invalid_input"}
@@ -294,7 +294,7 @@ async def test_an_unavailable_ack_falls_back_to_rest_and_other_errors_keep_their
     )
     assert answered == ["message.send", "notifications.mark_read"]
     assert result["body"] == "over REST"
-    assert result["marked"] == {"updated": 1, "unread_count": 0}
+    assert result["marked"] == {"updated": 1, "unread_count": 0, "unseen_count": 0}
     assert result["refused"] == {"status": 422, "code": "invalid_input"}
     sends = [url for url in rest_calls if url.endswith("/api/messages/send")]
     marks = [url for url in rest_calls if url.endswith("/api/notifications/mark-read")]
