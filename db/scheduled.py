@@ -11,9 +11,11 @@ from db.queries import load
 Q = load("scheduled")
 
 #: A scheduled notification to store: ``(id, send_at, user_ids, type, title, body, link,
-#: data, priority, expires_at, idempotency_key)``, its id from ``notifications.allocate_ids``.
+#: data, priority, expires_at, idempotency_key, collapse_key, actor, grouped_title,
+#: grouped_body)``, its id from ``notifications.allocate_ids``; the grouped patterns
+#: (``hub.templates.grouped``) are None without a collapse key.
 Row = tuple[int, datetime, list[str], str, str, str, str | None, dict[str, Any], str,
-            datetime | None, str | None]
+            datetime | None, str | None, str | None, str | None, str | None, str | None]
 
 
 def _item(record: Any) -> dict[str, Any]:

@@ -251,6 +251,12 @@ class Notification(BaseModel):
     position: int
     created_at: datetime
     expires_at: datetime | None
+    #: Its group's key (docs/api.md, "Grouping"); null: not grouped.
+    collapse_key: str | None = None
+    #: How many creates its group absorbed (1: just its own).
+    group_count: int = 1
+    #: Its group's most recent actors, newest first, distinct, at most 5.
+    actors: list[str] = []
 
 
 class NotificationPage(BaseModel):
@@ -298,6 +304,11 @@ class NotificationCreate(Strict):
     #: When to send it (RFC 3339, with a time zone): later than a second from now, it is
     #: stored and sent then (docs/delivery.md, "Scheduled notifications"); earlier, now.
     send_at: datetime | None = Field(default=None, strict=False)
+    #: Groups it with the recipient's unread notification with this key (docs/api.md,
+    #: "Grouping").
+    collapse_key: str | None = Field(default=None, min_length=1, max_length=200)
+    #: Who caused it (e.g. "Ada"), kept on its group and shown by ``{actor}``.
+    actor: str | None = Field(default=None, min_length=1, max_length=100)
 
     def recipients(self) -> list[str]:
         """The distinct target users, in the order given."""
@@ -370,6 +381,9 @@ class NotificationCreate(Strict):
 class CreateResult(BaseModel):
     items: list[Notification]
     suppressed: list[str]
+    #: The create joined a group (``collapse_key``) instead of making a notification;
+    #: on a replay: whether an item counts more than one create.
+    grouped: bool = False
 
 
 class ScheduledNotification(BaseModel):
@@ -722,6 +736,15 @@ def _check_locales(value: dict[str, TemplateVariant]) -> dict[str, TemplateVaria
     return value
 
 
+class TemplateGrouped(Strict):
+    """A template's text for a group of notifications (docs/api.md, "Grouping"): its
+    data's placeholders and ``{actor}``, ``{others}``, ``{count}``; ``body`` None: the
+    newest create's body."""
+
+    title: str = Field(min_length=1, max_length=200)
+    body: str | None = Field(default=None, max_length=2000)
+
+
 class Template(BaseModel):
     key: str
     type: str
@@ -729,6 +752,7 @@ class Template(BaseModel):
     body: str
     link: str | None
     locales: dict[str, TemplateVariant] = {}
+    grouped: TemplateGrouped | None = None
 
 
 class TemplatePut(Strict):
@@ -737,6 +761,7 @@ class TemplatePut(Strict):
     body: str = Field(default="", max_length=2000)
     link: str | None = Field(default=None, max_length=2000)
     locales: Annotated[dict[str, TemplateVariant], AfterValidator(_check_locales)] = {}
+    grouped: TemplateGrouped | None = None
 
 
 class TemplateList(BaseModel):

@@ -53,9 +53,10 @@ def due_job(row: dict[str, Any]) -> notifications.Due:
     request = NotificationCreate.model_construct(
         user_ids=row["user_ids"], type=row["type"], title=row["title"], body=row["body"],
         link=row["link"], data=row["data"], priority=row["priority"],
-        expires_at=row["expires_at"],
+        expires_at=row["expires_at"], collapse_key=row["collapse_key"], actor=row["actor"],
     )
-    return notifications.Due(row["id"], request, row["idempotency_key"])
+    grouped = (row["grouped_title"], row["grouped_body"]) if row["collapse_key"] else None
+    return notifications.Due(row["id"], request, row["idempotency_key"], grouped)
 
 
 async def send_batch(svc: Services, limit: int = BATCH) -> int:

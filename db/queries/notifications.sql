@@ -4,26 +4,74 @@ SELECT array_agg(nextval('notifications_id_seq') ORDER BY n)
 FROM generate_series(1, $1::int) AS n
 
 -- name: insert_rows
--- One row per array position, with the ids allocate_ids gave, returned in that order.
--- A new notification's inbox position is its id.
-INSERT INTO notifications
-    (id, user_id, type, title, body, link, data, priority, expires_at, position)
-OVERRIDING SYSTEM VALUE
-SELECT i, u, ty, ti, b, l, d, p, x, i
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::jsonb[], $8::text[], $9::timestamptz[])
-     WITH ORDINALITY AS t(i, u, ty, ti, b, l, d, p, x, n)
-ORDER BY n
-RETURNING id, user_id, type, title, body, link, data, priority,
-          read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
-          archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
-          created_at, expires_at
+-- One row per array position, with the ids allocate_ids gave. A new notification's
+-- inbox position is its id. A row with a collapse key $10 (the batch's creates of one
+-- user and key already folded into it: $11 creates, actors $12 newest first, as a
+-- JSON array, the
+-- grouped title and body patterns $13, $14) joins the user's open group with that key
+-- if there is one (hub/notifications.py, docs/api.md "Grouping"): count and actors
+-- added, title (and body, if the pattern has one) rendered from the grouped patterns,
+-- the rest from the newest create, back in the inbox at the top (a fresh position from
+-- the id sequence), unseen. A row's returned id is then the group's, not its own.
+-- ``old`` locks the open groups first, in (user, key) order, so concurrent batches
+-- queue up rather than deadlock, and tells how each was before: was_seen, was_out
+-- (archived or snoozed), NULL for a row inserted. An open group another transaction
+-- inserts meanwhile is waited for by ON CONFLICT and joined (it is unseen, in the inbox).
+WITH input AS (
+    SELECT t.*, ARRAY(SELECT jsonb_array_elements_text(t.a::jsonb)) AS aa
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::jsonb[], $8::text[], $9::timestamptz[],
+                         $10::text[], $11::int[], $12::text[], $13::text[], $14::text[])
+         WITH ORDINALITY AS t(i, u, ty, ti, b, l, d, p, x, k, c, a, gt, gb, n)
+), old AS (
+    SELECT g.id, g.seen_at IS NOT NULL AS was_seen,
+           g.archived_at IS NOT NULL OR g.snoozed_until IS NOT NULL AS was_out
+    FROM notifications g JOIN input ON g.user_id = input.u AND g.collapse_key = input.k
+    WHERE g.collapse_key IS NOT NULL AND g.read_at IS NULL
+    ORDER BY g.user_id, g.collapse_key
+    FOR UPDATE OF g
+), ins AS (
+    INSERT INTO notifications AS g
+        (id, user_id, type, title, body, link, data, priority, expires_at, position,
+         collapse_key, group_count, actors)
+    OVERRIDING SYSTEM VALUE
+    SELECT i, u, ty,
+           CASE WHEN c > 1 THEN left(notification_group_text(gt, c, aa), 200)
+                ELSE ti END,
+           CASE WHEN c > 1 AND gb IS NOT NULL
+                THEN left(notification_group_text(gb, c, aa), 2000) ELSE b END,
+           l, d, p, x, i, k, c, aa
+    FROM input, (SELECT count(*) FROM old) AS locked
+    ORDER BY n
+    ON CONFLICT (user_id, collapse_key) WHERE collapse_key IS NOT NULL AND read_at IS NULL
+    DO UPDATE SET
+        type = EXCLUDED.type, link = EXCLUDED.link, data = EXCLUDED.data,
+        priority = EXCLUDED.priority, expires_at = EXCLUDED.expires_at,
+        group_count = g.group_count + EXCLUDED.group_count,
+        actors = notification_group_actors(EXCLUDED.actors, g.actors),
+        title = left(notification_group_text(
+            (SELECT gt FROM input WHERE input.i = EXCLUDED.id),
+            g.group_count + EXCLUDED.group_count,
+            notification_group_actors(EXCLUDED.actors, g.actors)), 200),
+        body = coalesce(left(notification_group_text(
+            (SELECT gb FROM input WHERE input.i = EXCLUDED.id),
+            g.group_count + EXCLUDED.group_count,
+            notification_group_actors(EXCLUDED.actors, g.actors)), 2000),
+            (SELECT b FROM input WHERE input.i = EXCLUDED.id)),
+        position = nextval('notifications_id_seq'),
+        seen_at = NULL, archived_at = NULL, snoozed_until = NULL
+    RETURNING id, user_id, type, title, body, link, data, priority,
+              read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
+              archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
+              created_at, expires_at, collapse_key, group_count, actors
+)
+SELECT ins.*, old.was_seen, old.was_out FROM ins LEFT JOIN old USING (id)
 
 -- name: by_ids
 SELECT id, user_id, type, title, body, link, data, priority,
        read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
        archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
-       created_at, expires_at
+       created_at, expires_at, collapse_key, group_count, actors
 FROM notifications WHERE id = ANY($1::bigint[]) ORDER BY id
 
 -- name: page
@@ -40,7 +88,7 @@ FROM notifications WHERE id = ANY($1::bigint[]) ORDER BY id
 (SELECT id, user_id, type, title, body, link, data, priority,
         read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
         archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
-        created_at, expires_at
+        created_at, expires_at, collapse_key, group_count, actors
  FROM notifications
  WHERE $2::text = 'inbox' AND archived_at IS NULL AND snoozed_until IS NULL
   AND user_id = $1
@@ -57,7 +105,7 @@ UNION ALL
 (SELECT id, user_id, type, title, body, link, data, priority,
         read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
         archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
-        created_at, expires_at
+        created_at, expires_at, collapse_key, group_count, actors
  FROM notifications
  WHERE $2::text <> 'inbox' AND ($2::text = 'all' OR archived_at IS NOT NULL)
   AND user_id = $1
@@ -106,7 +154,7 @@ DELETE FROM notifications WHERE id = $1 RETURNING user_id
 SELECT id, user_id, type, title, body, link, data, priority,
        read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
        archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
-       created_at, expires_at
+       created_at, expires_at, collapse_key, group_count, actors
 FROM notifications WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)
 
 -- name: claim_requests
