@@ -89,7 +89,7 @@ async def put(svc: Services, key: str, body: TemplatePut) -> dict[str, Any]:
         placeholders(text)
     return await store.put(svc.pool, key, body.type, body.title, body.body, body.link,
                            {tag: v.model_dump() for tag, v in body.locales.items()},
-                           grouped.model_dump() if grouped else None)
+                           grouped.model_dump(exclude_none=True) if grouped else None)
 
 
 async def get(svc: Services, key: str) -> dict[str, Any]:

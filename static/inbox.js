@@ -69,7 +69,7 @@ export class Inbox {
     for (const type of [
       "notification.created", "notifications.read", "notification.deleted",
       "notification.seen", "notification.archived", "notification.unarchived",
-      "notification.snoozed", "notification.unsnoozed",
+      "notification.snoozed", "notification.unsnoozed", "notification.updated",
     ]) {
       hub.on(type, (data) => this.apply(type, data));
     }
@@ -192,10 +192,12 @@ export class Inbox {
       return;
     }
     const inbox = this.box === "inbox";
-    if (type === "notification.created" || type === "notification.unsnoozed") {
+    if (type === "notification.created" || type === "notification.unsnoozed"
+        || type === "notification.updated") {
       const n = type === "notification.created" ? data : data.notification;
-      announce(`${type === "notification.created" ? "New notification" : "Back"}: ${n.title}`);
+      announce(`${type === "notification.unsnoozed" ? "Back" : "New notification"}: ${n.title}`);
       if (!this.loaded) return;
+      this.nodes.delete(n.id); // a grouped one has a new title and count: built anew
       if (inbox) this.items.set(n.id, n);
       else this.items.delete(n.id);
     } else if (type === "notifications.read" || type === "notification.seen") {
@@ -303,6 +305,14 @@ export class Inbox {
         "div",
         { class: "item-main" },
         title,
+        n.group_count > 1
+          ? el("span", {
+              class: "group-count",
+              text: `×${n.group_count}`,
+              data: { testid: "group-count" },
+              attrs: { "aria-label": `${n.group_count} grouped` },
+            })
+          : null,
         n.body ? el("p", { class: "item-body", text: n.body }) : null,
         el("p", { class: "item-meta" }, timeEl(n.created_at), " · ", typeLabel(n.type)),
       ),

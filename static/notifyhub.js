@@ -20,6 +20,7 @@ export const DURABLE_TYPES = [
   "notification.unarchived",
   "notification.snoozed",
   "notification.unsnoozed",
+  "notification.updated",
   "message.created",
   "messages.read",
   "message.deleted",
