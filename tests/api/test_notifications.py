@@ -294,8 +294,9 @@ async def test_a_create_with_a_collapse_key_joins_the_unread_group(client):
     assert joined["actors"] == ["Bob", "Ada"]
     page = (await client.get("/api/notifications", headers=auth("u1"))).json()
     assert [i["id"] for i in page["items"]] == [group["id"]]
-    await client.post("/api/notifications/read", json={"ids": [group["id"]]},
-                      headers=auth("u1"))
+    r = await client.post("/api/notifications/mark-read", json={"ids": [group["id"]]},
+                          headers=auth("u1"))
+    assert r.json()["updated"] == 1
     third = await create(client, **like, actor="Cy")
     assert third.json()["grouped"] is False and third.json()["items"][0]["id"] != group["id"]
 
