@@ -53,9 +53,10 @@ def due_job(row: dict[str, Any]) -> notifications.Due:
     request = NotificationCreate.model_construct(
         user_ids=row["user_ids"], type=row["type"], title=row["title"], body=row["body"],
         link=row["link"], data=row["data"], priority=row["priority"],
-        expires_at=row["expires_at"], collapse_key=row["collapse_key"], actor=row["actor"],
+        expires_at=row["expires_at"], collapse_key=row.get("collapse_key"),
+        actor=row.get("actor"),
     )
-    grouped = (row["grouped_title"], row["grouped_body"]) if row["collapse_key"] else None
+    grouped = (row["grouped_title"], row["grouped_body"]) if row.get("collapse_key") else None
     return notifications.Due(row["id"], request, row["idempotency_key"], grouped)
 
 
