@@ -52,18 +52,20 @@ async def insert_rows(
     A row with a ``Group`` (``groups``, by position; each user and key at most once)
     joins the user's open group with its key if there is one: the row returned is the
     group's (its own id), with ``was_seen`` and ``was_out`` (archived or snoozed) telling
-    how it was before; a row inserted has them None.
+    how it was before; a row inserted has them None. Without groups, one plain INSERT.
     """
     if not rows:
         return []
     columns = [list(column) for column in zip(*rows, strict=True)]
-    gs = groups or [None] * len(rows)
+    if groups is None or not any(groups):
+        return [dict(r) for r in await conn.fetch(Q.insert_rows, *columns)]
+    gs = groups
     extra = [
         [g.key if g else None for g in gs], [g.count if g else 1 for g in gs],
         [dumps(g.actors if g else []) for g in gs], [g.title if g else None for g in gs],
         [g.body if g else None for g in gs],
     ]
-    stored = [dict(r) for r in await conn.fetch(Q.insert_rows, *columns, *extra)]
+    stored = [dict(r) for r in await conn.fetch(Q.insert_grouped, *columns, *extra)]
     by_id = {r["id"]: r for r in stored}
     by_group = {(r["user_id"], r["collapse_key"]): r for r in stored if r["collapse_key"]}
     return [by_group[(row[1], g.key)] if g else by_id[row[0]]

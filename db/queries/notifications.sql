@@ -4,11 +4,28 @@ SELECT array_agg(nextval('notifications_id_seq') ORDER BY n)
 FROM generate_series(1, $1::int) AS n
 
 -- name: insert_rows
--- One row per array position, with the ids allocate_ids gave. A new notification's
--- inbox position is its id. A row with a collapse key $10 (the batch's creates of one
--- user and key already folded into it: $11 creates, actors $12 newest first, as a
--- JSON array, the
--- grouped title and body patterns $13, $14) joins the user's open group with that key
+-- One row per array position, with the ids allocate_ids gave, returned in that order.
+-- A new notification's inbox position is its id. (Rows with collapse keys go through
+-- insert_grouped.)
+INSERT INTO notifications
+    (id, user_id, type, title, body, link, data, priority, expires_at, position)
+OVERRIDING SYSTEM VALUE
+SELECT i, u, ty, ti, b, l, d, p, x, i
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::jsonb[], $8::text[], $9::timestamptz[])
+     WITH ORDINALITY AS t(i, u, ty, ti, b, l, d, p, x, n)
+ORDER BY n
+RETURNING id, user_id, type, title, body, link, data, priority,
+          read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
+          archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
+          created_at, expires_at, collapse_key, group_count, actors
+
+-- name: insert_grouped
+-- insert_rows for a batch with collapse keys: one row per array position, with the
+-- ids allocate_ids gave; a new notification's inbox position is its id. A row with a
+-- collapse key $10 (the batch's creates of one user and key already folded into it:
+-- $11 creates, actors $12 newest first as a JSON array, the grouped title and body
+-- patterns $13, $14) joins the user's open group with that key
 -- if there is one (hub/notifications.py, docs/api.md "Grouping"): count and actors
 -- added, title (and body, if the pattern has one) rendered from the grouped patterns,
 -- the rest from the newest create, back in the inbox at the top (a fresh position from
@@ -27,7 +44,7 @@ WITH input AS (
     SELECT g.id, g.seen_at IS NOT NULL AS was_seen,
            g.archived_at IS NOT NULL OR g.snoozed_until IS NOT NULL AS was_out
     FROM notifications g JOIN input ON g.user_id = input.u AND g.collapse_key = input.k
-    WHERE g.collapse_key IS NOT NULL AND g.read_at IS NULL
+    WHERE input.k IS NOT NULL AND g.collapse_key IS NOT NULL AND g.read_at IS NULL
     ORDER BY g.user_id, g.collapse_key
     FOR UPDATE OF g
 ), ins AS (
