@@ -226,13 +226,16 @@ def grouped(
     request: NotificationCreate, stored: dict[str, dict[str, Any]], title: str
 ) -> tuple[str, str | None]:
     """The grouped title and body patterns of ``request`` (whose own title is
-    ``title``): its template's ``grouped`` variant, else ``DEFAULT_GROUPED_TITLE``, with
-    the data's placeholders (and ``{title}``) rendered and ``{count}``, ``{others}``,
-    ``{actor}`` left as markers. An explicit ``title`` in the request uses the default."""
+    ``title``): its template's ``grouped`` variant with the data's placeholders rendered,
+    else ``DEFAULT_GROUPED_TITLE`` with ``{title}``; ``{count}``, ``{others}`` and
+    ``{actor}`` are left as markers. An explicit ``title`` in the request uses the
+    default."""
     tpl = stored.get(request.template) if request.template and not request.title else None
-    variant = (tpl or {}).get("grouped") or {"title": DEFAULT_GROUPED_TITLE}
-    values = {k: v.replace("\x1e", "") for k, v in _text_values(request.data).items()}
-    values["title"] = title.replace("\x1e", "")
+    variant = (tpl or {}).get("grouped")
+    if variant:  # the data's placeholders (a data key "title" is the data's)
+        values = {k: v.replace("\x1e", "") for k, v in _text_values(request.data).items()}
+    else:
+        variant, values = {"title": DEFAULT_GROUPED_TITLE}, {"title": title.replace("\x1e", "")}
     body = variant.get("body")
     return (_render_pattern(variant["title"], values),
             None if body is None else _render_pattern(body, values))

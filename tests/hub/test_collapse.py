@@ -209,3 +209,18 @@ async def test_a_scheduled_create_joins_its_group_when_it_is_sent(
         assert got is not None
         assert (got["group_count"], got["actors"]) == (2, ["Bob", "Ada"])
         assert got["title"] == "Bob liked your post (2)"
+
+
+async def test_a_grouped_template_without_actors_says_someone_and_data_cannot_fake_markers(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with instance(database_url, tmp_path) as svc:
+        await svc.pool.execute(
+            "INSERT INTO templates (key, type, title, body, grouped) VALUES ('seen', 'seen',"
+            " 'Seen {post}', '', '{\"title\": \"{actor} and {others} more saw {post}\"}')")
+        for _ in range(2):
+            made = await notifications.create(svc, NotificationCreate(
+                user_id="u1", type="seen", template="seen", data={"post": "P\x1eC{count}"},
+                collapse_key="k"))
+        assert made.items[0]["title"] == "Someone and 1 more saw PC{count}"
+        assert made.items[0]["actors"] == []
