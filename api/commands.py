@@ -137,7 +137,8 @@ async def _create(settings: Settings, request: NotificationCreate) -> dict[str, 
             raise CliError(f"cannot create the notification: {explain(exc)}") from None
     if created.scheduled is not None:
         return created.scheduled
-    return {"items": created.items, "suppressed": created.suppressed}
+    return {"items": created.items, "suppressed": created.suppressed,
+     "grouped": created.grouped}
 
 
 def worker_command(settings: Settings, args: argparse.Namespace) -> int:

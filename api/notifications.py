@@ -83,7 +83,8 @@ async def create_notifications(request: Request) -> Response:
     if created.scheduled is not None:  # sent at its send_at (docs/delivery.md)
         return json_response(created.scheduled, status=200 if created.replayed else 202)
     return json_response(
-        {"items": created.items, "suppressed": created.suppressed},
+        {"items": created.items, "suppressed": created.suppressed,
+         "grouped": created.grouped},
         status=200 if created.replayed else 201,
     )
 

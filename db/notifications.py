@@ -33,6 +33,19 @@ def item(record: Any) -> dict[str, Any]:
     return row
 
 
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A row's grouping (``insert_rows``): its collapse key, how many creates it folds,
+    their actors (newest first, distinct, at most 5), and the grouped title and body
+    patterns (``hub.templates.grouped``; body None: the newest create's body)."""
+
+    key: str
+    count: int
+    actors: list[str]
+    title: str
+    body: str | None
+
+
 async def allocate_ids(conn: Conn, count: int) -> list[int]:
     """``count`` new notification ids, ascending (gaps are harmless)."""
     if count == 0:
@@ -40,14 +53,35 @@ async def allocate_ids(conn: Conn, count: int) -> list[int]:
     return list(await conn.fetchval(Q.allocate_ids, count))
 
 
-async def insert_rows(conn: Conn, rows: list[Row]) -> list[dict[str, Any]]:
-    """Insert ``rows`` in one statement, in the order given; return the stored rows."""
+async def insert_rows(
+    conn: Conn, rows: list[Row], groups: list[Group | None] | None = None
+) -> list[dict[str, Any]]:
+    """Insert ``rows`` in one statement; return the stored rows, one per row given, in
+    that order.
+
+    A row with a ``Group`` (``groups``, by position; each user and key at most once)
+    joins the user's open group with its key if there is one: the row returned is the
+    group's (its own id), with ``was_seen`` and ``was_out`` (archived or snoozed) telling
+    how it was before; a row inserted has them None. Without groups, one plain INSERT.
+    """
     if not rows:
         return []
     columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
     # As text: arrays of arrays must be rectangular.
     columns[9] = [None if actions is None else dumps(actions) for actions in columns[9]]
-    return [item(r) for r in await conn.fetch(Q.insert_rows, *columns)]
+    if groups is None or not any(groups):
+        return [item(r) for r in await conn.fetch(Q.insert_rows, *columns)]
+    gs = groups
+    extra = [
+        [g.key if g else None for g in gs], [g.count if g else 1 for g in gs],
+        [dumps(g.actors if g else []) for g in gs], [g.title if g else None for g in gs],
+        [g.body if g else None for g in gs],
+    ]
+    stored = [item(r) for r in await conn.fetch(Q.insert_grouped, *columns, *extra)]
+    by_id = {r["id"]: r for r in stored}
+    by_group = {(r["user_id"], r["collapse_key"]): r for r in stored if r["collapse_key"]}
+    return [by_group[(row[1], g.key)] if g else by_id[row[0]]
+            for row, g in zip(rows, gs, strict=True)]
 
 
 async def by_ids(conn: Conn, ids: list[int]) -> list[dict[str, Any]]:

@@ -11,11 +11,14 @@ from db.queries import load
 Q = load("scheduled")
 
 #: A scheduled notification to store: ``(id, send_at, user_ids, type, title, body, link,
-#: data, priority, expires_at, idempotency_key, localized, actions)``, its id from
-#: ``notifications.allocate_ids``; ``localized``: ``{user: (title, body, link)}`` of the
-#: recipients whose locale picked a template variant; ``actions`` None: it has none.
+#: data, priority, expires_at, idempotency_key, localized, actions, collapse_key, actor,
+#: grouped_title, grouped_body)``, its id from ``notifications.allocate_ids``;
+#: ``localized``: ``{user: (title, body, link)}`` of the recipients whose locale picked a
+#: template variant; ``actions`` None: it has none; the grouped patterns
+#: (``hub.templates.grouped``) are None without a collapse key.
 Row = tuple[int, datetime, list[str], str, str, str, str | None, dict[str, Any], str,
-            datetime | None, str | None, dict[str, Any], list[dict[str, Any]] | None]
+            datetime | None, str | None, dict[str, Any], list[dict[str, Any]] | None,
+            str | None, str | None, str | None, str | None]
 
 
 def _item(record: Any) -> dict[str, Any]:

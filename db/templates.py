@@ -26,9 +26,10 @@ async def get_many(conn: Conn, keys: list[str]) -> dict[str, dict[str, Any]]:
 
 async def put(
     conn: Conn, key: str, type_: str, title: str, body: str, link: str | None,
-    locales: dict[str, dict[str, Any]],
+    locales: dict[str, dict[str, Any]], grouped: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Create or replace template ``key``; ``locales``: its variants by language tag."""
-    row = await conn.fetchrow(Q.put, key, type_, title, body, link, locales)
+    """Create or replace template ``key``; ``locales``: its variants by language tag;
+    ``grouped``: its text for a group (``{"title", "body"}``), if any."""
+    row = await conn.fetchrow(Q.put, key, type_, title, body, link, locales, grouped)
     assert row is not None
     return dict(row)

@@ -48,8 +48,8 @@ MAX_BATCHES = 20
 
 async def choose(svc: Services, user_id: str, id_: int, action_id: str) -> dict[str, Any]:
     """Record ``action_id`` as ``user_id``'s choice on their notification ``id_``; the
-    notification as it is now, with ``unread_count`` (the data of
-    ``notification.updated``).
+    notification as it is now, with ``unread_count`` and ``unseen_count`` (the event
+    ``notification.updated`` carries the same, the notification apart).
 
     The first choice marks it read and emits ``notification.updated``; the same choice
     again changes nothing and answers the same. NotFound: not the user's notification
@@ -73,7 +73,10 @@ async def choose(svc: Services, user_id: str, id_: int, action_id: str) -> dict[
         dismissals = await dismiss_read(svc, work.conn, [] if found["read"] else [id_])
         unread, unseen = (await counts_locked(work.conn, [user_id]))[user_id]
         data = {**updated, "unread_count": unread, "unseen_count": unseen}
-        await work.append([(user_id, "notification.updated", data)])
+        # The event's shape is the one every notification.updated has (a group joined
+        # too): the notification, and the counts right after it.
+        await work.append([(user_id, "notification.updated", {
+            "notification": updated, "unread_count": unread, "unseen_count": unseen})])
     svc.actions_pending.set()  # after the commit: the relay finds the queued choice
     if dismissals:
         svc.deliveries_due.set()

@@ -281,13 +281,21 @@ class Notification(BaseModel):
     actions: list[ActionButton]
     #: The action its user chose (``POST /api/notifications/{id}/actions/{action_id}``).
     action: ChosenAction | None
+    #: Its group's key (docs/api.md, "Grouping"); null: not grouped.
+    collapse_key: str | None = None
+    #: How many creates its group absorbed (1: just its own).
+    group_count: int = 1
+    #: Its group's most recent actors, newest first, distinct, at most 5.
+    actors: list[str] = []
 
 
 class ActedNotification(Notification):
-    """The answer of choosing an action, and the data of ``notification.updated``: the
-    notification as it is now, and its user's unread count."""
+    """The answer of choosing an action: the notification as it is now, and its user's
+    unread and unseen counts (the event ``notification.updated`` carries the same as
+    ``{"notification", "unread_count", "unseen_count"}``)."""
 
     unread_count: int
+    unseen_count: int
 
 
 class NotificationPage(BaseModel):
@@ -373,6 +381,11 @@ class NotificationCreate(Strict):
         Field(min_length=1, max_length=MAX_ACTIONS),
         AfterValidator(_distinct_ids),
     ] = None
+    #: Groups it with the recipient's unread notification with this key (docs/api.md,
+    #: "Grouping").
+    collapse_key: str | None = Field(default=None, min_length=1, max_length=200)
+    #: Who caused it (e.g. "Ada"), kept on its group and shown by ``{actor}``.
+    actor: str | None = Field(default=None, min_length=1, max_length=100)
 
     def recipients(self) -> list[str]:
         """The distinct target users, in the order given."""
@@ -445,6 +458,9 @@ class NotificationCreate(Strict):
 class CreateResult(BaseModel):
     items: list[Notification]
     suppressed: list[str]
+    #: The create joined a group (``collapse_key``) instead of making a notification;
+    #: on a replay: whether an item counts more than one create.
+    grouped: bool = False
 
 
 class ScheduledNotification(BaseModel):
@@ -814,6 +830,15 @@ def _check_locales(value: dict[str, TemplateVariant]) -> dict[str, TemplateVaria
     return value
 
 
+class TemplateGrouped(Strict):
+    """A template's text for a group of notifications (docs/api.md, "Grouping"): its
+    data's placeholders and ``{actor}``, ``{others}``, ``{count}``; ``body`` None: the
+    newest create's body."""
+
+    title: str = Field(min_length=1, max_length=200)
+    body: str | None = Field(default=None, max_length=2000)
+
+
 class Template(BaseModel):
     key: str
     type: str
@@ -821,6 +846,7 @@ class Template(BaseModel):
     body: str
     link: str | None
     locales: dict[str, TemplateVariant] = {}
+    grouped: TemplateGrouped | None = None
 
 
 class TemplatePut(Strict):
@@ -829,6 +855,7 @@ class TemplatePut(Strict):
     body: str = Field(default="", max_length=2000)
     link: str | None = Field(default=None, max_length=2000)
     locales: Annotated[dict[str, TemplateVariant], AfterValidator(_check_locales)] = {}
+    grouped: TemplateGrouped | None = None
 
 
 class TemplateList(BaseModel):

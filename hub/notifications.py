@@ -55,6 +55,9 @@ class Created:
     replayed: bool = False
     events: list[Event] = field(default_factory=list, repr=False)
     scheduled: dict[str, Any] | None = None
+    #: It joined a group (``collapse_key``) rather than make a notification: an open
+    #: one, or one an earlier create of its batch started (docs/api.md, "Grouping").
+    grouped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,9 @@ class Due:
     #: The recipients whose locale picked a template variant when it was scheduled,
     #: with that content (``templates.localize``).
     localized: dict[str, templates.Content] = field(default_factory=dict)
+    #: The grouped title and body patterns rendered when it was scheduled (with a
+    #: ``collapse_key``; ``hub.templates.grouped``).
+    grouped: tuple[str, str | None] | None = None
 
 
 #: What the notification writer commits: a create, or a scheduled one now due.
@@ -186,6 +192,8 @@ async def create_many_in(
         conn, [_request(jobs[n]) for n in live],
         {at: job.key for at, n in enumerate(live) if isinstance(job := jobs[n], Due)},
         {at: job.localized for at, n in enumerate(live) if isinstance(job := jobs[n], Due)},
+        {at: job.grouped for at, n in enumerate(live)
+         if isinstance(job := jobs[n], Due) and job.grouped is not None},
         channels=channels, quiet_bypass_high=quiet_bypass_high, escalate=escalate,
         expiry_days=expiry_days, digest_at=digest_at,
     )
@@ -196,15 +204,18 @@ async def create_many_in(
 
 async def _create_in(
     conn: Connection, requests: list[NotificationCreate], due: dict[int, str | None],
-    localized_due: dict[int, dict[str, templates.Content]], *,
+    localized_due: dict[int, dict[str, templates.Content]],
+    due_grouped: dict[int, tuple[str, str | None]], *,
     channels: tuple[str, ...], quiet_bypass_high: bool,
     escalate: tuple[frozenset[str], float], expiry_days: int | None,
     digest_at: tuple[int, int],
 ) -> list[Created | HubError]:
     """``create_many_in`` for ``requests``; ``due``: the key of each that is ``Due`` (by
-    position), to point at what it creates, and ``localized_due`` its recipients'
-    localized content. A ``Due`` one's ``expires_at`` was checked when it was scheduled."""
+    position), to point at what it creates, ``localized_due`` its recipients' localized
+    content, and ``due_grouped`` its grouped patterns. A ``Due`` one's ``expires_at`` was
+    checked when it was scheduled."""
     contents, stored = await templates.contents(conn, requests)
+    contents = _check_grouped(requests, contents, stored, due_grouped)
     if expiry_days is not None and any(
         r.expires_at is not None and n not in due for n, r in enumerate(requests)
     ):
@@ -245,6 +256,7 @@ async def _create_in(
         if (key := requests[n].idempotency_key) is not None
     ])
     rows: list[store.Row] = []
+    groups: list[store.Group | None] = []  # each row's, if it has a collapse key
     fresh: list[tuple[int, int, list[str]]] = []  # (request, rows, suppressed)
     scheduled: list[tuple[int, scheduled_store.Row]] = []
     for n, own, allowed, suppressed, content in planned:
@@ -254,20 +266,26 @@ async def _create_in(
             continue
         if later[n]:
             assert request.send_at is not None
+            patterns = (_patterns(request, stored, content[0], due_grouped.get(n))
+                        if request.collapse_key else (None, None))
             scheduled.append((n, (
                 own[0], request.send_at, request.recipients(), request.type, *content,
                 request.data, request.priority, request.expires_at, request.idempotency_key,
                 {user: list(content) for user, content in localized[n].items()},
-                stored_actions(request.actions),
+                stored_actions(request.actions), request.collapse_key, request.actor,
+                *patterns,
             )))
             continue
         variants = localized[n]
         actions = stored_actions(request.actions)
-        rows.extend(
-            (i, u, request.type, *variants.get(u, content), request.data, request.priority,
-             request.expires_at, actions)
-            for i, u in zip(own, allowed, strict=True)
-        )
+        for i, u in zip(own, allowed, strict=True):
+            row_content = variants.get(u, content)
+            rows.append((i, u, request.type, *row_content, request.data, request.priority,
+                         request.expires_at, actions))
+            groups.append(None if request.collapse_key is None else store.Group(
+                request.collapse_key, 1, [request.actor] if request.actor else [],
+                *_patterns(request, stored, row_content[0], due_grouped.get(n)),
+            ))
         fresh.append((n, len(own), suppressed))
     await store.resolve_requests(conn, [
         (key, [row[0] for row in rows[at:at + count]], suppressed)
@@ -283,21 +301,147 @@ async def _create_in(
         strict=True,
     ):
         results[n] = Created([], [], scheduled=item)
-    items = await store.insert_rows(conn, rows)
+    if any(groups):
+        items, joined = await _insert_grouped(conn, rows, groups)
+    else:
+        items, joined = await store.insert_rows(conn, rows), [False] * len(rows)
+    new = [item for item, j in zip(items, joined, strict=True) if not j]
     if channels:
         hour, weekday = digest_at
         await delivery_store.decide(
-            conn, _candidates(items, prefs, channels, quiet_bypass_high, escalate),
+            conn, _candidates(new, prefs, channels, quiet_bypass_high, escalate),
             digest_hour=hour, digest_weekday=weekday,
         )
-    events = await event_log.append(
-        conn, [(i["user_id"], "notification.created", i) for i in items]
-    )
+    changes, owner = await _group_events(conn, rows, items, joined)
+    events = await event_log.append(conn, changes)
+    mine: dict[int, list[Event]] = {}  # each event goes to the first row that made it
+    for row, event in zip(owner, events, strict=True):
+        mine.setdefault(row, []).append(event)
+    if any(joined):  # a key whose request joined a group names the group
+        await store.resolve_requests(conn, [
+            (key, [item["id"] for item in items[at:at + count]], suppressed)
+            for n, count, suppressed, at in _offsets(fresh)
+            if (key := requests[n].idempotency_key or due.get(n)) is not None
+            and any(joined[at:at + count])
+        ])
     for n, count, suppressed, at in _offsets(fresh):
-        results[n] = Created(items[at:at + count], suppressed, events=events[at:at + count])
+        results[n] = Created(
+            items[at:at + count], suppressed,
+            events=[e for r in range(at, at + count) for e in mine.get(r, [])],
+            grouped=any(joined[at:at + count]),
+        )
     if replays:
         await _replay(conn, requests, sorted(replays), contents, results)
     return [r for r in results if r is not None]
+
+
+def _check_grouped(
+    requests: list[NotificationCreate], contents: list[templates.Content | HubError],
+    stored: dict[str, dict[str, Any]], due_grouped: dict[int, tuple[str, str | None]],
+) -> list[templates.Content | HubError]:
+    """``contents``, with a request whose grouped template does not render (a missing
+    variable) refused before anything is claimed."""
+    out = list(contents)
+    for n, request in enumerate(requests):
+        content = out[n]
+        if request.collapse_key is None or isinstance(content, HubError) or n in due_grouped:
+            continue
+        try:
+            templates.grouped(request, stored, content[0])
+        except HubError as exc:
+            out[n] = exc
+    return out
+
+
+def _patterns(
+    request: NotificationCreate, stored: dict[str, dict[str, Any]], title: str,
+    scheduled: tuple[str, str | None] | None,
+) -> tuple[str, str | None]:
+    """The grouped title and body patterns of a row titled ``title`` (checked by
+    ``_check_grouped``): those stored when it was scheduled, else its template's."""
+    return scheduled if scheduled is not None else templates.grouped(request, stored, title)
+
+
+async def _insert_grouped(
+    conn: Connection, rows: list[store.Row], groups: list[store.Group | None],
+) -> tuple[list[dict[str, Any]], list[bool]]:
+    """Insert ``rows`` whose ``groups`` have collapse keys (``db.notifications.
+    insert_rows``): a batch's rows of one user and key fold into one (the first's id,
+    the newest's content, the count and actors of all), which starts a group or joins
+    the open one. Returns each row's notification, and whether the row joined a group
+    (an open one before this batch, or an earlier row of it) rather than start one."""
+    first: dict[tuple[str, str], int] = {}  # (user, key) -> the folded row, by position
+    into: list[int] = []
+    for r, (row, group) in enumerate(zip(rows, groups, strict=True)):
+        if group is None:
+            into.append(r)
+            continue
+        into.append(first.setdefault((row[1], group.key), r))
+    folded_rows: dict[int, store.Row] = {}
+    folded: dict[int, store.Group] = {}
+    for r, (row, group) in enumerate(zip(rows, groups, strict=True)):
+        at = into[r]
+        if group is None:
+            folded_rows[r] = row
+            continue
+        before = folded.get(at)
+        folded_rows[at] = (rows[at][0], *row[1:])  # the first's id, the newest's content
+        folded[at] = group if before is None else store.Group(
+            group.key, before.count + group.count,
+            list(dict.fromkeys([*group.actors, *before.actors]))[:5],
+            group.title, group.body,
+        )
+    order = sorted(folded_rows)
+    stored = await store.insert_rows(
+        conn, [folded_rows[r] for r in order], [folded.get(r) for r in order]
+    )
+    by_row = dict(zip(order, stored, strict=True))
+    items = [by_row[into[r]] for r in range(len(rows))]
+    joined = [into[r] != r or by_row[r]["id"] != rows[r][0] for r in range(len(rows))]
+    return items, joined
+
+
+async def _group_events(
+    conn: Connection, rows: list[store.Row], items: list[dict[str, Any]], joined: list[bool],
+) -> tuple[list[tuple[str, str, dict[str, Any]]], list[int]]:
+    """The events of a batch's ``items``: ``notification.created`` for each new one,
+    then one ``notification.updated`` per group joined (``{"notification",
+    "unread_count", "unseen_count"}``, the counts right after it); and the row each
+    event belongs to. The inserted rows' ``was_seen``/``was_out`` are dropped."""
+    changes: list[tuple[str, str, dict[str, Any]]] = []
+    owner: list[int] = []
+    updated: dict[int, tuple[int, dict[str, Any], tuple[int, int]]] = {}  # by id
+    started = {rows[r][0] for r in range(len(rows)) if not joined[r]}  # new this batch
+    for r, item in enumerate(items):
+        was_seen, was_out = item.pop("was_seen", None), item.pop("was_out", None)
+        if not joined[r]:
+            changes.append((item["user_id"], "notification.created", item))
+            owner.append(r)
+        elif item["id"] not in updated and item["id"] not in started:
+            # Back in the inbox (if it was out) and unseen (if it was seen or out).
+            updated[item["id"]] = (r, item, (1 if was_out else 0,
+                                             1 if was_out or was_seen else 0))
+    if not updated:
+        return changes, owner
+    later = sorted(updated.values(), key=lambda u: u[1]["position"])
+    counts = await counts_locked(conn, [item["user_id"] for _, item, _ in later])
+    pending: dict[str, list[int]] = {}  # the deltas still to come, per user
+    for _, item, (unread, unseen) in later:
+        p = pending.setdefault(item["user_id"], [0, 0])
+        p[0] += unread
+        p[1] += unseen
+    for r, item, (unread, unseen) in later:
+        user = item["user_id"]
+        p = pending[user]
+        p[0] -= unread
+        p[1] -= unseen
+        total_unread, total_unseen = counts[user]
+        changes.append((user, "notification.updated", {
+            "notification": item, "unread_count": total_unread - p[0],
+            "unseen_count": total_unseen - p[1],
+        }))
+        owner.append(r)
+    return changes, owner
 
 
 def _offsets(
@@ -395,8 +539,10 @@ async def _replay(
         content = contents[n]
         if found is not None:
             ids, suppressed = found
-            results[n] = Created([rows[i] for i in ids if i in rows], suppressed, replayed=True,
-                                 scheduled=next((waiting[i] for i in ids if i in waiting), None))
+            items = [rows[i] for i in ids if i in rows]
+            results[n] = Created(items, suppressed, replayed=True,
+                                 scheduled=next((waiting[i] for i in ids if i in waiting), None),
+                                 grouped=any(i["group_count"] > 1 for i in items))
         elif isinstance(content, HubError):  # never used: the request itself is refused
             results[n] = content
         else:  # claimed by a transaction that rolled back meanwhile

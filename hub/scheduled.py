@@ -55,9 +55,11 @@ def due_job(row: dict[str, Any]) -> notifications.Due:
         link=row["link"], data=row["data"], priority=row["priority"],
         expires_at=row["expires_at"],
         actions=[Action.model_construct(**a) for a in row["actions"] or []] or None,
+        collapse_key=row.get("collapse_key"), actor=row.get("actor"),
     )
     localized = {user: tuple(content) for user, content in row["localized"].items()}
-    return notifications.Due(row["id"], request, row["idempotency_key"], localized)
+    grouped = (row["grouped_title"], row["grouped_body"]) if row.get("collapse_key") else None
+    return notifications.Due(row["id"], request, row["idempotency_key"], localized, grouped)
 
 
 async def send_batch(svc: Services, limit: int = BATCH) -> int:

@@ -82,11 +82,14 @@ async def put(svc: Services, key: str, body: TemplatePut) -> dict[str, Any]:
     if not re.match(r"^[a-z0-9_.-]{1,100}$", key):
         raise InvalidInput("a template key is 1-100 characters of a-z0-9_.-")
     variants = body.locales.values()
+    grouped = body.grouped
     for text in (body.title, body.body, body.link or "",
-                 *(t for v in variants for t in (v.title, v.body, v.link or ""))):
+                 *(t for v in variants for t in (v.title, v.body, v.link or "")),
+                 *((grouped.title, grouped.body or "") if grouped else ())):
         placeholders(text)
     return await store.put(svc.pool, key, body.type, body.title, body.body, body.link,
-                           {tag: v.model_dump() for tag, v in body.locales.items()})
+                           {tag: v.model_dump() for tag, v in body.locales.items()},
+                           grouped.model_dump(exclude_none=True) if grouped else None)
 
 
 async def get(svc: Services, key: str) -> dict[str, Any]:
@@ -210,3 +213,51 @@ def content(
                 errors=[{"loc": ["data"], "msg": "renders an unsafe link"}],
             )
     return title, body[:2000], link[:2000] if link else link
+
+
+#: A group's title when its template has no grouped variant (or it has no template).
+DEFAULT_GROUPED_TITLE = "{title} ({count})"
+#: The markers a grouped pattern leaves for the database to fill
+#: (``notification_group_text``, migration 0014): count, count - 1, newest actor.
+_GROUP_MARKERS = {"count": "\x1eC", "others": "\x1eO", "actor": "\x1eA"}
+
+
+def grouped(
+    request: NotificationCreate, stored: dict[str, dict[str, Any]], title: str
+) -> tuple[str, str | None]:
+    """The grouped title and body patterns of ``request`` (whose own title is
+    ``title``): its template's ``grouped`` variant with the data's placeholders rendered,
+    else ``DEFAULT_GROUPED_TITLE`` with ``{title}``; ``{count}``, ``{others}`` and
+    ``{actor}`` are left as markers. An explicit ``title`` in the request uses the
+    default."""
+    tpl = stored.get(request.template) if request.template and not request.title else None
+    variant = (tpl or {}).get("grouped")
+    if variant:  # the data's placeholders (a data key "title" is the data's)
+        values = {k: v.replace("\x1e", "") for k, v in _text_values(request.data).items()}
+    else:
+        variant, values = {"title": DEFAULT_GROUPED_TITLE}, {"title": title.replace("\x1e", "")}
+    body = variant.get("body")
+    return (_render_pattern(variant["title"], values),
+            None if body is None else _render_pattern(body, values))
+
+
+def _text_values(data: dict[str, Any]) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else _as_text(v) for k, v in data.items()}
+
+
+def _render_pattern(text: str, values: dict[str, str]) -> str:
+    out = []
+    for literal, field in _parts(text):
+        out.append(literal.replace("\x1e", ""))
+        if field is None:
+            continue
+        if field in _GROUP_MARKERS:
+            out.append(_GROUP_MARKERS[field])
+        elif field in values:
+            out.append(values[field])
+        else:
+            raise InvalidInput(
+                f"template variable {field!r} is missing from data",
+                errors=[{"loc": ["data", field], "msg": "missing template variable"}],
+            )
+    return "".join(out)

@@ -194,9 +194,21 @@ export class Inbox {
     const inbox = this.box === "inbox";
     if (type === "notification.created" || type === "notification.unsnoozed") {
       const n = type === "notification.created" ? data : data.notification;
-      announce(`${type === "notification.created" ? "New notification" : "Back"}: ${n.title}`);
+      announce(`${type === "notification.unsnoozed" ? "Back" : "New notification"}: ${n.title}`);
       if (!this.loaded) return;
       if (inbox) this.items.set(n.id, n);
+      else this.items.delete(n.id);
+    } else if (type === "notification.updated") {
+      // A create joined its group (unread, back on top of the inbox), or its user chose
+      // one of its actions (read, in place).
+      const n = data.notification;
+      if (!n.read) announce(`New notification: ${n.title}`);
+      if (!this.loaded) return;
+      // A group joined has a new title and count: built anew. A choice is drawn on the
+      // same node, so keyboard focus stays on the button that made it.
+      if (!n.read) this.nodes.delete(n.id);
+      const here = (this.box === "archived") === Boolean(n.archived);
+      if (here && (this.items.has(n.id) || !n.read)) this.items.set(n.id, n);
       else this.items.delete(n.id);
     } else if (type === "notifications.read" || type === "notification.seen") {
       const ids = data.ids || [];
@@ -208,9 +220,6 @@ export class Inbox {
       }
     } else if (type === "notification.deleted" || type === "notification.snoozed") {
       this.items.delete(data.id);
-    } else if (type === "notification.updated") {
-      // The whole notification as it is now (an action chosen, read), with the count.
-      if (this.items.has(data.id)) this.items.set(data.id, withoutCount(data));
     } else {
       // Archived or unarchived: gone from the box it left; the box it entered lists it
       // at its place, which only a reload knows.
@@ -317,6 +326,14 @@ export class Inbox {
         "div",
         { class: "item-main" },
         title,
+        n.group_count > 1
+          ? el("span", {
+              class: "group-count",
+              text: `×${n.group_count}`,
+              data: { testid: "group-count" },
+              attrs: { "aria-label": `${n.group_count} grouped` },
+            })
+          : null,
         n.body ? el("p", { class: "item-body", text: n.body }) : null,
         this.buttons(n),
         el("p", { class: "item-meta" }, timeEl(n.created_at), " · ", typeLabel(n.type)),

@@ -344,7 +344,7 @@ export class NotifyHub extends Emitter {
   }
 
   /** Mark notifications read: over the WebSocket when live, else REST; resolves to
-   *  {updated, unread_count}. */
+   *  {updated, unread_count, unseen_count}. */
   async markRead(ids) {
     const frame = { type: "notifications.mark_read", client_id: randomId("r-"), data: { ids } };
     const ack = await this._command(frame);
@@ -375,7 +375,7 @@ export class NotifyHub extends Emitter {
   }
 
   /** Choose one of a notification's actions (once; it marks it read). Resolves to the
-   * notification as it is now, with `unread_count`. */
+   * notification as it is now, with `unread_count` and `unseen_count`. */
   async act(id, actionId) {
     const result = await this.rest.act(id, actionId);
     // While live, the notification.updated event sets the counts in commit order.

@@ -66,13 +66,16 @@ WITH due AS (
     SELECT id, nextval('notifications_id_seq') AS position FROM due
 )
 UPDATE notifications n
-SET snoozed_until = NULL, read_at = NULL, seen_at = NULL, position = moved.position
+SET snoozed_until = NULL, read_at = NULL, seen_at = NULL, position = moved.position,
+    -- a group read before it was snoozed stays closed: it returns as a plain one
+    collapse_key = CASE WHEN n.read_at IS NULL THEN n.collapse_key END
 FROM moved WHERE n.id = moved.id
 RETURNING n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n.priority,
           n.read_at IS NOT NULL AS read, n.read_at, n.seen_at IS NOT NULL AS seen,
           n.seen_at, n.archived_at IS NOT NULL AS archived, n.archived_at,
           n.snoozed_until, n.position, n.created_at, n.expires_at,
-          coalesce(n.actions, '[]'::jsonb) AS actions, n.action_id, n.acted_at
+          coalesce(n.actions, '[]'::jsonb) AS actions, n.action_id, n.acted_at,
+          n.collapse_key, n.group_count, n.actors
 
 -- name: seconds_to_return
 -- Seconds until the next snoozed notification returns (negative when overdue).

@@ -6,7 +6,8 @@ FROM generate_series(1, $1::int) AS n
 -- name: insert_rows
 -- One row per array position, with the ids allocate_ids gave, returned in that order.
 -- A new notification's inbox position is its id. $10 actions as JSON text (arrays of
--- arrays would have to be rectangular): NULL for a notification without any.
+-- arrays would have to be rectangular): NULL for a notification without any. (Rows
+-- with collapse keys go through insert_grouped.)
 INSERT INTO notifications
     (id, user_id, type, title, body, link, data, priority, expires_at, position, actions)
 OVERRIDING SYSTEM VALUE
@@ -19,14 +20,84 @@ RETURNING id, user_id, type, title, body, link, data, priority,
           read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
           archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
           created_at, expires_at,
-          coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
+          coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at, collapse_key,
+          group_count, actors
+
+-- name: insert_grouped
+-- insert_rows for a batch with collapse keys: one row per array position, with the
+-- ids allocate_ids gave and its actions $10 (as in insert_rows); a new notification's
+-- inbox position is its id. A row with a collapse key $11 (the batch's creates of one
+-- user and key already folded into it: $12 creates, actors $13 newest first as a JSON
+-- array, the grouped title and body patterns $14, $15) joins the user's open group with that key
+-- if there is one (hub/notifications.py, docs/api.md "Grouping"): count and actors
+-- added, title (and body, if the pattern has one) rendered from the grouped patterns,
+-- the rest from the newest create, back in the inbox at the top (a fresh position from
+-- the id sequence), unseen. A row's returned id is then the group's, not its own.
+-- ``old`` locks the open groups first, in (user, key) order, so concurrent batches
+-- queue up rather than deadlock, and tells how each was before: was_seen, was_out
+-- (archived or snoozed), NULL for a row inserted. An open group another transaction
+-- inserts meanwhile is waited for by ON CONFLICT and joined (it is unseen, in the inbox).
+WITH input AS (
+    SELECT t.*, ARRAY(SELECT jsonb_array_elements_text(t.a::jsonb)) AS aa
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::jsonb[], $8::text[], $9::timestamptz[],
+                         $10::text[], $11::text[], $12::int[], $13::text[], $14::text[],
+                         $15::text[])
+         WITH ORDINALITY AS t(i, u, ty, ti, b, l, d, p, x, ac, k, c, a, gt, gb, n)
+), old AS (
+    SELECT g.id, g.seen_at IS NOT NULL AS was_seen,
+           g.archived_at IS NOT NULL OR g.snoozed_until IS NOT NULL AS was_out
+    FROM notifications g JOIN input ON g.user_id = input.u AND g.collapse_key = input.k
+    WHERE input.k IS NOT NULL AND g.collapse_key IS NOT NULL AND g.read_at IS NULL
+    ORDER BY g.user_id, g.collapse_key
+    FOR UPDATE OF g
+), ins AS (
+    INSERT INTO notifications AS g
+        (id, user_id, type, title, body, link, data, priority, expires_at, position,
+         actions, collapse_key, group_count, actors)
+    OVERRIDING SYSTEM VALUE
+    SELECT i, u, ty,
+           CASE WHEN c > 1 THEN left(notification_group_text(gt, c, aa), 200)
+                ELSE ti END,
+           CASE WHEN c > 1 AND gb IS NOT NULL
+                THEN left(notification_group_text(gb, c, aa), 2000) ELSE b END,
+           l, d, p, x, i, ac::jsonb, k, c, aa
+    FROM input, (SELECT count(*) FROM old) AS locked
+    ORDER BY n
+    ON CONFLICT (user_id, collapse_key) WHERE collapse_key IS NOT NULL AND read_at IS NULL
+    DO UPDATE SET
+        type = EXCLUDED.type, link = EXCLUDED.link, data = EXCLUDED.data,
+        priority = EXCLUDED.priority, expires_at = EXCLUDED.expires_at,
+        actions = EXCLUDED.actions,
+        group_count = g.group_count + EXCLUDED.group_count,
+        actors = notification_group_actors(EXCLUDED.actors, g.actors),
+        title = left(notification_group_text(
+            (SELECT gt FROM input WHERE input.i = EXCLUDED.id),
+            g.group_count + EXCLUDED.group_count,
+            notification_group_actors(EXCLUDED.actors, g.actors)), 200),
+        body = coalesce(left(notification_group_text(
+            (SELECT gb FROM input WHERE input.i = EXCLUDED.id),
+            g.group_count + EXCLUDED.group_count,
+            notification_group_actors(EXCLUDED.actors, g.actors)), 2000),
+            (SELECT b FROM input WHERE input.i = EXCLUDED.id)),
+        position = nextval('notifications_id_seq'),
+        seen_at = NULL, archived_at = NULL, snoozed_until = NULL
+    RETURNING id, user_id, type, title, body, link, data, priority,
+              read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
+              archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
+              created_at, expires_at,
+              coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at, collapse_key,
+              group_count, actors
+)
+SELECT ins.*, old.was_seen, old.was_out FROM ins LEFT JOIN old USING (id)
 
 -- name: by_ids
 SELECT id, user_id, type, title, body, link, data, priority,
        read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
        archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
        created_at, expires_at,
-       coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
+       coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at, collapse_key,
+       group_count, actors
 FROM notifications WHERE id = ANY($1::bigint[]) ORDER BY id
 
 -- name: page
@@ -44,7 +115,8 @@ FROM notifications WHERE id = ANY($1::bigint[]) ORDER BY id
         read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
         archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
         created_at, expires_at,
-        coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
+        coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at, collapse_key,
+        group_count, actors
  FROM notifications
  WHERE $2::text = 'inbox' AND archived_at IS NULL AND snoozed_until IS NULL
   AND user_id = $1
@@ -62,7 +134,8 @@ UNION ALL
         read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
         archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
         created_at, expires_at,
-        coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
+        coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at, collapse_key,
+        group_count, actors
  FROM notifications
  WHERE $2::text <> 'inbox' AND ($2::text = 'all' OR archived_at IS NOT NULL)
   AND user_id = $1
@@ -112,7 +185,8 @@ SELECT id, user_id, type, title, body, link, data, priority,
        read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
        archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
        created_at, expires_at,
-       coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at
+       coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at, collapse_key,
+       group_count, actors
 FROM notifications WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)
 
 -- name: claim_requests

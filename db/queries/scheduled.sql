@@ -6,13 +6,14 @@
 -- One row per array position ($1 ids from allocate_ids), returned in that order.
 INSERT INTO scheduled_notifications
     (id, send_at, user_ids, type, title, body, link, data, priority, expires_at,
-     idempotency_key, localized, actions)
+     idempotency_key, localized, actions, collapse_key, actor, grouped_title, grouped_body)
 SELECT i, s, ARRAY(SELECT jsonb_array_elements_text(u::jsonb)), ty, ti, b, l, d, p, x, k,
-       loc, a::jsonb
+       loc, ac::jsonb, ck, a, gt, gb
 FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
             $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::timestamptz[],
-            $11::text[], $12::jsonb[], $13::text[])
-     WITH ORDINALITY AS t(i, s, u, ty, ti, b, l, d, p, x, k, loc, a, n)
+            $11::text[], $12::jsonb[], $13::text[], $14::text[], $15::text[], $16::text[],
+            $17::text[])
+     WITH ORDINALITY AS t(i, s, u, ty, ti, b, l, d, p, x, k, loc, ac, ck, a, gt, gb, n)
 ORDER BY n
 RETURNING id, 'scheduled' AS status, send_at, user_ids, type, title, body, link, data,
           priority, expires_at, created_at, coalesce(actions, '[]'::jsonb) AS actions
@@ -49,7 +50,8 @@ WITH due AS (
 UPDATE scheduled_notifications s SET claimed_until = now() + make_interval(secs => $2)
 FROM due WHERE s.id = due.id
 RETURNING s.id, s.user_ids, s.type, s.title, s.body, s.link, s.data, s.priority,
-          s.expires_at, s.idempotency_key, s.localized, s.actions
+          s.expires_at, s.idempotency_key, s.localized, s.actions, s.collapse_key, s.actor,
+          s.grouped_title, s.grouped_body
 
 -- name: take
 -- Inside a create transaction: delete rows $1 (in id order, skipping any another

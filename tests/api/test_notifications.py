@@ -26,7 +26,7 @@ async def test_created_notification_has_every_contract_field(client):
     assert set(item) == {"id", "user_id", "type", "title", "body", "link", "data", "priority",
                          "read", "read_at", "seen", "seen_at", "archived", "archived_at",
                          "snoozed_until", "position", "created_at", "expires_at", "actions",
-                         "action"}
+                         "action", "collapse_key", "group_count", "actors"}
     assert item["user_id"] == "u1" and item["priority"] == "high"
     assert item["actions"] == [] and item["action"] is None
     assert item["read"] is False and item["read_at"] is None
@@ -277,3 +277,51 @@ async def test_ids_outside_the_id_range_are_422(client):
     r = await client.post("/api/notifications/mark-all-read", json={"before_id": -1},
                           headers=auth("u1"))
     assert r.status_code == 422
+
+
+async def test_a_create_with_a_collapse_key_joins_the_unread_group(client):
+    like = {"user_id": "u1", "type": "like", "title": "Someone liked your post",
+            "collapse_key": "post:7"}
+    first = await create(client, **like, actor="Ada")
+    assert first.status_code == 201 and first.json()["grouped"] is False
+    [group] = first.json()["items"]
+    assert (group["collapse_key"], group["group_count"], group["actors"]) == (
+        "post:7", 1, ["Ada"])
+    second = await create(client, **like, actor="Bob")
+    assert second.status_code == 201 and second.json()["grouped"] is True
+    [joined] = second.json()["items"]
+    assert joined["id"] == group["id"] and joined["group_count"] == 2
+    assert joined["title"] == "Someone liked your post (2)"
+    assert joined["actors"] == ["Bob", "Ada"]
+    page = (await client.get("/api/notifications", headers=auth("u1"))).json()
+    assert [i["id"] for i in page["items"]] == [group["id"]]
+    r = await client.post("/api/notifications/mark-read", json={"ids": [group["id"]]},
+                          headers=auth("u1"))
+    assert r.json()["updated"] == 1
+    third = await create(client, **like, actor="Cy")
+    assert third.json()["grouped"] is False and third.json()["items"][0]["id"] != group["id"]
+
+
+async def test_a_collapse_key_over_200_characters_is_422_and_changes_nothing(client):
+    await create(client, user_id="u1", collapse_key="k", title="one")
+    for bad in ({"collapse_key": "k" * 201}, {"collapse_key": ""}, {"actor": "a" * 101},
+                {"collapse_key": 7}):
+        r = await create(client, user_id="u1", title="two", **bad)
+        assert r.status_code == 422, bad
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert list(bad) == [e["loc"][-1] for e in r.json()["errors"]]
+    page = (await client.get("/api/notifications", headers=auth("u1"))).json()
+    assert [(i["title"], i["group_count"]) for i in page["items"]] == [("one", 1)]
+
+
+async def test_a_grouped_template_renders_actor_others_and_count(client):
+    r = await create(client, user_id="u1", type="friend_request", template="friend_request",
+                     data={"sender_name": "Ada"}, collapse_key="friends", actor="Ada")
+    assert r.json()["items"][0]["title"] == "Friend request from Ada"
+    for who in ("Bob", "Cy"):
+        r = await create(client, user_id="u1", type="friend_request",
+                         template="friend_request", data={"sender_name": who},
+                         collapse_key="friends", actor=who)
+    [item] = r.json()["items"]
+    assert item["title"] == "Cy and 2 others sent you friend requests"
+    assert item["body"] == "Cy wants to be your friend."

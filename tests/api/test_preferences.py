@@ -76,7 +76,7 @@ async def test_muted_suppresses_every_type(client):
     await client.put("/api/notifications/preferences", json={**FULL, "muted": True},
                      headers=auth("u1"))
     r = await create(client, ["u1"], type_="anything")
-    assert r.json() == {"items": [], "suppressed": ["u1"]}
+    assert r.json() == {"items": [], "suppressed": ["u1"], "grouped": False}
 
 
 async def test_type_absent_follows_channels(client):

@@ -31,7 +31,7 @@ async def test_the_nine_seed_templates_are_listed_by_key(client):
     assert {t["key"] for t in items} == SEED_KEYS
     assert [t["key"] for t in items] == sorted(t["key"] for t in items)
     for item in items:
-        assert set(item) == {"key", "type", "title", "body", "link", "locales"}
+        assert set(item) == {"key", "type", "title", "body", "link", "locales", "grouped"}
         assert set(item["locales"]) == {"de"}  # the demo's second language
     grade = next(t for t in items if t["key"] == "grade_posted")
     assert grade["body"] == "Your grade for {assignment} is {grade}"
@@ -58,7 +58,7 @@ async def test_put_creates_a_template_that_get_returns(client):
     assert r.status_code == 200
     expected = {"key": "course_update", "type": "course_update",
                 "title": "Update in {course}", "body": "{teacher} posted in {course}",
-                "link": "/courses/{course_id}", "locales": {}}
+                "link": "/courses/{course_id}", "locales": {}, "grouped": None}
     assert r.json() == expected
     assert (await client.get("/api/templates/course_update", headers=ADMIN)).json() == expected
     listed = (await client.get("/api/templates", headers=ADMIN)).json()["items"]
@@ -71,7 +71,8 @@ async def test_put_replaces_an_existing_template(client):
     assert r.status_code == 200
     got = (await client.get("/api/templates/grade_posted", headers=ADMIN)).json()
     assert got == {"key": "grade_posted", "type": "grade_posted", "title": "New grade",
-                   "body": "{assignment}: {grade}", "link": None, "locales": {}}
+                   "body": "{assignment}: {grade}", "link": None, "locales": {},
+                   "grouped": None}
 
 
 async def test_replaced_template_is_used_for_new_notifications(client):
@@ -254,3 +255,17 @@ async def test_a_put_without_locales_removes_the_variants(client):
     await put(client, "grade_posted", type="grade_posted", title="G")
     got = (await client.get("/api/templates/grade_posted", headers=ADMIN)).json()
     assert got["locales"] == {}
+
+
+async def test_a_template_carries_a_grouped_variant(client):
+    grouped = {"title": "{actor} and {others} others posted in {course}", "body": "{count}"}
+    r = await put(client, "course_update", grouped=grouped)
+    assert r.status_code == 200 and r.json()["grouped"] == grouped
+    seeded = (await client.get("/api/templates/new_message", headers=ADMIN)).json()
+    assert seeded["grouped"] == {"title": "{count} new messages from {sender_id}"}
+    for bad in ({"title": "{x.y}"}, {"title": ""}, {"body": "no title"},
+                {"title": "ok", "body": "{0}"}):
+        r = await put(client, "course_update", grouped=bad)
+        assert r.status_code == 422, bad
+    got = (await client.get("/api/templates/course_update", headers=ADMIN)).json()
+    assert got["grouped"] == grouped

@@ -414,3 +414,20 @@ async def test_two_instances_store_each_published_message_once(
     titles = await svc.pool.fetch("SELECT title FROM notifications WHERE user_id = 'u1'")
     assert sorted(row["title"] for row in titles) == sorted(f"n{n}" for n in range(10))
     assert svc.metrics.ingest_applied.labels(source="publish")._value.get() == 10
+
+
+async def test_entries_with_one_collapse_key_group_and_a_too_long_key_is_dead_lettered(
+    svc: Services, r: redis.Redis
+) -> None:
+    applier = Applier(svc, "stream")
+    like = {"user_id": "u1", "type": "like", "title": "liked", "collapse_key": "post:1"}
+    await xadd(r, svc, {**like, "collapse_key": "k" * 201})
+    for who in ("Ada", "Bob", "Cy"):
+        await xadd(r, svc, {**like, "actor": who})
+    async with stream_ingest(svc, applier, on_dead=applier.dead_lettered):
+        await eventually(lambda: count(svc, "u1"))
+        await eventually(lambda: none_pending(r, svc))
+        [letter] = await eventually(lambda: _at_least(dead_letters(r, svc), 1))
+    assert b"collapse_key" in letter[b"error"]
+    rows = await svc.pool.fetch("SELECT group_count, actors FROM notifications")
+    assert [(row["group_count"], row["actors"]) for row in rows] == [(3, ["Cy", "Bob", "Ada"])]

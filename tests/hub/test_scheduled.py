@@ -308,7 +308,8 @@ async def test_a_repeat_after_a_cancel_creates_nothing(settings_env, recorder):
         r = await app.state.client.delete(f"/api/notifications/{made['id']}",
                                           headers=SERVICE)
         assert r.status_code == 204
-        assert await post(app, 200, **body) == {"items": [], "suppressed": []}
+        assert await post(app, 200, **body) == {"items": [], "suppressed": [],
+                                                "grouped": False}
         r = await app.state.client.get("/api/notifications/scheduled", headers=SERVICE)
         assert r.json()["items"] == []
 

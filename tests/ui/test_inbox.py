@@ -256,3 +256,23 @@ async def test_snoozing_by_keyboard_hides_an_item_until_it_returns_live_on_top(
     await bell.click()
     await expect(items(page).locator(".item-title")).to_have_text(["Later", "Now"])
     await expect(badge(page)).to_be_hidden()
+
+
+async def test_a_grouped_notification_updates_in_place_with_its_count(
+    open_page: OpenPage, api: httpx.AsyncClient
+) -> None:
+    page = await open_page("alice")
+    await notify(api, "alice", title="Older")
+    await notify(api, "alice", title="Post liked", collapse_key="post:1", actor="Ada")
+    await expect(badge(page)).to_have_text("2")
+    await page.get_by_test_id("bell").click()
+    await expect(items(page).locator(".item-title")).to_have_text(["Post liked", "Older"])
+    await expect(page.get_by_test_id("group-count")).to_have_count(0)
+    await notify(api, "alice", title="Post liked", collapse_key="post:1", actor="Bob")
+    await notify(api, "alice", title="Another", collapse_key="other")
+    await notify(api, "alice", title="Post liked", collapse_key="post:1", actor="Cy")
+    # Still one item for the group, back on top, retitled, with its count.
+    await expect(items(page).locator(".item-title")).to_have_text(
+        ["Post liked (3)", "Another", "Older"])
+    await expect(page.get_by_test_id("group-count")).to_have_text(["×3"])
+    await expect(page.locator("#live-region")).to_have_text("New notification: Post liked (3)")
