@@ -74,12 +74,12 @@ async def sent(conn: Conn, id_: int, attempt: int) -> bool:
 
 async def failed(conn: Conn, id_: int, attempt: int, reason: str) -> bool:
     """Record ``id_`` as failed for good with ``reason``; False if the claim was lost."""
-    return bool(await conn.fetchval(Q.failed, id_, attempt, reason))
+    return bool(await conn.fetchval(Q.closed, id_, attempt, reason, "failed"))
 
 
 async def skipped(conn: Conn, id_: int, attempt: int, reason: str) -> bool:
     """Record ``id_`` as not sent on purpose, for ``reason``; False if the claim was lost."""
-    return bool(await conn.fetchval(Q.skipped, id_, attempt, reason))
+    return bool(await conn.fetchval(Q.closed, id_, attempt, reason, "skipped"))
 
 
 async def retry(conn: Conn, id_: int, attempt: int, error: str, delay: float) -> bool:

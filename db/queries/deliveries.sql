@@ -64,30 +64,17 @@ WITH d AS (
 )
 SELECT count(*) FROM d
 
--- name: failed
+-- name: closed
+-- Attempt $2 of $1 ends the delivery for good: state $4 ('failed': it can never
+-- succeed; 'skipped': not sent on purpose), reason $3. A digest job's emails end with it.
 WITH d AS (
     UPDATE deliveries
-    SET state = 'failed', last_error = $3, updated_at = now(), claimed_until = NULL
+    SET state = $4, last_error = $3, updated_at = now(), claimed_until = NULL
     WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
     RETURNING user_id, channel, digest_at
 ), members AS (
     UPDATE deliveries m
-    SET state = 'failed', last_error = $3, updated_at = now(), attempts = $2
-    FROM d
-    WHERE d.channel = 'email.digest' AND m.user_id = d.user_id
-      AND m.digest_at = d.digest_at AND m.state = 'digest'
-)
-SELECT count(*) FROM d
-
--- name: skipped
-WITH d AS (
-    UPDATE deliveries
-    SET state = 'skipped', last_error = $3, updated_at = now(), claimed_until = NULL
-    WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
-    RETURNING user_id, channel, digest_at
-), members AS (
-    UPDATE deliveries m
-    SET state = 'skipped', last_error = $3, updated_at = now(), attempts = $2
+    SET state = $4, last_error = $3, updated_at = now(), attempts = $2
     FROM d
     WHERE d.channel = 'email.digest' AND m.user_id = d.user_id
       AND m.digest_at = d.digest_at AND m.state = 'digest'
