@@ -20,13 +20,14 @@ import ipaddress
 import logging
 import signal
 import socket
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import Protocol
+from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
@@ -130,6 +131,23 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Writable()  # type: ignore[assignment]
 
+    def send_text_now(self, frame: bytes) -> bool:
+        """Write ``frame`` (UTF-8 JSON) as one unmasked text frame now, if it can go now.
+
+        False when it cannot: the transport is paused (its buffer is over the high-water
+        mark), closing, or the close handshake began; or an extension (permessage-deflate)
+        was negotiated, whose frames only the websockets library builds. The caller then
+        queues the frame and sends it through ASGI. Frames never interleave: each
+        ``transport.write`` holds whole frames, uvicorn's pings and closes included.
+        """
+        if (
+            self.close_sent or self.conn.state is not State.OPEN or self.conn.extensions
+            or not self.writable.is_set() or self.transport.is_closing()
+        ):
+            return False
+        self.transport.write(text_frame_header(len(frame)) + frame)
+        return True
+
     def keepalive_timeout(self) -> None:
         # uvicorn closes a peer that did not answer its ping with ``transport.close()``,
         # which waits for the send buffer to drain, and the kernel then keeps trying to
@@ -146,6 +164,15 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.request = self.response = None  # type: ignore[assignment]
         _restart_parser(self.conn)
         super().start_keepalive()
+
+
+def text_frame_header(size: int) -> bytes:
+    """The RFC 6455 header of one final, unmasked text frame of ``size`` payload bytes."""
+    if size < 126:
+        return bytes((0x81, size))
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size)
+    return struct.pack("!BBQ", 0x81, 127, size)
 
 
 def _restart_parser(conn: ServerProtocol) -> None:

@@ -27,10 +27,11 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from api.auth import authenticate
-from api.closing import GRACE, abort_after_grace, peer_of
+from api.closing import GRACE, Peer, abort_after_grace, peer_of
 from api.errors import DOWN, answer_for
 from api.jsonio import parse
 from api.ratelimit import address_key, user_key
+from api.server import WebSocketProtocol
 from hub import errors, messages, notifications
 from hub.connection import Close, Connection, Verdict, parse_since
 from hub.events import encode, user_channel
@@ -187,7 +188,7 @@ async def _serve(websocket: WebSocket, node: Node, conn: Connection) -> bool:
     # The reader ending (the client left, a frame too big, a flood) must end the writer.
     reader.add_done_callback(lambda _: conn.close(Close.NORMAL))
     try:
-        await _write(websocket, conn)
+        await _write(websocket, conn, peer)
     except Exception:
         log.exception("websocket writer failed")
     finally:
@@ -211,15 +212,27 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
         pass  # gone, or never reading (then its transport is aborted, see _serve)
 
 
-async def _write(websocket: WebSocket, conn: Connection) -> None:
+async def _write(websocket: WebSocket, conn: Connection, peer: Peer | None) -> None:
+    """Send what the outbox holds, in order, until it closes.
+
+    With uvicorn's protocol as ``api.server`` configures it, a frame goes out by one
+    synchronous write (``send_text_now``), and the outbox writes fan-out frames itself
+    while this task waits with nothing queued; ASGI's ``send`` is the way when that
+    cannot be (the transport paused, permessage-deflate, another server).
+    """
     outbox = conn.outbox
+    now = peer.send_text_now if isinstance(peer, WebSocketProtocol) else None
+    outbox.sink = now
     try:
         while (frame := await outbox.get()) is not None:
-            await websocket.send_text(frame.decode())
+            if now is None or not now(frame):
+                await websocket.send_text(frame.decode())
             # Not held while waiting for the next one: an idle connection keeps no frame.
             del frame
     except (WebSocketDisconnect, RuntimeError, OSError):
         return  # the client left, or uvicorn already closed the socket (e.g. 1009)
+    finally:
+        outbox.sink = None
 
 
 async def _read(websocket: WebSocket, node: Node, conn: Connection) -> bool:

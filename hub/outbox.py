@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 
 class Outbox:
@@ -22,7 +23,7 @@ class Outbox:
 
     __slots__ = (
         "max_events", "max_bytes", "_frames", "_bytes", "_waiter", "_room_waiter",
-        "overflowed", "close_code", "close_reason", "closed_future",
+        "overflowed", "close_code", "close_reason", "closed_future", "sink",
     )
 
     def __init__(self, max_events: int, max_bytes: int) -> None:
@@ -38,6 +39,10 @@ class Outbox:
         self.close_reason = ""
         #: Resolved by ``close``; transports wait on it beside their reader and writer.
         self.closed_future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: Writes a frame to the connection at once, or says it cannot (False). Used
+        #: only while the writer waits with nothing queued, so the order is kept, and
+        #: it saves waking the writer task for every frame of a fan-out.
+        self.sink: Callable[[bytes], bool] | None = None
 
     def __len__(self) -> int:
         return len(self._frames) if self._frames else 0
@@ -59,8 +64,11 @@ class Outbox:
         """
         if self.closed or self.overflowed:
             return False
-        size = len(frame)
         frames = self._frames
+        if frames is None and self._waiter is not None and self.sink is not None \
+                and self.sink(frame):
+            return True  # written; the writer waits on
+        size = len(frame)
         if frames is None:
             frames = self._frames = deque()
         if len(frames) >= self.max_events or self._bytes + size > self.max_bytes:

@@ -111,3 +111,35 @@ async def test_close_with_a_last_frame_sends_that_frame_alone_before_ending() ->
     assert await asyncio.wait_for(box.get(), 1) == b"why"
     assert await asyncio.wait_for(box.get(), 1) is None
     assert (box.close_code, box.close_reason) == (1008, "too many frames")
+
+
+async def test_the_sink_takes_a_frame_only_while_the_writer_waits_with_nothing_queued() -> None:
+    box = Outbox(10, 1024)
+    written: list[bytes] = []
+    accept = True
+
+    def sink(frame: bytes) -> bool:
+        if accept:
+            written.append(frame)
+        return accept
+
+    box.sink = sink
+    assert box.put(b"queued") and written == []  # no writer waiting: queued
+    assert await asyncio.wait_for(box.get(), T) == b"queued"
+    getter = asyncio.create_task(box.get())
+    await asyncio.sleep(0)
+    assert box.put(b"direct") and written == [b"direct"] and len(box) == 0
+    accept = False  # e.g. the transport is paused: the frame waits for the writer
+    assert box.put(b"later") and written == [b"direct"]
+    assert await asyncio.wait_for(getter, T) == b"later"
+
+
+async def test_the_sink_is_not_used_once_frames_are_queued_so_order_holds() -> None:
+    box = Outbox(10, 1024)
+    written: list[bytes] = []
+    getter = asyncio.create_task(box.get())
+    await asyncio.sleep(0)
+    box.sink = lambda frame: written.append(frame) is None
+    box.close(4008, "slow")
+    assert not box.put(b"after close") and written == []
+    assert await asyncio.wait_for(getter, T) is None
