@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from db import events as event_log
 from db import inbox as store
 from db import notifications as notification_store
 from db.pool import Connection
@@ -31,19 +30,6 @@ from hub.services import Services
 
 #: The most snoozed notifications one return transaction moves back.
 BATCH = 500
-
-
-async def counts_locked(conn: Connection, user_ids: list[str]) -> dict[str, tuple[int, int]]:
-    """Inside a write's transaction: each user's ``(unread, unseen)``, read once their
-    counters are locked, so the counts an event carries are exact at its ``seq``.
-
-    A transaction that logged an event before this one has committed by then (and this
-    read sees its change); one that logs after this one counts this change. Call it
-    after the rows are changed (rows before counters, the hub's lock order).
-    """
-    users = sorted(set(user_ids))
-    await event_log.lock(conn, users)
-    return await notification_store.counts_many(conn, users)
 
 
 async def mark_seen(svc: Services, user_id: str, selection: Selection) -> dict[str, int]:
@@ -80,7 +66,7 @@ async def _change(
     """
     async with svc.write() as work:
         changed = await change(work.conn)
-        unread, unseen = (await counts_locked(work.conn, [user_id]))[user_id]
+        unread, unseen = (await notification_store.counts_locked(work.conn, [user_id]))[user_id]
         if changed:
             await work.append([(user_id, type_, {
                 "ids": changed, "unread_count": unread, "unseen_count": unseen,
@@ -104,7 +90,7 @@ async def snooze(svc: Services, user_id: str, id_: int, until: datetime) -> dict
         at = await store.snooze(work.conn, user_id, id_, until)
         if at is None:  # deleted (or expired) since it was read
             raise NotFound("no such notification")
-        unread, unseen = (await counts_locked(work.conn, [user_id]))[user_id]
+        unread, unseen = (await notification_store.counts_locked(work.conn, [user_id]))[user_id]
         data = {"id": id_, "snoozed_until": at, "unread_count": unread, "unseen_count": unseen}
         await work.append([(user_id, "notification.snoozed", data)])
     svc.schedule_changed.set()  # after the commit: the scheduler may sleep past ``until``
@@ -119,7 +105,7 @@ async def return_due(svc: Services, limit: int = BATCH) -> int:
         back = await store.return_due(work.conn, limit)
         if not back:
             return 0
-        counts = await counts_locked(work.conn, [n["user_id"] for n in back])
+        counts = await notification_store.counts_locked(work.conn, [n["user_id"] for n in back])
         # Each event carries the counts right after it: every one returned adds one to
         # both (it is back unread and unseen), so a user's earlier events in this batch
         # count the later ones out.

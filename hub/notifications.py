@@ -22,7 +22,6 @@ from db.errors import DatabaseUnavailable
 from db.pool import Connection
 from hub import preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
-from hub.inbox import counts_locked
 from hub.models import NotificationCreate, Preferences, stored_actions
 from hub.services import Event, Services
 from hub.settings import WEEKDAYS
@@ -424,7 +423,7 @@ async def _group_events(
     if not updated:
         return changes, owner
     later = sorted(updated.values(), key=lambda u: u[1]["position"])
-    counts = await counts_locked(conn, [item["user_id"] for _, item, _ in later])
+    counts = await store.counts_locked(conn, [item["user_id"] for _, item, _ in later])
     pending: dict[str, list[int]] = {}  # the deltas still to come, per user
     for _, item, (unread, unseen) in later:
         p = pending.setdefault(item["user_id"], [0, 0])
@@ -614,7 +613,7 @@ async def _mark(
         else:
             changed = await store.mark_read(work.conn, user_id, ids)
         dismissals = await dismiss_read(svc, work.conn, changed)
-        unread, unseen = (await counts_locked(work.conn, [user_id]))[user_id]
+        unread, unseen = (await store.counts_locked(work.conn, [user_id]))[user_id]
         if changed:
             data = {"ids": changed, "all": ids is None, "unread_count": unread,
                     "unseen_count": unseen}
@@ -625,18 +624,21 @@ async def _mark(
 
 
 async def forget_message(
-    conn: Connection, user_id: str, message_id: int
+    conn: Connection, user_id: str, message_id: int, also: list[str]
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """Inside the caller's transaction, delete ``user_id``'s notifications quoting a
     direct message that was removed for everyone; returns the events to append.
 
-    The caller appends them: rows are locked before counters, the order every
-    notification write uses.
+    ``also``: the other users the caller appends events for. Once the rows are deleted,
+    the counters of all of them are locked in sorted order (the hub's lock order: rows,
+    then counters) and ``user_id``'s counts read under that lock, so the counts the
+    events carry are exact at their ``seq`` even while another write of ``user_id``
+    commits meanwhile.
     """
     ids = await store.delete_for_message(conn, user_id, message_id)
     if not ids:
         return []
-    unread, unseen = await store.counts(conn, user_id)
+    unread, unseen = (await store.counts_locked(conn, [user_id, *also]))[user_id]
     return [(user_id, "notification.deleted",
              {"id": i, "unread_count": unread, "unseen_count": unseen}) for i in ids]
 
@@ -657,7 +659,7 @@ async def delete(svc: Services, user_id: str | None, id_: int) -> None:
                 raise NotFound("no such notification")
         elif not await store.delete(work.conn, user_id, id_):
             raise NotFound("no such notification")
-        unread, unseen = (await counts_locked(work.conn, [user_id]))[user_id]
+        unread, unseen = (await store.counts_locked(work.conn, [user_id]))[user_id]
         await work.append([(user_id, "notification.deleted",
                             {"id": id_, "unread_count": unread, "unseen_count": unseen})])
 
