@@ -604,6 +604,28 @@ async def dismiss_read(svc: Services, conn: Connection, ids: list[int]) -> int:
     return dismissals
 
 
+async def decide_again(svc: Services, conn: Connection, items: list[dict[str, Any]]) -> bool:
+    """Inside the caller's transaction, decide the deliveries of ``items`` (stored
+    notifications back in the inbox as new: a snooze's return) again, as a create does,
+    under their users' preferences, contacts and quiet hours at this moment. Their
+    finished deliveries make room for the new ones; one still being sent stands for its
+    channel. True when this hub has delivery channels: then set ``svc.deliveries_due``
+    after the commit."""
+    if not svc.delivery_channels:
+        return False
+    if not items:
+        return True
+    await delivery_store.forget_finished(conn, [item["id"] for item in items])
+    prefs = await preferences.load_many(conn, sorted({item["user_id"] for item in items}))
+    hour, weekday = _digest_clock(svc)
+    await delivery_store.decide(
+        conn, _candidates(items, prefs, svc.delivery_channels,
+                          svc.settings.quiet_hours_bypass_high, _escalation(svc)),
+        digest_hour=hour, digest_weekday=weekday,
+    )
+    return True
+
+
 async def _mark(
     svc: Services, user_id: str, *, ids: list[int] | None, upto: int | None
 ) -> dict[str, int]:

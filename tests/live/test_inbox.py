@@ -8,9 +8,18 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.conftest import auth
+from tests.conftest import SERVICE, auth
 from tests.live.conftest import recv, sse_stream, ws_connect, ws_url
-from tests.live.test_cluster import Feed, feeds, greeted, no_tracebacks, notify, two_hubs
+from tests.live.test_cluster import (
+    Feed,
+    feeds,
+    greeted,
+    no_tracebacks,
+    notify,
+    two_hubs,
+    until,
+)
+from tests.smtp import Recorder, smtp_server
 
 #: Notifications snoozed through each instance in the return test.
 EACH = 8
@@ -73,8 +82,13 @@ async def test_seen_and_archived_on_one_device_update_both_badges_on_the_other(
 async def test_snoozed_notifications_return_once_across_two_instances_live_in_order(
     tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
 ) -> None:
+    mailbox = Recorder()
     async with (
-        two_hubs(tmp_path, database_url, redis_url, redis_prefix) as (a, b, http_a, http_b),
+        smtp_server(mailbox) as port,
+        two_hubs(tmp_path, database_url, redis_url, redis_prefix,
+                 smtp_url=f"smtp://127.0.0.1:{port}", email_from="hub@example.com",
+                 public_url="https://hub.example.com",
+                 delivery_poll_seconds=0.2) as (a, b, http_a, http_b),
         ws_connect(ws_url(a.url, "u1")) as u1_a,
         sse_stream(b.url, "u1") as u1_b,
         feeds() as running,
@@ -82,7 +96,11 @@ async def test_snoozed_notifications_return_once_across_two_instances_live_in_or
         await greeted(u1_a, u1_b)
         ws_feed, sse_feed = Feed.of_ws(u1_a), Feed.of_sse(u1_b)
         running += [ws_feed, sse_feed]
+        r = await http_b.put("/api/users/u1/contact", json={"email": "u1@example.com"},
+                             headers=SERVICE)
+        assert r.status_code == 200, r.text
         made = [await notify(http_a, "u1", f"n{i}") for i in range(2 * EACH + 1)]
+        await until(lambda: sent_emails(database_url, len(made)), timeout=30)
         snoozed = made[:-1]
         # Snoozed through both instances, due within a second of each other: both
         # schedulers are awake and race for the same rows.
@@ -118,7 +136,26 @@ async def test_snoozed_notifications_return_once_across_two_instances_live_in_or
         assert items[:len(snoozed)] == sorted(back, key=lambda n: -n["position"])
         assert items[-1]["title"] == made[-1]["title"]
         assert r.json()["unread_count"] == r.json()["unseen_count"] == len(made)
+        # Emailed when created and, each snoozed one, once more when it returned (its
+        # delivery decided again in place of the first).
+        await until(lambda: sent_emails(database_url, len(made)), timeout=30)
+        await until(lambda: len(mailbox.messages) >= len(made) + len(snoozed), timeout=30)
+        assert Counter(m.message["Subject"] for m in mailbox.messages) == Counter(
+            {n["title"]: 2 for n in snoozed} | {made[-1]["title"]: 1})
         no_tracebacks(a, b)
+
+
+async def sent_emails(database_url: str, count: int) -> bool:
+    """Whether ``count`` email deliveries are recorded, all sent."""
+    from db.pool import connect
+
+    conn = await connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT state, count(*) AS n FROM deliveries "
+                                "WHERE channel = 'email' GROUP BY state")
+    finally:
+        await conn.close()
+    return {r["state"]: r["n"] for r in rows} == {"sent": count}
 
 
 async def a_log(database_url: str) -> list[str]:
