@@ -79,6 +79,8 @@ class Due:
     #: The grouped title and body patterns rendered when it was scheduled (with a
     #: ``collapse_key``; ``hub.templates.grouped``).
     grouped: tuple[str, str | None] | None = None
+    #: Those of the recipients in ``localized``, from their template variant.
+    localized_grouped: dict[str, templates.Patterns] = field(default_factory=dict)
 
 
 #: What the notification writer commits: a create, or a scheduled one now due.
@@ -193,6 +195,8 @@ async def create_many_in(
         {at: job.localized for at, n in enumerate(live) if isinstance(job := jobs[n], Due)},
         {at: job.grouped for at, n in enumerate(live)
          if isinstance(job := jobs[n], Due) and job.grouped is not None},
+        {at: job.localized_grouped for at, n in enumerate(live)
+         if isinstance(job := jobs[n], Due)},
         channels=channels, quiet_bypass_high=quiet_bypass_high, escalate=escalate,
         expiry_days=expiry_days, digest_at=digest_at,
     )
@@ -204,15 +208,17 @@ async def create_many_in(
 async def _create_in(
     conn: Connection, requests: list[NotificationCreate], due: dict[int, str | None],
     localized_due: dict[int, dict[str, templates.Content]],
-    due_grouped: dict[int, tuple[str, str | None]], *,
+    due_grouped: dict[int, tuple[str, str | None]],
+    due_localized_grouped: dict[int, dict[str, templates.Patterns]], *,
     channels: tuple[str, ...], quiet_bypass_high: bool,
     escalate: tuple[frozenset[str], float], expiry_days: int | None,
     digest_at: tuple[int, int],
 ) -> list[Created | HubError]:
     """``create_many_in`` for ``requests``; ``due``: the key of each that is ``Due`` (by
     position), to point at what it creates, ``localized_due`` its recipients' localized
-    content, and ``due_grouped`` its grouped patterns. A ``Due`` one's ``expires_at`` was
-    checked when it was scheduled."""
+    content, ``due_grouped`` its grouped patterns and ``due_localized_grouped`` those of
+    its localized recipients. A ``Due`` one's ``expires_at`` was checked when it was
+    scheduled."""
     contents, stored = await templates.contents(conn, requests)
     contents = _check_grouped(requests, contents, stored, due_grouped)
     if expiry_days is not None and any(
@@ -224,11 +230,12 @@ async def _create_in(
     later = [r.send_at is not None and r.send_at > horizon for r in requests]
     recipients = [[] if later[n] else r.recipients() for n, r in enumerate(requests)]
     # Localized now for a scheduled one too: its row keeps what each recipient gets.
-    contents, localized = await templates.localize(
+    contents, localized, localized_grouped = await templates.localize(
         conn, requests, [r.recipients() for r in requests], contents, stored
     )
     for n, preset in localized_due.items():
         localized[n] = preset
+        localized_grouped[n] = due_localized_grouped[n]
     users = sorted({u for rs in recipients for u in rs})
     prefs = await preferences.load_many(conn, users)
     results: list[Created | HubError | None] = [None] * len(requests)
@@ -270,7 +277,9 @@ async def _create_in(
             scheduled.append((n, (
                 own[0], request.send_at, request.recipients(), request.type, *content,
                 request.data, request.priority, request.expires_at, request.idempotency_key,
-                {user: list(content) for user, content in localized[n].items()},
+                # Each localized recipient's text, then their grouped patterns if any.
+                {user: [*content, *localized_grouped[n].get(user, ())]
+                 for user, content in localized[n].items()},
                 stored_actions(request.actions), request.collapse_key, request.actor,
                 *patterns,
             )))
@@ -283,7 +292,8 @@ async def _create_in(
                          request.expires_at, actions))
             groups.append(None if request.collapse_key is None else store.Group(
                 request.collapse_key, 1, [request.actor] if request.actor else [],
-                *_patterns(request, stored, row_content[0], due_grouped.get(n)),
+                *_patterns(request, stored, row_content[0], due_grouped.get(n),
+                           localized_grouped[n].get(u)),
             ))
         fresh.append((n, len(own), suppressed))
     await store.resolve_requests(conn, [
@@ -354,10 +364,13 @@ def _check_grouped(
 
 def _patterns(
     request: NotificationCreate, stored: dict[str, dict[str, Any]], title: str,
-    scheduled: tuple[str, str | None] | None,
+    scheduled: tuple[str, str | None] | None, localized: templates.Patterns | None = None,
 ) -> tuple[str, str | None]:
     """The grouped title and body patterns of a row titled ``title`` (checked by
-    ``_check_grouped``): those stored when it was scheduled, else its template's."""
+    ``_check_grouped``): its recipient's ``localized`` ones (``templates.localize``), else
+    those stored when it was scheduled, else its template's."""
+    if localized is not None:
+        return localized
     return scheduled if scheduled is not None else templates.grouped(request, stored, title)
 
 
