@@ -5,6 +5,7 @@ PostgreSQL and one Redis, with WebSocket and SSE clients (docs/live.md; docs/api
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -102,19 +103,23 @@ async def test_snoozed_notifications_return_once_across_two_instances_live_in_or
         made = [await notify(http_a, "u1", f"n{i}") for i in range(2 * EACH + 1)]
         await until(lambda: sent_emails(database_url, len(made)), timeout=30)
         snoozed = made[:-1]
-        # Snoozed through both instances, due within a second of each other: both
-        # schedulers are awake and race for the same rows.
-        for i, note in enumerate(snoozed):
-            http = http_a if i % 2 else http_b
-            r = await http.post(f"/api/notifications/{note['id']}/snooze",
-                                json={"until": stamp(1.5 + i / len(snoozed))},
-                                headers=auth("u1"))
-            assert r.status_code == 200, r.text
+        # Snoozed through both instances for an hour, then again (which moves the time)
+        # to be due within a second of each other: both schedulers are awake and race
+        # for the same rows.
+        async def snooze(seconds: Callable[[int], float]) -> None:
+            for i, note in enumerate(snoozed):
+                http = http_a if i % 2 else http_b
+                r = await http.post(f"/api/notifications/{note['id']}/snooze",
+                                    json={"until": stamp(seconds(i))}, headers=auth("u1"))
+                assert r.status_code == 200, r.text
+
+        await snooze(lambda i: 3600)
         r = await http_a.get("/api/notifications", headers=auth("u1"))
         assert [n["title"] for n in r.json()["items"]] == [made[-1]["title"]]
         assert r.json()["unread_count"] == 1
+        await snooze(lambda i: 1.5 + i / len(snoozed))
 
-        total = len(made) + 2 * len(snoozed)  # created, snoozed, returned
+        total = len(made) + 3 * len(snoozed)  # created, snoozed twice, returned
         for feed in (ws_feed, sse_feed):
             assert await feed.reach(total, timeout=30) == list(range(1, total + 1))
             returned = [f["data"] for f in feed.frames if f["type"] == "notification.unsnoozed"]
@@ -127,7 +132,7 @@ async def test_snoozed_notifications_return_once_across_two_instances_live_in_or
         await ws_feed.quiet(u1_a)  # nothing more: each returned once
         rows = await a_log(database_url)
         assert Counter(rows) == Counter({"notification.created": len(made),
-                                         "notification.snoozed": len(snoozed),
+                                         "notification.snoozed": 2 * len(snoozed),
                                          "notification.unsnoozed": len(snoozed)})
         # Back on top of the inbox, newest return first, each unread and unseen.
         r = await http_b.get("/api/notifications?limit=100", headers=auth("u1"))
