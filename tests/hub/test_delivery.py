@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from db import deliveries as store
-from hub import delivery, inbox, preferences
+from hub import delivery, preferences
 from hub.models import Preferences
 from tests.conftest import SERVICE, running_app
 from tests.hub.recording_channel import Recorder
@@ -186,38 +185,6 @@ async def test_a_crashed_workers_claim_is_taken_over_after_its_lease(settings_en
         state = await eventually(lambda: _sent(app, made["items"][0]["id"]))
         assert state["state"] == "sent" and state["attempts"] == 2
         assert [d.attempt for d in recorder.attempts] == [2]
-
-
-async def test_a_snooze_skips_what_is_not_being_sent_and_its_return_decides_it_again(
-    settings_env, recorder
-):
-    async with hub(settings_env, delivery_workers=0) as app:
-        svc = app.state.services
-        [sending] = (await create(app, user_id="ann", title="sending",
-                                  contact={"email": "ann@example.com"}))["items"]
-        # A worker is sending this one's email right now (its claim is live).
-        [claimed] = await store.claim(svc.pool, ["email"], 10, 600)
-        assert claimed["notification"]["id"] == sending["id"]
-        [waiting] = (await create(app, user_id="ann", title="waiting"))["items"]
-        later = datetime.now(UTC) + timedelta(hours=1)
-        for note in (sending, waiting):
-            await inbox.snooze(svc, "ann", note["id"], later)
-
-        def states(rows: list[dict[str, Any]]) -> list[tuple[str, str, int, str | None]]:
-            return [(d["channel"], d["state"], d["attempts"], d["last_error"]) for d in rows]
-
-        assert states(await deliveries_of(app, waiting["id"])) == [
-            ("email", "skipped", 0, "snoozed")]
-        assert states(await deliveries_of(app, sending["id"])) == [
-            ("email", "scheduled", 1, None)]  # its send goes on
-
-        await svc.pool.execute("UPDATE notifications SET snoozed_until = now()")
-        assert await inbox.return_due(svc) == 2
-        # Decided again as new: the skipped one makes room; the one being sent stands.
-        assert states(await deliveries_of(app, waiting["id"])) == [
-            ("email", "scheduled", 0, None)]
-        assert states(await deliveries_of(app, sending["id"])) == [
-            ("email", "scheduled", 1, None)]
 
 
 async def test_two_hubs_never_send_the_same_attempt_twice(settings_env, recorder):
