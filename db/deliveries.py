@@ -103,6 +103,18 @@ async def prune(conn: Conn, retention_days: int, timeout: float | None = None) -
     return int(status.split()[-1])
 
 
+async def snoozed(conn: Conn, notification_ids: list[int]) -> int:
+    """Inside the caller's transaction: skip (``snoozed``) the deliveries of
+    ``notification_ids``, just snoozed, that are not being sent; how many."""
+    return int(await conn.fetchval(Q.snoozed, notification_ids))
+
+
+async def forget_finished(conn: Conn, notification_ids: list[int]) -> None:
+    """Inside the caller's transaction: delete the finished deliveries of
+    ``notification_ids``, back from a snooze, so ``decide`` can make new ones."""
+    await conn.execute(Q.forget_finished, notification_ids)
+
+
 async def dismiss(conn: Conn, notification_ids: list[int]) -> tuple[int, int]:
     """Cross-device dismissal of ``notification_ids``, just read, inside the caller's
     transaction (one statement, docs/delivery.md "Cross-device dismissal").

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from db.pool import Conn, dumps
+from db import events as event_log
+from db.pool import Conn, Connection, dumps
 from db.queries import load
 
 Q = load("notifications")
@@ -179,6 +180,19 @@ async def counts_many(conn: Conn, user_ids: list[str]) -> dict[str, tuple[int, i
     """The ``counts`` of each of ``user_ids``."""
     return {r["user_id"]: (int(r["unread"]), int(r["unseen"]))
             for r in await conn.fetch(Q.counts_many, user_ids)}
+
+
+async def counts_locked(conn: Connection, user_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """Inside a write's transaction: each user's ``(unread, unseen)``, read once their
+    counters are locked, so the counts an event carries are exact at its ``seq``.
+
+    A transaction that logged an event before this one has committed by then (and this
+    read sees its change); one that logs after this one counts this change. Call it
+    after the rows are changed (rows before counters, the hub's lock order).
+    """
+    users = sorted(set(user_ids))
+    await event_log.lock(conn, users)
+    return await counts_many(conn, users)
 
 
 async def delete_for_message(conn: Conn, user_id: str, message_id: int) -> list[int]:

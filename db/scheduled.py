@@ -14,7 +14,8 @@ Q = load("scheduled")
 #: data, priority, expires_at, idempotency_key, localized, actions, collapse_key, actor,
 #: grouped_title, grouped_body)``, its id from ``notifications.allocate_ids``;
 #: ``localized``: ``{user: (title, body, link)}`` of the recipients whose locale picked a
-#: template variant; ``actions`` None: it has none; the grouped patterns
+#: template variant, followed by their grouped title and body patterns when the
+#: notification has a collapse key; ``actions`` None: it has none; the grouped patterns
 #: (``hub.templates.grouped``) are None without a collapse key.
 Row = tuple[int, datetime, list[str], str, str, str, str | None, dict[str, Any], str,
             datetime | None, str | None, dict[str, Any], list[dict[str, Any]] | None,

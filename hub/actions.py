@@ -25,7 +25,6 @@ from db import actions as outbox
 from db import notifications as store
 from db.errors import DatabaseUnavailable
 from hub.errors import Conflict, NotFound
-from hub.inbox import counts_locked
 from hub.notifications import dismiss_read
 from hub.periodic import run_when_due
 from hub.services import Services
@@ -67,11 +66,11 @@ async def choose(svc: Services, user_id: str, id_: int, action_id: str) -> dict[
             if chosen["id"] != action_id:
                 raise Conflict(f"another action ({chosen['id']}) was chosen already; a "
                                "choice is final")
-            unread, unseen = (await counts_locked(work.conn, [user_id]))[user_id]
+            unread, unseen = (await store.counts_locked(work.conn, [user_id]))[user_id]
             return {**found, "unread_count": unread, "unseen_count": unseen}
         updated = await store.record_action(work.conn, id_, action_id)
         dismissals = await dismiss_read(svc, work.conn, [] if found["read"] else [id_])
-        unread, unseen = (await counts_locked(work.conn, [user_id]))[user_id]
+        unread, unseen = (await store.counts_locked(work.conn, [user_id]))[user_id]
         data = {**updated, "unread_count": unread, "unseen_count": unseen}
         # The event's shape is the one every notification.updated has (a group joined
         # too): the notification, and the counts right after it.

@@ -14,7 +14,6 @@ import asyncio
 import logging
 
 from db import notifications as store
-from hub.inbox import counts_locked
 from hub.periodic import attempt
 from hub.services import Services
 
@@ -35,7 +34,7 @@ async def sweep_batch(svc: Services, limit: int = BATCH) -> int:
         gone = await store.expire(work.conn, limit)
         if not gone:
             return 0
-        counts = await counts_locked(work.conn, [u for _, u in gone])
+        counts = await store.counts_locked(work.conn, [u for _, u in gone])
         await work.append([
             (user, "notification.deleted",
              {"id": id_, "unread_count": counts[user][0], "unseen_count": counts[user][1]})

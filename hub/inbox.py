@@ -11,7 +11,10 @@ A snoozed notification returns at its time through the notification scheduler
 (``hub.scheduled.send_due`` calls ``return_due``): one transaction takes the due rows
 (``SKIP LOCKED``) and moves them back as new, unread and unseen, with a new position at
 the top of the inbox and a ``notification.unsnoozed`` event each, so each returns once
-however many instances run.
+however many instances run. The same transaction decides their email, push, SMS and
+webhook deliveries again under the preferences of that moment
+(``hub.notifications.decide_again``); a snooze skips those not sent yet
+(docs/delivery.md, "Snoozed notifications").
 """
 
 from __future__ import annotations
@@ -21,29 +24,17 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from db import events as event_log
+from db import deliveries as delivery_store
 from db import inbox as store
 from db import notifications as notification_store
 from db.pool import Connection
+from hub import notifications
 from hub.errors import InvalidInput, NotFound
 from hub.models import Selection
 from hub.services import Services
 
 #: The most snoozed notifications one return transaction moves back.
 BATCH = 500
-
-
-async def counts_locked(conn: Connection, user_ids: list[str]) -> dict[str, tuple[int, int]]:
-    """Inside a write's transaction: each user's ``(unread, unseen)``, read once their
-    counters are locked, so the counts an event carries are exact at its ``seq``.
-
-    A transaction that logged an event before this one has committed by then (and this
-    read sees its change); one that logs after this one counts this change. Call it
-    after the rows are changed (rows before counters, the hub's lock order).
-    """
-    users = sorted(set(user_ids))
-    await event_log.lock(conn, users)
-    return await notification_store.counts_many(conn, users)
 
 
 async def mark_seen(svc: Services, user_id: str, selection: Selection) -> dict[str, int]:
@@ -80,7 +71,7 @@ async def _change(
     """
     async with svc.write() as work:
         changed = await change(work.conn)
-        unread, unseen = (await counts_locked(work.conn, [user_id]))[user_id]
+        unread, unseen = (await notification_store.counts_locked(work.conn, [user_id]))[user_id]
         if changed:
             await work.append([(user_id, type_, {
                 "ids": changed, "unread_count": unread, "unseen_count": unseen,
@@ -104,7 +95,9 @@ async def snooze(svc: Services, user_id: str, id_: int, until: datetime) -> dict
         at = await store.snooze(work.conn, user_id, id_, until)
         if at is None:  # deleted (or expired) since it was read
             raise NotFound("no such notification")
-        unread, unseen = (await counts_locked(work.conn, [user_id]))[user_id]
+        # Nothing goes out while it is away: its return decides its deliveries again.
+        await delivery_store.snoozed(work.conn, [id_])
+        unread, unseen = (await notification_store.counts_locked(work.conn, [user_id]))[user_id]
         data = {"id": id_, "snoozed_until": at, "unread_count": unread, "unseen_count": unseen}
         await work.append([(user_id, "notification.snoozed", data)])
     svc.schedule_changed.set()  # after the commit: the scheduler may sleep past ``until``
@@ -119,7 +112,9 @@ async def return_due(svc: Services, limit: int = BATCH) -> int:
         back = await store.return_due(work.conn, limit)
         if not back:
             return 0
-        counts = await counts_locked(work.conn, [n["user_id"] for n in back])
+        # Through the channels too, in this transaction: once, as the return is.
+        redelivered = await notifications.decide_again(svc, work.conn, back)
+        counts = await notification_store.counts_locked(work.conn, [n["user_id"] for n in back])
         # Each event carries the counts right after it: every one returned adds one to
         # both (it is back unread and unseen), so a user's earlier events in this batch
         # count the later ones out.
@@ -134,6 +129,8 @@ async def return_due(svc: Services, limit: int = BATCH) -> int:
                 "unseen_count": unseen - later[user],
             }))
         await work.append(changes)
+    if redelivered:
+        svc.deliveries_due.set()  # after the commit: the workers see the new rows
     return len(back)
 
 

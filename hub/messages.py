@@ -260,6 +260,8 @@ async def delete(svc: Services, user_id: str, id_: int, *, for_everyone: bool = 
         changes = [(user, "message.deleted", {"id": id_}) for user in users]
         if for_everyone:
             # The recipient's new_message notification quotes the text: it goes too.
-            # Its rows are deleted before any counter is locked (the hub's lock order).
-            changes += await notifications.forget_message(conn, row["recipient_id"], id_)
+            # Its rows are deleted before any counter is locked (the hub's lock order),
+            # then every user's counter here, sorted, before its counts are read.
+            changes += await notifications.forget_message(conn, row["recipient_id"], id_,
+                                                          users)
         await work.append(changes)

@@ -806,12 +806,25 @@ class AnnouncementList(BaseModel):
     items: list[Announcement]
 
 
+class TemplateGrouped(Strict):
+    """A template's text for a group of notifications (docs/api.md, "Grouping"): its
+    data's placeholders and ``{actor}``, ``{others}``, ``{count}``; ``body`` None: the
+    newest create's body; ``someone``: what ``{actor}`` says when no create gave an
+    actor (None: ``Someone``)."""
+
+    title: str = Field(min_length=1, max_length=200)
+    body: str | None = Field(default=None, max_length=2000)
+    someone: str | None = Field(default=None, min_length=1, max_length=100)
+
+
 class TemplateVariant(Strict):
-    """A template's text in one locale; ``link`` None: the template's own link."""
+    """A template's text in one locale; ``link`` None: the template's own link;
+    ``grouped`` None: a group in this locale is titled ``{title} ({count})``."""
 
     title: str = Field(min_length=1, max_length=200)
     body: str = Field(default="", max_length=2000)
     link: str | None = Field(default=None, max_length=2000)
+    grouped: TemplateGrouped | None = None
 
 
 #: The most locale variants one template may have.
@@ -828,15 +841,6 @@ def _check_locales(value: dict[str, TemplateVariant]) -> dict[str, TemplateVaria
             raise ValueError(f"locale {tag!r} is given twice (tags are case-insensitive)")
         seen.add(tag.lower())
     return value
-
-
-class TemplateGrouped(Strict):
-    """A template's text for a group of notifications (docs/api.md, "Grouping"): its
-    data's placeholders and ``{actor}``, ``{others}``, ``{count}``; ``body`` None: the
-    newest create's body."""
-
-    title: str = Field(min_length=1, max_length=200)
-    body: str | None = Field(default=None, max_length=2000)
 
 
 class Template(BaseModel):

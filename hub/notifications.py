@@ -22,7 +22,6 @@ from db.errors import DatabaseUnavailable
 from db.pool import Connection
 from hub import preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
-from hub.inbox import counts_locked
 from hub.models import NotificationCreate, Preferences, stored_actions
 from hub.services import Event, Services
 from hub.settings import WEEKDAYS
@@ -80,6 +79,8 @@ class Due:
     #: The grouped title and body patterns rendered when it was scheduled (with a
     #: ``collapse_key``; ``hub.templates.grouped``).
     grouped: tuple[str, str | None] | None = None
+    #: Those of the recipients in ``localized``, from their template variant.
+    localized_grouped: dict[str, templates.Patterns] = field(default_factory=dict)
 
 
 #: What the notification writer commits: a create, or a scheduled one now due.
@@ -194,6 +195,8 @@ async def create_many_in(
         {at: job.localized for at, n in enumerate(live) if isinstance(job := jobs[n], Due)},
         {at: job.grouped for at, n in enumerate(live)
          if isinstance(job := jobs[n], Due) and job.grouped is not None},
+        {at: job.localized_grouped for at, n in enumerate(live)
+         if isinstance(job := jobs[n], Due)},
         channels=channels, quiet_bypass_high=quiet_bypass_high, escalate=escalate,
         expiry_days=expiry_days, digest_at=digest_at,
     )
@@ -205,15 +208,17 @@ async def create_many_in(
 async def _create_in(
     conn: Connection, requests: list[NotificationCreate], due: dict[int, str | None],
     localized_due: dict[int, dict[str, templates.Content]],
-    due_grouped: dict[int, tuple[str, str | None]], *,
+    due_grouped: dict[int, tuple[str, str | None]],
+    due_localized_grouped: dict[int, dict[str, templates.Patterns]], *,
     channels: tuple[str, ...], quiet_bypass_high: bool,
     escalate: tuple[frozenset[str], float], expiry_days: int | None,
     digest_at: tuple[int, int],
 ) -> list[Created | HubError]:
     """``create_many_in`` for ``requests``; ``due``: the key of each that is ``Due`` (by
     position), to point at what it creates, ``localized_due`` its recipients' localized
-    content, and ``due_grouped`` its grouped patterns. A ``Due`` one's ``expires_at`` was
-    checked when it was scheduled."""
+    content, ``due_grouped`` its grouped patterns and ``due_localized_grouped`` those of
+    its localized recipients. A ``Due`` one's ``expires_at`` was checked when it was
+    scheduled."""
     contents, stored = await templates.contents(conn, requests)
     contents = _check_grouped(requests, contents, stored, due_grouped)
     if expiry_days is not None and any(
@@ -225,11 +230,12 @@ async def _create_in(
     later = [r.send_at is not None and r.send_at > horizon for r in requests]
     recipients = [[] if later[n] else r.recipients() for n, r in enumerate(requests)]
     # Localized now for a scheduled one too: its row keeps what each recipient gets.
-    contents, localized = await templates.localize(
+    contents, localized, localized_grouped = await templates.localize(
         conn, requests, [r.recipients() for r in requests], contents, stored
     )
     for n, preset in localized_due.items():
         localized[n] = preset
+        localized_grouped[n] = due_localized_grouped[n]
     users = sorted({u for rs in recipients for u in rs})
     prefs = await preferences.load_many(conn, users)
     results: list[Created | HubError | None] = [None] * len(requests)
@@ -271,7 +277,9 @@ async def _create_in(
             scheduled.append((n, (
                 own[0], request.send_at, request.recipients(), request.type, *content,
                 request.data, request.priority, request.expires_at, request.idempotency_key,
-                {user: list(content) for user, content in localized[n].items()},
+                # Each localized recipient's text, then their grouped patterns if any.
+                {user: [*content, *localized_grouped[n].get(user, ())]
+                 for user, content in localized[n].items()},
                 stored_actions(request.actions), request.collapse_key, request.actor,
                 *patterns,
             )))
@@ -284,7 +292,8 @@ async def _create_in(
                          request.expires_at, actions))
             groups.append(None if request.collapse_key is None else store.Group(
                 request.collapse_key, 1, [request.actor] if request.actor else [],
-                *_patterns(request, stored, row_content[0], due_grouped.get(n)),
+                *_patterns(request, stored, row_content[0], due_grouped.get(n),
+                           localized_grouped[n].get(u)),
             ))
         fresh.append((n, len(own), suppressed))
     await store.resolve_requests(conn, [
@@ -355,10 +364,13 @@ def _check_grouped(
 
 def _patterns(
     request: NotificationCreate, stored: dict[str, dict[str, Any]], title: str,
-    scheduled: tuple[str, str | None] | None,
+    scheduled: tuple[str, str | None] | None, localized: templates.Patterns | None = None,
 ) -> tuple[str, str | None]:
     """The grouped title and body patterns of a row titled ``title`` (checked by
-    ``_check_grouped``): those stored when it was scheduled, else its template's."""
+    ``_check_grouped``): its recipient's ``localized`` ones (``templates.localize``), else
+    those stored when it was scheduled, else its template's."""
+    if localized is not None:
+        return localized
     return scheduled if scheduled is not None else templates.grouped(request, stored, title)
 
 
@@ -424,7 +436,7 @@ async def _group_events(
     if not updated:
         return changes, owner
     later = sorted(updated.values(), key=lambda u: u[1]["position"])
-    counts = await counts_locked(conn, [item["user_id"] for _, item, _ in later])
+    counts = await store.counts_locked(conn, [item["user_id"] for _, item, _ in later])
     pending: dict[str, list[int]] = {}  # the deltas still to come, per user
     for _, item, (unread, unseen) in later:
         p = pending.setdefault(item["user_id"], [0, 0])
@@ -605,6 +617,28 @@ async def dismiss_read(svc: Services, conn: Connection, ids: list[int]) -> int:
     return dismissals
 
 
+async def decide_again(svc: Services, conn: Connection, items: list[dict[str, Any]]) -> bool:
+    """Inside the caller's transaction, decide the deliveries of ``items`` (stored
+    notifications back in the inbox as new: a snooze's return) again, as a create does,
+    under their users' preferences, contacts and quiet hours at this moment. Their
+    finished deliveries make room for the new ones; one still being sent stands for its
+    channel. True when this hub has delivery channels: then set ``svc.deliveries_due``
+    after the commit."""
+    if not svc.delivery_channels:
+        return False
+    if not items:
+        return True
+    await delivery_store.forget_finished(conn, [item["id"] for item in items])
+    prefs = await preferences.load_many(conn, sorted({item["user_id"] for item in items}))
+    hour, weekday = _digest_clock(svc)
+    await delivery_store.decide(
+        conn, _candidates(items, prefs, svc.delivery_channels,
+                          svc.settings.quiet_hours_bypass_high, _escalation(svc)),
+        digest_hour=hour, digest_weekday=weekday,
+    )
+    return True
+
+
 async def _mark(
     svc: Services, user_id: str, *, ids: list[int] | None, upto: int | None
 ) -> dict[str, int]:
@@ -614,7 +648,7 @@ async def _mark(
         else:
             changed = await store.mark_read(work.conn, user_id, ids)
         dismissals = await dismiss_read(svc, work.conn, changed)
-        unread, unseen = (await counts_locked(work.conn, [user_id]))[user_id]
+        unread, unseen = (await store.counts_locked(work.conn, [user_id]))[user_id]
         if changed:
             data = {"ids": changed, "all": ids is None, "unread_count": unread,
                     "unseen_count": unseen}
@@ -625,18 +659,21 @@ async def _mark(
 
 
 async def forget_message(
-    conn: Connection, user_id: str, message_id: int
+    conn: Connection, user_id: str, message_id: int, also: list[str]
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """Inside the caller's transaction, delete ``user_id``'s notifications quoting a
     direct message that was removed for everyone; returns the events to append.
 
-    The caller appends them: rows are locked before counters, the order every
-    notification write uses.
+    ``also``: the other users the caller appends events for. Once the rows are deleted,
+    the counters of all of them are locked in sorted order (the hub's lock order: rows,
+    then counters) and ``user_id``'s counts read under that lock, so the counts the
+    events carry are exact at their ``seq`` even while another write of ``user_id``
+    commits meanwhile.
     """
     ids = await store.delete_for_message(conn, user_id, message_id)
     if not ids:
         return []
-    unread, unseen = await store.counts(conn, user_id)
+    unread, unseen = (await store.counts_locked(conn, [user_id, *also]))[user_id]
     return [(user_id, "notification.deleted",
              {"id": i, "unread_count": unread, "unseen_count": unseen}) for i in ids]
 
@@ -657,7 +694,7 @@ async def delete(svc: Services, user_id: str | None, id_: int) -> None:
                 raise NotFound("no such notification")
         elif not await store.delete(work.conn, user_id, id_):
             raise NotFound("no such notification")
-        unread, unseen = (await counts_locked(work.conn, [user_id]))[user_id]
+        unread, unseen = (await store.counts_locked(work.conn, [user_id]))[user_id]
         await work.append([(user_id, "notification.deleted",
                             {"id": id_, "unread_count": unread, "unseen_count": unseen})])
 

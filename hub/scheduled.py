@@ -57,9 +57,13 @@ def due_job(row: dict[str, Any]) -> notifications.Due:
         actions=[Action.model_construct(**a) for a in row["actions"] or []] or None,
         collapse_key=row.get("collapse_key"), actor=row.get("actor"),
     )
-    localized = {user: tuple(content) for user, content in row["localized"].items()}
+    # Each localized recipient's (title, body, link), then their grouped patterns if any.
+    localized = {user: (c[0], c[1], c[2]) for user, c in row["localized"].items()}
+    localized_grouped = {user: (c[3], c[4]) for user, c in row["localized"].items()
+                         if len(c) == 5}
     grouped = (row["grouped_title"], row["grouped_body"]) if row.get("collapse_key") else None
-    return notifications.Due(row["id"], request, row["idempotency_key"], localized, grouped)
+    return notifications.Due(row["id"], request, row["idempotency_key"], localized, grouped,
+                             localized_grouped)
 
 
 async def send_batch(svc: Services, limit: int = BATCH) -> int:

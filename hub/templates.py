@@ -11,7 +11,7 @@ from db import contacts as contact_store
 from db import templates as store
 from db.pool import Conn
 from hub.errors import HubError, InvalidInput, NotFound
-from hub.models import NotificationCreate, TemplatePut, safe_link
+from hub.models import NotificationCreate, TemplatePut, TemplateVariant, safe_link
 from hub.services import Services
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -82,14 +82,23 @@ async def put(svc: Services, key: str, body: TemplatePut) -> dict[str, Any]:
     if not re.match(r"^[a-z0-9_.-]{1,100}$", key):
         raise InvalidInput("a template key is 1-100 characters of a-z0-9_.-")
     variants = body.locales.values()
-    grouped = body.grouped
+    groups = [g for g in (body.grouped, *(v.grouped for v in variants)) if g is not None]
     for text in (body.title, body.body, body.link or "",
                  *(t for v in variants for t in (v.title, v.body, v.link or "")),
-                 *((grouped.title, grouped.body or "") if grouped else ())):
+                 *(t for g in groups for t in (g.title, g.body or ""))):
         placeholders(text)
+    grouped = body.grouped
     return await store.put(svc.pool, key, body.type, body.title, body.body, body.link,
-                           {tag: v.model_dump() for tag, v in body.locales.items()},
+                           {tag: _variant(v) for tag, v in body.locales.items()},
                            grouped.model_dump(exclude_none=True) if grouped else None)
+
+
+def _variant(variant: TemplateVariant) -> dict[str, Any]:
+    """A locale variant as stored: ``grouped`` only when it has one."""
+    doc = variant.model_dump(exclude={"grouped"})
+    if variant.grouped is not None:
+        doc["grouped"] = variant.grouped.model_dump(exclude_none=True)
+    return doc
 
 
 async def get(svc: Services, key: str) -> dict[str, Any]:
@@ -123,6 +132,8 @@ def pick_locale(variants: dict[str, Any], locale: str | None) -> str | None:
 
 #: A notification's title, body and link.
 Content = tuple[str, str, str | None]
+#: A group's title and body patterns (``grouped``; body None: the newest create's body).
+Patterns = tuple[str, str | None]
 
 
 async def contents(
@@ -144,21 +155,23 @@ async def contents(
 async def localize(
     conn: Conn, requests: list[NotificationCreate], recipients: list[list[str]],
     rendered: list[Content | HubError], stored: dict[str, dict[str, Any]],
-) -> tuple[list[Content | HubError], list[dict[str, Content]]]:
+) -> tuple[list[Content | HubError], list[dict[str, Content]], list[dict[str, Patterns]]]:
     """Per request, the content of each of its ``recipients`` whose locale picks one of
-    its template's locale variants (docs/api.md, "Localized templates"); the others get
-    the request's own ``rendered`` content. The locales are the recipients' contacts'
-    (the request's inline contact first), read in one query, and only when a template
-    has variants. A variant that does not render refuses its request, as the template's
-    own text would."""
+    its template's locale variants (docs/api.md, "Localized templates"), and, for a
+    request with a ``collapse_key``, their grouped patterns in that variant (``grouped``);
+    the others get the request's own ``rendered`` content. The locales are the
+    recipients' contacts' (the request's inline contact first), read in one query, and
+    only when a template has variants. A variant that does not render refuses its
+    request, as the template's own text would."""
     localized: list[dict[str, Content]] = [{} for _ in requests]
+    patterns: list[dict[str, Patterns]] = [{} for _ in requests]
     wanted = [
         n for n, r in enumerate(requests)
         if r.template is not None and recipients[n]
         and not isinstance(rendered[n], HubError) and stored.get(r.template, {}).get("locales")
     ]
     if not wanted:
-        return rendered, localized
+        return rendered, localized, patterns
     locales = await contact_store.locales(
         conn, sorted({u for n in wanted for u in recipients[n]})
     )
@@ -169,6 +182,7 @@ async def localize(
         variants = stored[request.template]["locales"]
         inline = request.contact.locale if request.contact is not None else None
         by_tag: dict[str, Content] = {}
+        grouped_by_tag: dict[str, Patterns] = {}
         try:
             for user in recipients[n]:
                 locale = inline if inline and user == recipients[n][0] else locales.get(user)
@@ -177,10 +191,14 @@ async def localize(
                     continue
                 if tag not in by_tag:
                     by_tag[tag] = content(request, stored, variant=tag)
+                    if request.collapse_key is not None:
+                        grouped_by_tag[tag] = grouped(request, stored, by_tag[tag][0], tag)
                 localized[n][user] = by_tag[tag]
+                if request.collapse_key is not None:
+                    patterns[n][user] = grouped_by_tag[tag]
         except HubError as exc:
-            rendered[n], localized[n] = exc, {}
-    return rendered, localized
+            rendered[n], localized[n], patterns[n] = exc, {}, {}
+    return rendered, localized, patterns
 
 
 def content(
@@ -218,34 +236,42 @@ def content(
 #: A group's title when its template has no grouped variant (or it has no template).
 DEFAULT_GROUPED_TITLE = "{title} ({count})"
 #: The markers a grouped pattern leaves for the database to fill
-#: (``notification_group_text``, migration 0014): count, count - 1, newest actor.
+#: (``notification_group_text``, migrations 0013 and 0015): count, count - 1, newest actor.
 _GROUP_MARKERS = {"count": "\x1eC", "others": "\x1eO", "actor": "\x1eA"}
+#: After the pattern: what the actor marker becomes when no create gave an actor
+#: (without it, ``Someone``).
+_SOMEONE = "\x1eS"
 
 
 def grouped(
-    request: NotificationCreate, stored: dict[str, dict[str, Any]], title: str
-) -> tuple[str, str | None]:
+    request: NotificationCreate, stored: dict[str, dict[str, Any]], title: str,
+    locale: str | None = None,
+) -> Patterns:
     """The grouped title and body patterns of ``request`` (whose own title is
-    ``title``): its template's ``grouped`` variant with the data's placeholders rendered,
-    else ``DEFAULT_GROUPED_TITLE`` with ``{title}``; ``{count}``, ``{others}`` and
-    ``{actor}`` are left as markers. An explicit ``title`` in the request uses the
-    default."""
+    ``title``): its template's ``grouped`` text (that of its ``locale`` variant, when
+    given) with the data's placeholders rendered, else ``DEFAULT_GROUPED_TITLE`` with
+    ``{title}``; ``{count}``, ``{others}`` and ``{actor}`` are left as markers, and the
+    text's ``someone`` (the actor when none is known) follows its own marker. An explicit
+    ``title`` in the request uses the default, and so does a locale variant without
+    ``grouped`` (never another language's text)."""
     tpl = stored.get(request.template) if request.template and not request.title else None
-    variant = (tpl or {}).get("grouped")
-    if variant:  # the data's placeholders (a data key "title" is the data's)
+    text = (tpl or {}).get("grouped")
+    if tpl is not None and locale is not None:
+        text = tpl["locales"][locale].get("grouped")
+    if text:  # the data's placeholders (a data key "title" is the data's)
         values = {k: v.replace("\x1e", "") for k, v in _text_values(request.data).items()}
     else:
-        variant, values = {"title": DEFAULT_GROUPED_TITLE}, {"title": title.replace("\x1e", "")}
-    body = variant.get("body")
-    return (_render_pattern(variant["title"], values),
-            None if body is None else _render_pattern(body, values))
+        text, values = {"title": DEFAULT_GROUPED_TITLE}, {"title": title.replace("\x1e", "")}
+    body, someone = text.get("body"), text.get("someone")
+    return (_render_pattern(text["title"], values, someone),
+            None if body is None else _render_pattern(body, values, someone))
 
 
 def _text_values(data: dict[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else _as_text(v) for k, v in data.items()}
 
 
-def _render_pattern(text: str, values: dict[str, str]) -> str:
+def _render_pattern(text: str, values: dict[str, str], someone: str | None = None) -> str:
     out = []
     for literal, field in _parts(text):
         out.append(literal.replace("\x1e", ""))
@@ -260,4 +286,6 @@ def _render_pattern(text: str, values: dict[str, str]) -> str:
                 f"template variable {field!r} is missing from data",
                 errors=[{"loc": ["data", field], "msg": "missing template variable"}],
             )
+    if someone is not None:
+        out.append(_SOMEONE + someone.replace("\x1e", ""))
     return "".join(out)

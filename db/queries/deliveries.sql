@@ -111,6 +111,30 @@ SELECT channel, count(*) AS n FROM deliveries WHERE state = 'scheduled' GROUP BY
 DELETE FROM deliveries
 WHERE state IN ('sent', 'failed', 'skipped') AND updated_at < now() - make_interval(days => $1)
 
+-- name: snoozed
+-- Notifications $1 were just snoozed (in the caller's transaction): their deliveries
+-- not being sent ('scheduled' or 'held' without a live claim, or waiting for a digest)
+-- become 'skipped', 'snoozed', so nothing goes out while they are away; their return
+-- decides them again (forget_finished, then decide). One being sent goes on, and a
+-- push dismissal still goes out. Returns how many were skipped.
+WITH skipped AS (
+    UPDATE deliveries
+    SET state = 'skipped', last_error = 'snoozed', updated_at = now(), claimed_until = NULL
+    WHERE notification_id = ANY($1::bigint[]) AND channel <> 'push.dismiss'
+      AND state IN ('scheduled', 'held', 'digest')
+      AND (claimed_until IS NULL OR claimed_until <= now())
+    RETURNING id
+)
+SELECT count(*) FROM skipped
+
+-- name: forget_finished
+-- Notifications $1 came back from a snooze as new (in the caller's transaction): their
+-- finished deliveries (sent, failed, skipped; push dismissals too) make room for the
+-- ones decided next, one per notification and channel. One still going out stays, and
+-- stands for its channel.
+DELETE FROM deliveries
+WHERE notification_id = ANY($1::bigint[]) AND state IN ('sent', 'failed', 'skipped')
+
 -- name: dismiss
 -- Cross-device dismissal: notifications $1 were just read (in the caller's transaction).
 -- Their push deliveries are locked first (a worker's claim skips them meanwhile), then:

@@ -269,3 +269,80 @@ async def test_a_template_carries_a_grouped_variant(client):
         assert r.status_code == 422, bad
     got = (await client.get("/api/templates/course_update", headers=ADMIN)).json()
     assert got["grouped"] == grouped
+
+
+# ---- localized grouped templates (docs/api.md, "Grouped templates") ---------------------
+
+
+async def befriend(client: httpx.AsyncClient, users: list[str], who: str | None) -> list[Any]:
+    r = await client.post("/api/notifications", headers=SERVICE, json={
+        "user_ids": users, "type": "friend_request", "template": "friend_request",
+        "data": {"sender_name": who or "a classmate"}, "collapse_key": "friends",
+        **({"actor": who} if who else {})})
+    assert r.status_code == 201, r.text
+    return sorted(r.json()["items"], key=lambda i: i["user_id"])
+
+
+async def test_a_group_takes_the_grouped_text_of_its_recipients_locale(client):
+    seeded = (await client.get("/api/templates/friend_request", headers=ADMIN)).json()
+    assert seeded["locales"]["de"]["grouped"] == {
+        "title": "{actor} und {others} weitere haben dir Freundschaftsanfragen geschickt",
+        "someone": "Jemand"}
+    await contact(client, "anna", "de-AT")
+    for who in ("Ada", "Bob", "Cy"):
+        anna, zoe = await befriend(client, ["anna", "zoe"], who)
+    assert anna["title"] == "Cy und 2 weitere haben dir Freundschaftsanfragen geschickt"
+    assert anna["body"] == "Cy möchte mit dir befreundet sein."
+    assert zoe["title"] == "Cy and 2 others sent you friend requests"
+    # Without any actor, "someone" in each language.
+    for _ in range(2):
+        ben, yan = await befriend(client, ["ben", "yan"], None)
+    await contact(client, "ben", "de")
+    for _ in range(2):
+        ben, yan = await befriend(client, ["ben", "yan"], None)
+    assert ben["group_count"] == 4 and ben["actors"] == []
+    assert ben["title"] == "Jemand und 3 weitere haben dir Freundschaftsanfragen geschickt"
+    assert yan["title"] == "Someone and 3 others sent you friend requests"
+
+
+async def test_a_variant_without_grouped_text_titles_its_groups_in_its_own_language(client):
+    r = await put(client, "grade_posted", type="grade_posted", title="Grade for {assignment}",
+                  grouped={"title": "{count} grades", "someone": "A teacher"},
+                  locales={"de": {**GERMAN, "grouped": {"title": "{actor}: {count} Noten",
+                                                        "body": "{others} mehr"}},
+                           "pt-BR": {"title": "Nota de {assignment}"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["locales"]["de"]["grouped"] == {"title": "{actor}: {count} Noten",
+                                                    "body": "{others} mehr"}
+    assert "grouped" not in r.json()["locales"]["pt-BR"]
+    await contact(client, "anna", "de")
+    await contact(client, "joao", "pt-BR")
+    for _ in range(2):
+        r = await create(client, user_ids=["anna", "joao", "zoe"], collapse_key="grades")
+    by_user = {i["user_id"]: (i["title"], i["body"]) for i in r.json()["items"]}
+    assert by_user == {
+        "anna": ("Someone: 2 Noten", "1 mehr"),  # the German text has no "someone"
+        "joao": ("Nota de Essay (2)", ""),
+        "zoe": ("2 grades", ""),
+    }
+
+
+@pytest.mark.parametrize("grouped", [
+    {"title": "{x.y}"}, {"title": ""}, {"title": "ok", "body": "{0}"},
+    {"title": "ok", "someone": ""}, {"title": "ok", "extra": 1},
+])
+async def test_a_bad_grouped_text_in_a_variant_is_422_and_changes_nothing(client, grouped):
+    r = await put(client, "grade_posted", type="grade_posted", title="Changed",
+                  locales={"de": {**GERMAN, "grouped": grouped}})
+    assert r.status_code == 422, r.text
+    got = (await client.get("/api/templates/grade_posted", headers=ADMIN)).json()
+    assert got["title"] == "Grade posted"
+
+
+async def test_a_german_variants_grouped_text_missing_a_variable_refuses_the_create(client):
+    await put(client, "grade_posted", type="grade_posted", title="Grade",
+              locales={"de": {**GERMAN, "grouped": {"title": "{count} von {teacher}"}}})
+    await contact(client, "anna", "de")
+    r = await create(client, user_ids=["anna", "zoe"], collapse_key="grades")
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["loc"] == ["data", "teacher"]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from db import contacts as contact_store
 from db import notifications as store
 from hub import inbox, notifications, scheduled
 from hub.models import NotificationCreate, Selection
@@ -224,3 +225,29 @@ async def test_a_grouped_template_without_actors_says_someone_and_data_cannot_fa
                 collapse_key="k"))
         assert made.items[0]["title"] == "Someone and 1 more saw PC{count}"
         assert made.items[0]["actors"] == []
+
+
+async def test_a_scheduled_create_joins_with_the_grouped_text_of_its_recipients_locale(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with instance(database_url, tmp_path) as svc:
+        def request(who: str, **more: Any) -> NotificationCreate:
+            return NotificationCreate(
+                user_ids=["u1", "u2"], type="friend_request", template="friend_request",
+                data={"sender_name": who}, collapse_key="friends", actor=who, **more)
+
+        await contact_store.merge_many(svc.pool, {"u1": {"locale": "de"}})
+        await notifications.create(svc, request("Ada"))
+        later = await notifications.create(svc, request(
+            "Bob", send_at=datetime.now(UTC) + timedelta(hours=1)))
+        assert later.scheduled is not None
+        # The German recipient's locale changes meanwhile: the text chosen when it was
+        # scheduled is kept, as for the notification's own text.
+        await contact_store.merge_many(svc.pool, {"u1": {"locale": "en"}})
+        await svc.pool.execute("UPDATE scheduled_notifications SET send_at = now()")
+        assert await scheduled.send_batch(svc) == 1
+        page = {u: (await notifications.page(svc, u))["items"] for u in ("u1", "u2")}
+        assert [(i["title"], i["group_count"]) for i in page["u1"]] == [
+            ("Bob und 1 weitere haben dir Freundschaftsanfragen geschickt", 2)]
+        assert [(i["title"], i["group_count"]) for i in page["u2"]] == [
+            ("Bob and 1 others sent you friend requests", 2)]

@@ -9,11 +9,12 @@ row's ``next_attempt_at`` to now, never by sleeping.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from db import deliveries as store
 from hub import delivery, preferences
 from hub.models import Preferences
 from tests.conftest import SERVICE, auth
@@ -127,3 +128,45 @@ def test_escalate_types_are_read_comma_separated_from_the_environment(monkeypatc
     assert s.escalate_types == ["grade_posted", "new_comment"]
     assert s.escalate_after_seconds == 60
     assert Settings.model_fields["escalate_after_seconds"].default == 300
+
+
+async def test_a_snooze_skips_the_waiting_email_and_its_return_decides_it_again(
+    settings_env, channels
+):
+    async with hub(settings_env, delivery_workers=0, **ESCALATE) as app:
+        await setup_user(app)
+        [item] = (await create(app, user_id="ann", type="grade_posted"))["items"]
+        # A worker is sending its webhook right now (a live claim); its email waits.
+        [claimed] = await store.claim(app.state.services.pool, ["webhook"], 10, 600)
+        assert claimed["notification"]["id"] == item["id"]
+
+        async def snooze(seconds: float) -> None:
+            until = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+            r = await app.state.client.post(f"/api/notifications/{item['id']}/snooze",
+                                            json={"until": until}, headers=auth("ann"))
+            assert r.status_code == 200, r.text
+
+        async def states() -> dict[str, tuple[str, int, str | None]]:
+            rows = by_channel(await deliveries_of(app, item["id"]))
+            return {c: (d["state"], d["attempts"], d["last_error"]) for c, d in rows.items()}
+
+        await snooze(3600)
+        assert await states() == {"email": ("skipped", 0, "snoozed"),
+                                  "webhook": ("scheduled", 1, None)}  # its send goes on
+
+        await snooze(0.5)  # snoozing again moves the time; the scheduler returns it
+
+        async def back() -> bool:
+            r = await app.state.client.get("/api/notifications/unread-count",
+                                           headers=auth("ann"))
+            return bool(r.json()["count"] == 1)
+
+        await eventually(back)
+        # Decided again as new: the skipped email makes room and waits the escalation
+        # delay again from the return; the webhook being sent stands for its channel.
+        assert await states() == {"email": ("scheduled", 0, None),
+                                  "webhook": ("scheduled", 1, None)}
+        email = by_channel(await deliveries_of(app, item["id"]))["email"]
+        wait = (datetime.fromisoformat(email["next_attempt_at"])
+                - datetime.fromisoformat(email["created_at"]))
+        assert abs(wait - timedelta(seconds=300)) < timedelta(seconds=5)

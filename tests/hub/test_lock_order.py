@@ -84,3 +84,36 @@ async def test_delete_for_everyone_locks_notification_rows_before_counters(app):
             await tx.rollback()
     await asyncio.wait_for(task, 10)
     assert await svc.pool.fetchval("SELECT count(*) FROM notifications WHERE id = $1", note) == 0
+
+
+async def test_delete_for_everyone_counts_the_recipients_inbox_once_their_counter_is_locked(
+    app,
+):
+    """The counts a ``notification.deleted`` carries are read under the recipient's
+    counter lock: a read committed while the delete waited for that lock is counted."""
+    svc = app.state.services
+    message, _ = await messages.send(svc, "alice", MessageSend(recipient_id="bob", body="hi"))
+    [other] = (await create(svc, NotificationCreate(user_id="bob", type="t", title="x"))).items
+    async with svc.pool.acquire() as holder:
+        tx = holder.transaction()
+        await tx.start()
+        # bob reads his other notification on another device: that write holds his
+        # counter until it commits.
+        await holder.execute("SELECT 1 FROM user_counters WHERE user_id = 'bob' FOR UPDATE")
+        task = asyncio.create_task(
+            messages.delete(svc, "alice", message["id"], for_everyone=True)
+        )
+        try:
+            await wait_until_blocked(svc.pool, task)
+            await holder.execute(
+                "UPDATE notifications SET read_at = now(), seen_at = now() WHERE id = $1",
+                other["id"],
+            )
+        finally:
+            await tx.commit()
+    await asyncio.wait_for(task, 10)
+    data = orjson.loads(await svc.pool.fetchval(
+        "SELECT data::text FROM user_events WHERE user_id = 'bob' "
+        "AND type = 'notification.deleted'"
+    ))
+    assert (data["unread_count"], data["unseen_count"]) == (0, 0)

@@ -1,14 +1,16 @@
 """End to end: a notification created over REST reaches a real SMTP server (aiosmtpd on
 loopback) through the hub's delivery workers, and the email's one-click unsubscribe link
-stops the next one."""
+stops the next one; a snoozed notification is emailed when it returns, under the
+preferences of that moment."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.conftest import SERVICE
-from tests.live.conftest import LiveHub, live_hub
+from tests.conftest import SERVICE, auth
+from tests.live.conftest import LiveHub, live_hub, recv_until, ws_connect, ws_url
 from tests.smtp import Recorder, smtp_server
 from tests.waiting import eventually
 
@@ -85,3 +87,63 @@ async def test_a_recipient_the_server_refuses_with_550_fails_at_once_with_the_re
         state = await eventually(lambda: email_state(hub, made["id"]), timeout=T)
         assert state["state"] == "failed" and state["attempts"] == 1
         assert "550" in state["last_error"] and "mailbox unavailable" in state["last_error"]
+
+
+async def test_a_snoozed_notification_is_emailed_when_it_returns_unless_its_type_is_muted(
+    settings_env,
+):
+    recorder = Recorder()
+    async with smtp_server(recorder) as port, live_hub(**email_settings(settings_env, port)) \
+            as hub, ws_connect(ws_url(hub.url, "ann")) as ws:
+        await recv_until(ws, "hello")
+        # ann turns email off for grades and messages: created now, neither is emailed.
+        r = await hub.http.patch("/api/notifications/preferences", headers=auth("ann"), json={
+            "types": {"grade_posted": {"email": False}, "new_message": {"email": False}}})
+        assert r.status_code == 200, r.text
+        reminder = await create(hub, type="reminder", title="Reminder")
+        grade = await create(hub)
+        message = await create(hub, type="new_message", title="New message from bob")
+        await asyncio.wait_for(recorder.arrived.wait(), T)
+        assert [m.message["Subject"] for m in recorder.messages] == ["Reminder"]
+        await eventually(lambda: email_state(hub, reminder["id"]), timeout=T)
+        assert await deliveries(hub, grade["id"]) == []
+
+        async def snooze(seconds: float) -> None:
+            until = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+            for note in (reminder, grade, message):
+                r = await hub.http.post(f"/api/notifications/{note['id']}/snooze",
+                                        json={"until": until}, headers=auth("ann"))
+                assert r.status_code == 200, r.text
+
+        await snooze(3600)
+        # While they are away, she turns grades back on; messages stay off.
+        r = await hub.http.patch("/api/notifications/preferences", headers=auth("ann"),
+                                 json={"types": {"grade_posted": {"email": True}}})
+        assert r.status_code == 200, r.text
+        assert await deliveries(hub, grade["id"]) == []  # nothing until it returns
+        await snooze(1)  # snoozing again moves the time
+
+        returned = {(await recv_until(ws, "notification.unsnoozed"))["data"]["notification"]
+                    ["id"] for _ in range(3)}
+        assert returned == {reminder["id"], grade["id"], message["id"]}
+        # Decided in the transaction that returned them: there when the event is.
+        assert [d["channel"] for d in await deliveries(hub, grade["id"])] == ["email"]
+        assert [d["channel"] for d in await deliveries(hub, reminder["id"])] == ["email"]
+        assert await deliveries(hub, message["id"]) == []
+        await eventually(lambda: len(recorder.messages) == 3 or None, timeout=T)
+        assert sorted(m.message["Subject"] for m in recorder.messages[1:]) == [
+            "Grade posted", "Reminder"]
+        for note in (grade, reminder):
+            state = await eventually(lambda n=note: email_state(hub, n["id"]), timeout=T)
+            assert state["attempts"] == 1
+        # The muted one never goes out: a later email arrives, and it alone.
+        await create(hub, type="reminder", title="Later")
+        await eventually(lambda: len(recorder.messages) == 4 or None, timeout=T)
+        assert recorder.messages[3].message["Subject"] == "Later"
+
+
+async def deliveries(hub: LiveHub, notification_id: int) -> list[dict[str, Any]]:
+    response = await hub.http.get(f"/api/notifications/{notification_id}/deliveries",
+                                  headers=SERVICE)
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])

@@ -5,12 +5,22 @@ PostgreSQL and one Redis, with WebSocket and SSE clients (docs/live.md; docs/api
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.conftest import auth
+from tests.conftest import SERVICE, auth
 from tests.live.conftest import recv, sse_stream, ws_connect, ws_url
-from tests.live.test_cluster import Feed, feeds, greeted, no_tracebacks, notify, two_hubs
+from tests.live.test_cluster import (
+    Feed,
+    feeds,
+    greeted,
+    no_tracebacks,
+    notify,
+    two_hubs,
+    until,
+)
+from tests.smtp import Recorder, smtp_server
 
 #: Notifications snoozed through each instance in the return test.
 EACH = 8
@@ -73,8 +83,13 @@ async def test_seen_and_archived_on_one_device_update_both_badges_on_the_other(
 async def test_snoozed_notifications_return_once_across_two_instances_live_in_order(
     tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str
 ) -> None:
+    mailbox = Recorder()
     async with (
-        two_hubs(tmp_path, database_url, redis_url, redis_prefix) as (a, b, http_a, http_b),
+        smtp_server(mailbox) as port,
+        two_hubs(tmp_path, database_url, redis_url, redis_prefix,
+                 smtp_url=f"smtp://127.0.0.1:{port}", email_from="hub@example.com",
+                 public_url="https://hub.example.com",
+                 delivery_poll_seconds=0.2) as (a, b, http_a, http_b),
         ws_connect(ws_url(a.url, "u1")) as u1_a,
         sse_stream(b.url, "u1") as u1_b,
         feeds() as running,
@@ -82,21 +97,29 @@ async def test_snoozed_notifications_return_once_across_two_instances_live_in_or
         await greeted(u1_a, u1_b)
         ws_feed, sse_feed = Feed.of_ws(u1_a), Feed.of_sse(u1_b)
         running += [ws_feed, sse_feed]
+        r = await http_b.put("/api/users/u1/contact", json={"email": "u1@example.com"},
+                             headers=SERVICE)
+        assert r.status_code == 200, r.text
         made = [await notify(http_a, "u1", f"n{i}") for i in range(2 * EACH + 1)]
+        await until(lambda: sent_emails(database_url, len(made)), timeout=30)
         snoozed = made[:-1]
-        # Snoozed through both instances, due within a second of each other: both
-        # schedulers are awake and race for the same rows.
-        for i, note in enumerate(snoozed):
-            http = http_a if i % 2 else http_b
-            r = await http.post(f"/api/notifications/{note['id']}/snooze",
-                                json={"until": stamp(1.5 + i / len(snoozed))},
-                                headers=auth("u1"))
-            assert r.status_code == 200, r.text
+        # Snoozed through both instances for an hour, then again (which moves the time)
+        # to be due within a second of each other: both schedulers are awake and race
+        # for the same rows.
+        async def snooze(seconds: Callable[[int], float]) -> None:
+            for i, note in enumerate(snoozed):
+                http = http_a if i % 2 else http_b
+                r = await http.post(f"/api/notifications/{note['id']}/snooze",
+                                    json={"until": stamp(seconds(i))}, headers=auth("u1"))
+                assert r.status_code == 200, r.text
+
+        await snooze(lambda i: 3600)
         r = await http_a.get("/api/notifications", headers=auth("u1"))
         assert [n["title"] for n in r.json()["items"]] == [made[-1]["title"]]
         assert r.json()["unread_count"] == 1
+        await snooze(lambda i: 1.5 + i / len(snoozed))
 
-        total = len(made) + 2 * len(snoozed)  # created, snoozed, returned
+        total = len(made) + 3 * len(snoozed)  # created, snoozed twice, returned
         for feed in (ws_feed, sse_feed):
             assert await feed.reach(total, timeout=30) == list(range(1, total + 1))
             returned = [f["data"] for f in feed.frames if f["type"] == "notification.unsnoozed"]
@@ -109,7 +132,7 @@ async def test_snoozed_notifications_return_once_across_two_instances_live_in_or
         await ws_feed.quiet(u1_a)  # nothing more: each returned once
         rows = await a_log(database_url)
         assert Counter(rows) == Counter({"notification.created": len(made),
-                                         "notification.snoozed": len(snoozed),
+                                         "notification.snoozed": 2 * len(snoozed),
                                          "notification.unsnoozed": len(snoozed)})
         # Back on top of the inbox, newest return first, each unread and unseen.
         r = await http_b.get("/api/notifications?limit=100", headers=auth("u1"))
@@ -118,7 +141,26 @@ async def test_snoozed_notifications_return_once_across_two_instances_live_in_or
         assert items[:len(snoozed)] == sorted(back, key=lambda n: -n["position"])
         assert items[-1]["title"] == made[-1]["title"]
         assert r.json()["unread_count"] == r.json()["unseen_count"] == len(made)
+        # Emailed when created and, each snoozed one, once more when it returned (its
+        # delivery decided again in place of the first).
+        await until(lambda: sent_emails(database_url, len(made)), timeout=30)
+        await until(lambda: len(mailbox.messages) >= len(made) + len(snoozed), timeout=30)
+        assert Counter(m.message["Subject"] for m in mailbox.messages) == Counter(
+            {n["title"]: 2 for n in snoozed} | {made[-1]["title"]: 1})
         no_tracebacks(a, b)
+
+
+async def sent_emails(database_url: str, count: int) -> bool:
+    """Whether ``count`` email deliveries are recorded, all sent."""
+    from db.pool import connect
+
+    conn = await connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT state, count(*) AS n FROM deliveries "
+                                "WHERE channel = 'email' GROUP BY state")
+    finally:
+        await conn.close()
+    return {r["state"]: r["n"] for r in rows} == {"sent": count}
 
 
 async def a_log(database_url: str) -> list[str]:
