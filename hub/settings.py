@@ -141,10 +141,14 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        parts = _checked_url(value, ("redis", "rediss", "unix"),
-                             "must be a redis://, rediss:// or unix:// URL", host=False)
+        parts = _checked_url(
+            value, ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"),
+            "must be a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL",
+            host=False)
         if parts.scheme != "unix" and not parts.hostname:
             raise ValueError("has no host")
+        if parts.scheme.endswith("+cluster") and parts.path.strip("/") not in ("", "0"):
+            raise ValueError("names a database other than 0, which a Redis Cluster has not")
         return value
 
     @field_validator("jwt_secret", "unsubscribe_secret")

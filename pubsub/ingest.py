@@ -29,6 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
+from pubsub.cluster import shared_prefix
 from pubsub.runner import (
     DEAD_LETTERS,
     Apply,
@@ -96,6 +97,7 @@ class StreamIngest(Runner):
         grace: float = 5.0,
     ) -> None:
         super().__init__(grace)
+        prefix = shared_prefix(url, prefix)
         self.url, self.key, self.dead_key = url, f"{prefix}ingest", prefix + DEAD_LETTERS
         self.consumer = consumer or consumer_name()
         self.claim_idle_ms, self.batch, self.block_ms = claim_idle_ms, batch, block_ms
@@ -108,10 +110,12 @@ class StreamIngest(Runner):
         self._client: redis.Redis | None = None
         self._reading = False  # an XREADGROUP/XAUTOCLAIM is in flight
         self._connection_id: int | None = None  # CLIENT ID of the reader's connection
+        self._server = url  # where the reader's connection goes (a cluster: one master)
 
     async def _serve(self) -> None:
         # One connection, so the CLIENT ID that ``_wake`` unblocks is the reader's.
-        client = reader_client(self.url, single_connection_client=True)
+        self._server = await self.server_url(self.url, self.key)
+        client = reader_client(self._server, single_connection_client=True)
         self._client = client
         try:
             with contextlib.suppress(ResponseError):  # an ACL may forbid it: stop then waits
@@ -158,7 +162,7 @@ class StreamIngest(Runner):
         read may reach Redis after an earlier CLIENT UNBLOCK did.
         """
         async with redis.Redis.from_url(
-            self.url, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+            self._server, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
         ) as client:
             while self._reading and not task.done():
                 if self._connection_id is not None:
