@@ -378,7 +378,8 @@ class ClusterBroker:
     def _shard(self, node: ClusterNode) -> _Shard:
         assert self._cluster is not None
         slots = self._cluster.nodes_manager.slots_cache
-        slot = next(s for s, nodes in slots.items() if nodes[0].name == node.name)
+        # Its highest slot: a reshard moves a master's lowest slots first.
+        slot = max(s for s, nodes in slots.items() if nodes[0].name == node.name)
         probe = f"{self._prefix}probe:{{{tag_for_slot(slot)}}}:{self._instance}".encode()
         # No hidden retries: a lost connection must end the link (RedisBroker.start).
         client = Redis.from_url(

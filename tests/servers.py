@@ -204,20 +204,40 @@ class RedisClusterServers:
     def master_ports(self) -> list[int]:
         return sorted(port for port, role in self.roles().items() if role == "master")
 
+    def _slot_map(self) -> dict[int, list[tuple[int, int]]]:
+        """Each live master's port -> its slot ranges, as a running node sees them."""
+        port = next(iter(self.procs))
+        found: dict[int, list[tuple[int, int]]] = {}
+        for line in _command(port, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            ranges = found.setdefault(int(fields[1].split("@")[0].rsplit(":", 1)[1]), [])
+            for part in fields[8:]:
+                low, _, high = part.partition("-")
+                if low.isdigit():  # not a [slot->-node] migration mark
+                    ranges.append((int(low), int(high or low)))
+        return found
+
     def owner_of(self, slot: int) -> int:
-        """The port of the master serving ``slot``, as a live node sees it."""
-        for port in self.procs:
-            lines = _command(port, "CLUSTER", "NODES").splitlines()
-            for line in lines:
-                fields = line.split()
-                if "master" not in fields[2] or "fail" in fields[2]:
-                    continue
-                for part in fields[8:]:
-                    low, _, high = part.partition("-")
-                    if low.isdigit() and int(low) <= slot <= int(high or low):
-                        return int(fields[1].split("@")[0].rsplit(":", 1)[1])
-            break
+        """The port of the master serving ``slot``."""
+        for port, ranges in self._slot_map().items():
+            if any(low <= slot <= high for low, high in ranges):
+                return port
         raise LookupError(f"no master serves slot {slot}")
+
+    def first_slot(self, port: int) -> int:
+        """The lowest slot the master on ``port`` serves: the one ``reshard`` moves first."""
+        return min(low for low, _ in self._slot_map()[port])
+
+    def reshard(self, source: int, target: int, slots: int = 1) -> None:
+        """Move the first ``slots`` slots of master ``source`` to master ``target`` with
+        ``redis-cli --cluster reshard`` (keys are migrated; shard channel subscribers
+        of a moved slot get SUNSUBSCRIBE from the source)."""
+        ids = {port: _command(port, "CLUSTER", "MYID").strip() for port in (source, target)}
+        _command(source, "--cluster", "reshard", f"127.0.0.1:{source}",
+                 "--cluster-from", ids[source], "--cluster-to", ids[target],
+                 "--cluster-slots", str(slots), "--cluster-yes")
 
     def wait_until_ok(self, timeout: float = 30) -> None:
         """Wait until every running node reports ``cluster_state:ok``, all 16384 slots
