@@ -249,10 +249,14 @@ class ClusterBroker:
                                                   target_nodes=node)
                 return
             except ResponseError as exc:
-                if "non local" not in str(exc) and "MOVED" not in str(exc):
+                moved = "non local" in str(exc) or "MOVED" in str(exc)
+                if not moved and self._scripted:  # nodes fail side by side: log once
                     logger.warning("publishing with a Lua script failed (%s); using "
                                    "pipelined SPUBLISH from now on", exc)
                     self._scripted = False
+                elif moved:
+                    logger.debug("publishing on %s: %s; per channel, following MOVED",
+                                 node_name, exc)
             except (RedisConnectionError, OSError) as exc:
                 logger.info("publishing on %s failed (%s); publishing per channel", node_name, exc)
         pipe = cluster.pipeline(transaction=False)
