@@ -4,7 +4,8 @@ processes with ``HUB_REDIS_URL=redis+cluster://`` and real clients.
 The cross-instance, resume and presence tests of ``test_cluster.py`` and
 ``test_presence.py`` run here again, unchanged, on the session's cluster (this module's
 ``redis_url`` names it); ingest, dead letters, the publish channel and the action stream
-are checked with the hash-tagged key names a backend uses on a cluster (docs/scaling.md).
+are checked with the hash-tagged key names a backend uses on a cluster
+(docs/redis-cluster.md).
 """
 
 from __future__ import annotations
