@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from pubsub.cluster import node_url, tag_for_slot
+from pubsub.cluster import tag_for_slot
 from tests.live.conftest import recv, sse_stream, ws_connect, ws_url
 from tests.live.faults import creating, titles
 from tests.live.test_cluster import (
@@ -43,6 +43,19 @@ def own_cluster() -> Iterator[RedisClusterServers]:
         servers.close()
 
 
+async def subscribers(cluster: RedisClusterServers, channel: str) -> dict[int, int]:
+    """Each master's port -> how many clients subscribe shard channel ``channel`` there."""
+    seed = cluster.master_ports()[0]  # a live node: the URL's seed may be the one killed
+    async with RedisCluster(host="127.0.0.1", port=seed) as backend:
+        await backend.initialize()
+        found = {}
+        for port in cluster.master_ports():
+            [_, count] = await backend.execute_command(
+                "PUBSUB", "SHARDNUMSUB", channel, target_nodes=backend.get_node("127.0.0.1", port))
+            found[port] = int(count)
+        return found
+
+
 async def _broker_everywhere(state: str, *clients: httpx.AsyncClient) -> bool:
     return all([await broker_state(http) == state for http in clients])
 
@@ -50,18 +63,21 @@ async def _broker_everywhere(state: str, *clients: httpx.AsyncClient) -> bool:
 async def test_a_master_killed_mid_stream_every_client_gets_every_event_once_in_order(
     tmp_path: Path, database_url: str, redis_prefix: str, own_cluster: RedisClusterServers
 ) -> None:
-    # The master that serves u1's channel dies while events for u1 stream through it.
-    victim = own_cluster.owner_of(key_slot(f"{redis_prefix}user:u1".encode()))
+    # The seed node the hubs were given is a master; it dies while the events of a user
+    # whose channel it serves stream through it.
+    victim = own_cluster.ports[0]
+    assert victim in own_cluster.master_ports()
+    user = "k{" + tag_for_slot(own_cluster.first_slot(victim)) + "}"
     async with (
         two_hubs(tmp_path, database_url, own_cluster.url, redis_prefix) as (a, b, http_a, http_b),
-        ws_connect(ws_url(a.url, "u1")) as on_a,
-        ws_connect(ws_url(b.url, "u1")) as on_b,
-        sse_stream(b.url, "u1") as sse_b,
+        ws_connect(ws_url(a.url, user)) as on_a,
+        ws_connect(ws_url(b.url, user)) as on_b,
+        sse_stream(b.url, user) as sse_b,
         feeds() as running,
     ):
         await greeted(on_a, on_b, sse_b)
         running += [Feed.of_ws(on_a), Feed.of_ws(on_b), Feed.of_sse(sse_b)]
-        async with creating([http_a, http_b], "u1") as creator:
+        async with creating([http_a, http_b], user) as creator:
             await creator.reach(10)
             await asyncio.to_thread(own_cluster.kill, victim)
             await creator.more(10)  # creates go on: events are durable in PostgreSQL
@@ -77,10 +93,16 @@ async def test_a_master_killed_mid_stream_every_client_gets_every_event_once_in_
             assert sorted(titles(feed)) == sorted(created)
         for feed, ws in zip(running, (on_a, on_b), strict=False):
             await feed.quiet(ws)
+        # Both hubs hold the channel on the promoted replica, and on no other master.
+        channel = f"{redis_prefix}user:{user}"
+        owner = own_cluster.owner_of(key_slot(channel.encode()))
+        assert owner != victim
+        assert await subscribers(own_cluster, channel) == {
+            port: 2 if port == owner else 0 for port in own_cluster.master_ports()}
         # A client that connects now, on the promoted master, gets the next event live.
-        async with ws_connect(ws_url(a.url, "u1", since=total)) as late:
+        async with ws_connect(ws_url(a.url, user, since=total)) as late:
             assert (await recv(late))["data"]["last_seq"] == total
-            await notify(http_b, "u1", "after")
+            await notify(http_b, user, "after")
             assert (await recv(late))["seq"] == total + 1
             await quiet(late)
     for hub in (a, b):  # each lost its link to the dead master and subscribed anew
@@ -119,13 +141,8 @@ async def test_a_slot_moved_under_load_every_client_gets_every_event_once_in_ord
             assert sorted(titles(feed)) == sorted(created)
         await running[0].quiet(on_a)
         # Both hubs hold the channel on its new owner now, and on no other master.
-        async with RedisCluster.from_url(node_url(own_cluster.url)) as backend:
-            await backend.initialize()
-            for port in own_cluster.master_ports():
-                [_, count] = await backend.execute_command(
-                    "PUBSUB", "SHARDNUMSUB", f"{redis_prefix}user:{user}",
-                    target_nodes=backend.get_node("127.0.0.1", port))
-                assert (port, count) == (port, 2 if port == target else 0)
+        assert await subscribers(own_cluster, f"{redis_prefix}user:{user}") == {
+            port: 2 if port == target else 0 for port in own_cluster.master_ports()}
     for hub in (a, b):  # each was told by the source that the channel moved away
         assert f"dropped b'{redis_prefix}user:{user}' (its slot moved)" in hub.log()
     no_tracebacks(a, b)
