@@ -212,9 +212,12 @@ class Settings(BaseSettings):
 
     @field_validator("redis_prefix")
     @classmethod
-    def _prefix(cls, value: str) -> str:
+    def _prefix(cls, value: str, info: ValidationInfo) -> str:
         if not value or any(c.isspace() for c in value):
             raise ValueError("must be non-empty and without spaces")
+        if "+cluster://" in (info.data.get("redis_url") or "") and ("{" in value or "}" in value):
+            # A hash tag in the prefix would put every user channel in one slot.
+            raise ValueError("must not contain { or } on a Redis Cluster")
         return value
 
     # Email (docs/delivery.md, "Email"). No smtp_url: the email channel is off. Defined

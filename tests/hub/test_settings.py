@@ -80,6 +80,16 @@ def test_a_cluster_url_with_a_database_says_a_cluster_has_only_0(
                        "Cluster has not")
 
 
+def test_a_hash_tag_in_the_prefix_is_refused_on_a_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HUB_REDIS_URL", "redis+cluster://cache:7000")
+    message = settings_error(monkeypatch, "HUB_REDIS_PREFIX", "{hub}:")
+    assert message == "HUB_REDIS_PREFIX: must not contain { or } on a Redis Cluster"
+    monkeypatch.setenv("HUB_REDIS_URL", "redis://cache:6379/0")
+    assert load_settings().redis_prefix == "{hub}:"  # one Redis has no slots
+
+
 def test_cluster_urls_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     for url in ("redis+cluster://cache:7000", "rediss+cluster://:pw@cache:7000/0"):
         monkeypatch.setenv("HUB_REDIS_URL", url)
