@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     presence_last_seen_days: int = Field(default=30, ge=1, le=3650)
     ingest_claim_idle_seconds: float = Field(default=30.0, gt=0)
     ingest_stop_grace_seconds: float = Field(default=5.0, ge=0)
+    # Ingest streams (docs/ingest.md, "Several streams"): 1 is {prefix}ingest alone.
+    ingest_streams: int = Field(default=1, ge=1, le=64)
     # Action buttons (docs/ingest.md, "Action choices"): the {prefix}actions stream is
     # capped near this many entries (XADD MAXLEN ~).
     actions_stream_maxlen: int = Field(default=100_000, ge=1)

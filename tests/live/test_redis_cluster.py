@@ -22,7 +22,7 @@ from tests.conftest import SERVICE, auth
 from tests.live import test_cluster, test_presence
 from tests.live.conftest import recv, ws_connect, ws_url
 from tests.live.test_actions import BUTTONS
-from tests.live.test_cluster import no_tracebacks, notify, quiet, two_hubs, until
+from tests.live.test_cluster import cluster, no_tracebacks, notify, quiet, two_hubs, until
 from tests.servers import RedisClusterServers
 
 test_events_from_either_instance_reach_clients_on_both_exactly_once = (
@@ -149,3 +149,27 @@ async def _pending(client: RedisCluster, key: str, n: int) -> bool:
 
 async def _exists(client: RedisCluster, key: str) -> bool:
     return bool(await client.exists(key))
+
+
+async def test_four_ingest_streams_over_the_three_masters_are_all_read(
+    tmp_path: Path, database_url: str, redis_url: str, redis_prefix: str,
+    backend: RedisCluster,
+) -> None:
+    # Slots of the tags {0}..{3}: 13907, 9842, 5649, 1584; every master gets one or two.
+    streams = [f"{redis_prefix}ingest:{{{n}}}" for n in range(4)]
+    assert len({backend.get_node_from_key(key).name for key in streams}) == 3
+    async with (
+        cluster(tmp_path, n=1, database_url=database_url, redis_url=redis_url,
+                redis_prefix=redis_prefix, ingest_streams=4) as [hub],
+        ws_connect(ws_url(hub.url, "u1")) as ws,
+    ):
+        assert (await recv(ws))["type"] == "hello"
+        for n, key in enumerate(streams):
+            payload = orjson.dumps({"user_id": "u1", "type": "t", "title": f"via {n}"})
+            await backend.xadd(key, {"payload": payload})
+        titles = sorted([(await recv(ws))["data"]["title"] for _ in streams])
+        assert titles == ["via 0", "via 1", "via 2", "via 3"]
+        await backend.xadd(streams[1], {"payload": b"{not json"})
+        await until(lambda: _length(backend, f"{streams[1]}:dead", 1))
+        await quiet(ws)
+    no_tracebacks(hub)
