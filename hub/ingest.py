@@ -22,7 +22,7 @@ from hub.models import RESERVED_KEY_PREFIX, NotificationCreate, validate
 from hub.services import Services
 from pubsub.channel import PublishChannelIngest
 from pubsub.ingest import StreamIngest
-from pubsub.runner import Entry, Outcome
+from pubsub.runner import Entry, Outcome, consumer_name
 
 log = logging.getLogger("notifyhub")
 
@@ -135,25 +135,34 @@ class Ingest:
         assert url is not None, "Redis ingest needs HUB_REDIS_URL"
         prefix, grace = settings.redis_prefix, settings.ingest_stop_grace_seconds
         stream, publish = Applier(svc, "stream"), Applier(svc, "publish")
-        self.stream = StreamIngest(
-            url, prefix, stream, on_dead=stream.dead_lettered, on_retry=stream.retried,
-            grace=grace,
-            claim_idle_ms=max(1, round(settings.ingest_claim_idle_seconds * 1000)),
-        )
+        consumer = consumer_name()
+        shards: list[int | None] = (
+            [None] if settings.ingest_streams == 1 else list(range(settings.ingest_streams)))
+        #: One reader per ingest stream (``HUB_INGEST_STREAMS``).
+        self.streams = [
+            StreamIngest(
+                url, prefix, stream, shard=shard, consumer=consumer,
+                on_dead=stream.dead_lettered, on_retry=stream.retried, grace=grace,
+                claim_idle_ms=max(1, round(settings.ingest_claim_idle_seconds * 1000)),
+            )
+            for shard in shards
+        ]
+        self.stream = self.streams[0]
         # One name per instance: the leader lease shows the stream consumer's name.
         self.publish = PublishChannelIngest(
             url, prefix, publish, on_dead=publish.dead_lettered, grace=grace,
-            holder=self.stream.consumer,
+            holder=consumer,
         )
 
     async def start(self) -> None:
         """Start consuming in the background; never fails because Redis is down."""
-        await self.stream.start()
+        for reader in self.streams:
+            await reader.start()
         await self.publish.start()
 
     async def stop(self) -> None:
-        """Stop both readers, each settling what it holds within the one grace period.
+        """Stop every reader, each settling what it holds within the one grace period.
 
         Call before the pool and the broker close: a batch in hand still writes to both.
         """
-        await asyncio.gather(self.stream.stop(), self.publish.stop())
+        await asyncio.gather(*(reader.stop() for reader in self.streams), self.publish.stop())

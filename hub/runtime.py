@@ -35,6 +35,7 @@ from hub.node import Node
 from hub.services import Services
 from hub.settings import Settings
 from pubsub.broker import Broker
+from pubsub.cluster import is_cluster, shared_prefix
 from pubsub.memory import MemoryBroker
 from pubsub.presence import MemoryPresence, PresenceStore
 from pubsub.streams import StreamWriter
@@ -46,7 +47,13 @@ COMMAND_POOL = (1, 2)
 
 
 def make_broker(settings: Settings) -> Broker:
-    """Redis when ``HUB_REDIS_URL`` is set, else the in-process broker."""
+    """Redis (a Redis Cluster for ``redis+cluster://``) when ``HUB_REDIS_URL`` is set,
+    else the in-process broker."""
+    if is_cluster(settings.redis_url):
+        from pubsub.cluster import ClusterBroker
+
+        assert settings.redis_url is not None
+        return ClusterBroker(settings.redis_url, settings.redis_prefix)
     if settings.redis_url:
         from pubsub.redis import RedisBroker
 
@@ -207,7 +214,8 @@ class Runtime:
         if settings.redis_url:
             # Without Redis, choices stay queued (docs/ingest.md, "Action choices").
             stream = self._action_stream = StreamWriter(
-                settings.redis_url, settings.redis_prefix + actions.STREAM,
+                settings.redis_url,
+                shared_prefix(settings.redis_url, settings.redis_prefix) + actions.STREAM,
                 maxlen=settings.actions_stream_maxlen,
             )
             self._tasks.append(

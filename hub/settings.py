@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     presence_last_seen_days: int = Field(default=30, ge=1, le=3650)
     ingest_claim_idle_seconds: float = Field(default=30.0, gt=0)
     ingest_stop_grace_seconds: float = Field(default=5.0, ge=0)
+    # Ingest streams (docs/ingest.md, "Several streams"): 1 is {prefix}ingest alone.
+    ingest_streams: int = Field(default=1, ge=1, le=64)
     # Action buttons (docs/ingest.md, "Action choices"): the {prefix}actions stream is
     # capped near this many entries (XADD MAXLEN ~).
     actions_stream_maxlen: int = Field(default=100_000, ge=1)
@@ -141,10 +143,14 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        parts = _checked_url(value, ("redis", "rediss", "unix"),
-                             "must be a redis://, rediss:// or unix:// URL", host=False)
+        parts = _checked_url(
+            value, ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"),
+            "must be a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL",
+            host=False)
         if parts.scheme != "unix" and not parts.hostname:
             raise ValueError("has no host")
+        if parts.scheme.endswith("+cluster") and parts.path.strip("/") not in ("", "0"):
+            raise ValueError("names a database other than 0, which a Redis Cluster has not")
         return value
 
     @field_validator("jwt_secret", "unsubscribe_secret")
@@ -208,9 +214,12 @@ class Settings(BaseSettings):
 
     @field_validator("redis_prefix")
     @classmethod
-    def _prefix(cls, value: str) -> str:
+    def _prefix(cls, value: str, info: ValidationInfo) -> str:
         if not value or any(c.isspace() for c in value):
             raise ValueError("must be non-empty and without spaces")
+        if "+cluster://" in (info.data.get("redis_url") or "") and ("{" in value or "}" in value):
+            # A hash tag in the prefix would put every user channel in one slot.
+            raise ValueError("must not contain { or } on a Redis Cluster")
         return value
 
     # Email (docs/delivery.md, "Email"). No smtp_url: the email channel is off. Defined

@@ -41,6 +41,7 @@ import redis.asyncio as redis
 from redis.asyncio.client import PubSub
 from redis.commands.core import AsyncScript
 
+from pubsub.cluster import shared_prefix
 from pubsub.runner import DEAD_LETTERS, Apply, DeadHook, Runner, consumer_name, reader_client
 
 log = logging.getLogger("notifyhub")
@@ -139,6 +140,7 @@ class PublishChannelIngest(Runner):
         lease_ms: int = 5000,
     ) -> None:
         super().__init__(grace)
+        prefix = shared_prefix(url, prefix)
         self.url, self.channel = url, f"{prefix}publish"
         self.lease_key, self.dead_key = f"{prefix}publish:leader", prefix + DEAD_LETTERS
         self.holder = holder or consumer_name()
@@ -162,7 +164,7 @@ class PublishChannelIngest(Runner):
         return self._contending or self._holding() > 0
 
     async def _serve(self) -> None:
-        client = reader_client(self.url)
+        client = reader_client(await self.server_url(self.url, self.lease_key))
         lease = Lease(client, self.lease_key, self.holder, self.lease_ms)
         try:
             while not self.stopping:

@@ -29,6 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
+from pubsub.cluster import shared_prefix
 from pubsub.runner import (
     DEAD_LETTERS,
     Apply,
@@ -67,6 +68,9 @@ def _stream_id(value: bytes | str) -> tuple[int, int]:
 class StreamIngest(Runner):
     """Consumes ``{prefix}ingest`` in group ``notifyhub``; acks only what ``apply`` settled.
 
+    With ``shard`` n it consumes ``{prefix}ingest:{n}`` instead, dead-letters to
+    ``{prefix}ingest:{n}:dead``, and hands ``apply`` the entry ids as ``n/<id>``.
+
     On (re)connect it creates the group if needed and first re-reads this consumer's own
     pending entries. Every few seconds it takes over entries idle longer than
     ``claim_idle_ms`` (XAUTOCLAIM) from consumers that died, dead-letters entries
@@ -86,6 +90,7 @@ class StreamIngest(Runner):
         prefix: str,
         apply: Apply,
         *,
+        shard: int | None = None,
         consumer: str | None = None,
         claim_idle_ms: int = 30_000,
         batch: int = 1000,
@@ -96,7 +101,17 @@ class StreamIngest(Runner):
         grace: float = 5.0,
     ) -> None:
         super().__init__(grace)
-        self.url, self.key, self.dead_key = url, f"{prefix}ingest", prefix + DEAD_LETTERS
+        if shard is None:
+            prefix = shared_prefix(url, prefix)
+            self.key, self.dead_key = f"{prefix}ingest", prefix + DEAD_LETTERS
+        else:  # the hash tag {n}: each shard's stream and dead letters share one slot
+            self.key = f"{prefix}ingest:{{{shard}}}"
+            self.dead_key = f"{self.key}:dead"
+            self.name = f"stream-ingest-{shard}"
+        # Stream ids are unique within one stream only: a shard's ids go to ``apply``
+        # qualified (``<shard>/<id>``), so ids of two shards never collide.
+        self._qualifier = "" if shard is None else f"{shard}/"
+        self.url = url
         self.consumer = consumer or consumer_name()
         self.claim_idle_ms, self.batch, self.block_ms = claim_idle_ms, batch, block_ms
         self.max_deliveries = max_deliveries
@@ -108,10 +123,12 @@ class StreamIngest(Runner):
         self._client: redis.Redis | None = None
         self._reading = False  # an XREADGROUP/XAUTOCLAIM is in flight
         self._connection_id: int | None = None  # CLIENT ID of the reader's connection
+        self._server = url  # where the reader's connection goes (a cluster: one master)
 
     async def _serve(self) -> None:
         # One connection, so the CLIENT ID that ``_wake`` unblocks is the reader's.
-        client = reader_client(self.url, single_connection_client=True)
+        self._server = await self.server_url(self.url, self.key)
+        client = reader_client(self._server, single_connection_client=True)
         self._client = client
         try:
             with contextlib.suppress(ResponseError):  # an ACL may forbid it: stop then waits
@@ -158,7 +175,7 @@ class StreamIngest(Runner):
         read may reach Redis after an earlier CLIENT UNBLOCK did.
         """
         async with redis.Redis.from_url(
-            self.url, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+            self._server, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
         ) as client:
             while self._reading and not task.done():
                 if self._connection_id is not None:
@@ -220,7 +237,8 @@ class StreamIngest(Runner):
                                "acknowledged; dead-lettered as a poison entry")
             else:
                 todo.append(n)
-        batch: list[Entry] = [(entries[n][0], entries[n][1].get(b"payload")) for n in todo]
+        batch: list[Entry] = [(self._qualifier + entries[n][0], entries[n][1].get(b"payload"))
+                              for n in todo]
         attempt = 0
         while batch:
             try:
@@ -263,7 +281,7 @@ class StreamIngest(Runner):
                     dead += 1
                     pipe.xadd(self.dead_key, {
                         "payload": fields.get(b"payload", b""), "error": error[:2000],
-                        "source": "stream", "id": entry_id,
+                        "source": "stream", "id": self._qualifier + entry_id,
                     })
                     log.warning("ingest entry %s dead-lettered: %s", entry_id, error)
             pipe.xack(self.key, GROUP, *[entry_id for entry_id, _ in entries])

@@ -16,19 +16,23 @@ Every transition is one Lua script, atomic in Redis, so two instances can never 
 announce a user (a claim is a ``ZREM`` inside the script that returns the user). Each
 call handles a batch of users, and the batches of one call are pipelined: a heartbeat
 of 10,000 users is one round trip. ``settle`` finds the keys of the users it claims
-inside the script, so presence needs a single Redis (or a primary with replicas), not
-Redis Cluster.
+inside the script, so every key must be on one node: on a Redis Cluster ``P`` is the
+prefix in braces (``{hub:}presence:online``, ``pubsub.cluster.shared_prefix``), which
+puts all of presence in one slot, and the batches go out side by side instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from pubsub.cluster import cluster_client, is_cluster, shared_prefix
 from pubsub.errors import BrokerUnavailable
 from pubsub.presence import SETTLE_BATCH, Seen
 from pubsub.redis import command_client
@@ -150,15 +154,18 @@ class RedisPresence:
         debounce: float = 5.0, seen_ttl: float = 30 * 86400.0, timeout: float = 2.0,
     ) -> None:
         self._url, self._timeout, self.instance = url, timeout, instance
+        prefix = shared_prefix(url, prefix)
         self._users, self._seen = f"{prefix}presence:user:", f"{prefix}presence:seen:"
         self._online, self._leaving = f"{prefix}presence:online", f"{prefix}presence:leaving"
         self._ttl_ms, self._debounce_ms = round(ttl * 1000), round(debounce * 1000)
         self._seen_ttl_ms = round(seen_ttl * 1000)
-        self._client: Redis | None = None
+        self._client: Redis | RedisCluster | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
     async def start(self) -> None:
-        self._client = command_client(self._url, self._timeout, max_connections=4)
+        self._client = (cluster_client(self._url, self._timeout, max_connections=4)
+                        if is_cluster(self._url)
+                        else command_client(self._url, self._timeout, max_connections=4))
         for name, text in (("arrive", ARRIVE), ("leave", LEAVE), ("settle", SETTLE),
                            ("lookup", LOOKUP)):
             # EVALSHA, loading the script again after a Redis restart flushed it.
@@ -217,6 +224,11 @@ class RedisPresence:
             if len(calls) == 1:
                 keys, args = calls[0]
                 return [await script(keys=keys, args=args)]
+            if isinstance(self._client, RedisCluster):
+                # A cluster pipeline does not load a script the node lacks (NOSCRIPT);
+                # the calls go to one node anyway, so send them side by side.
+                return list(await asyncio.gather(
+                    *(script(keys=keys, args=args) for keys, args in calls)))
             async with self._client.pipeline(transaction=False) as pipe:
                 for keys, args in calls:
                     await script(keys=keys, args=args, client=pipe)

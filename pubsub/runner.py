@@ -10,6 +10,10 @@ goes to the dead-letter stream ``{prefix}ingest:dead``.
 app, and stops gracefully: a reader takes no new input once ``stop`` is called, and a
 batch already in hand gets up to ``grace`` seconds to be settled before the reader is
 cancelled.
+
+On a Redis Cluster (``pubsub.cluster``) each reader works on one plain connection to the
+master that serves its keys (they share one hash tag), found again at every reconnect:
+after a failover, or a ``MOVED`` when the slot moved, the reader reconnects there.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from pubsub.cluster import Router, is_cluster
 
 log = logging.getLogger("notifyhub")
 
@@ -82,6 +88,16 @@ class Runner:
         self.grace = grace
         self._task: asyncio.Task[None] | None = None
         self._deadline: float | None = None  # loop time; set by the first stop()
+        self._router: Router | None = None
+
+    async def server_url(self, url: str, key: str) -> str:
+        """The URL to connect to for ``key``: ``url`` itself, or on a cluster the master
+        that serves ``key`` now."""
+        if not is_cluster(url):
+            return url
+        if self._router is None:  # kept: it knows the nodes even once the seed is gone
+            self._router = Router(url)
+        return await self._router.url_for(key)
 
     @property
     def stopping(self) -> bool:
@@ -145,6 +161,14 @@ class Runner:
         await asyncio.sleep(min(delay, 0.25) if self.stopping else delay)
 
     async def _run(self) -> None:
+        try:
+            await self._reconnecting()
+        finally:
+            router, self._router = self._router, None
+            if router is not None:
+                await router.aclose()
+
+    async def _reconnecting(self) -> None:
         attempt = 0
         while True:
             started = time.monotonic()

@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from pubsub.cluster import cluster_client, is_cluster
 from pubsub.errors import BrokerUnavailable
 
 #: A stream entry: field name -> value.
@@ -30,11 +32,15 @@ class StreamWriter:
 
     def __init__(self, url: str, key: str, *, maxlen: int, timeout: float = 2.0) -> None:
         self.key, self.maxlen = key, maxlen
+        self._redis: Redis | RedisCluster | None
+        if is_cluster(url):  # routed to the master of the key's slot, following MOVED
+            self._redis = cluster_client(url, timeout, max_connections=2)
+            return
         pool = BlockingConnectionPool.from_url(
             url, max_connections=2, timeout=timeout, socket_timeout=timeout,
             socket_connect_timeout=timeout, socket_keepalive=True, retry=Retry(NoBackoff(), 0),
         )
-        self._redis: Redis | None = Redis.from_pool(pool)
+        self._redis = Redis.from_pool(pool)
 
     async def append(self, entries: list[Fields]) -> list[str]:
         """Add ``entries`` in order, in one round trip; their stream ids. Raises

@@ -17,7 +17,7 @@ import pytest
 
 from db.migrate import migrate
 from db.pool import connect
-from tests.servers import PostgresServer, RedisServer, external
+from tests.servers import PostgresServer, RedisClusterServers, RedisServer, external
 
 #: One per test process (pytest-xdist), since they may share one external server.
 TEMPLATE_DB = "hub_template_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -132,6 +132,24 @@ def redis_url(redis_server: RedisServer | None) -> str:
         assert url
         return url
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """The session's Redis Cluster (3 masters, 3 replicas), started on first use. Tests
+    that kill nodes start their own (``tests/live/test_faults_cluster.py``)."""
+    servers = RedisClusterServers()
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: RedisClusterServers) -> str:
+    """``redis+cluster://`` URL of the session's cluster, by one seed node."""
+    return redis_cluster.url
 
 
 @pytest.fixture

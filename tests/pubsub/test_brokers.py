@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from pubsub.broker import Broker
+from pubsub.cluster import ClusterBroker
 from pubsub.memory import MemoryBroker
 from pubsub.redis import RedisBroker
 
@@ -36,12 +37,15 @@ class Harness:
         return await asyncio.wait_for(self.received.get(), timeout=WAIT)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def make_broker(request: pytest.FixtureRequest) -> Callable[[], Broker]:
     if request.param == "memory":
         return MemoryBroker
-    url: str = request.getfixturevalue("redis_url")
     prefix: str = request.getfixturevalue("redis_prefix")
+    if request.param == "cluster":
+        cluster_url: str = request.getfixturevalue("redis_cluster_url")
+        return lambda: ClusterBroker(cluster_url, prefix)
+    url: str = request.getfixturevalue("redis_url")
     return lambda: RedisBroker(url, prefix)
 
 

@@ -1,0 +1,490 @@
+"""Redis Cluster: sharded pub/sub between hub instances, and the names keys take there.
+
+``redis+cluster://host:port`` (``rediss+cluster://`` for TLS) names a cluster by one seed
+node; the others are discovered. Logical channel ``c`` is the shard channel ``{prefix}c``
+(``SSUBSCRIBE``/``SPUBLISH``, Redis >= 7): its slot is that of the whole name, so user
+channels spread over the shards and a publish touches only the shard that owns it.
+Keys shared by the instances and backends take the prefix in braces (``{hub:}ingest``,
+``shared_prefix``): one hash tag puts them in one slot, so a MULTI or a script that
+touches several of them runs on one node.
+
+``ClusterBroker`` holds one subscriber connection per master (a *link*), each carrying
+the wanted channels of the slots that master serves, plus a probe channel of this
+instance hashed to one of those slots. A failure on any of them (connection lost,
+``MOVED`` in reply to ``SSUBSCRIBE``, an ``SUNSUBSCRIBE`` the server sent because a slot
+moved away, a probe not echoed, a confirmation not received) ends the whole link: the
+broker re-reads the slot map, opens a new link on the masters it names, re-subscribes
+every wanted channel on its current owner, then awaits ``on_reconnect`` (the hub's gap
+fill from PostgreSQL covers what pub/sub dropped meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, ResponseError, SlotNotCoveredError
+
+from pubsub.broker import MessageHandler, ReconnectHandler
+from pubsub.errors import BrokerUnavailable
+from pubsub.redis import _FAILURES, _SCRIPT_CHUNK, _Session, unwire, wire
+
+logger = logging.getLogger(__name__)
+
+#: What ends a link or fails an attempt to open one; RedisClusterException (no slot
+#: map, a slot not covered) is no RedisError.
+_CLUSTER_FAILURES = (*_FAILURES, RedisClusterException)
+SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+#: Publishes a batch of messages whose channels all live on the node it runs on (the
+#: channels are not declared as keys: they span slots, which the flag allows).
+_SPUBLISH_ALL = """#!lua flags=allow-cross-slot-keys
+for i = 1, #ARGV, 2 do redis.call('SPUBLISH', ARGV[i], ARGV[i + 1]) end
+return #ARGV / 2
+"""
+
+
+def is_cluster(url: str | None) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://``, ``rediss+cluster://``)."""
+    return url is not None and urlsplit(url).scheme in SCHEMES
+
+
+def shared_prefix(url: str, prefix: str) -> str:
+    """The prefix of keys (and of the ``publish`` channel): ``prefix`` itself on a single
+    Redis, ``{prefix}`` on a cluster, so that they all hash to one slot."""
+    return "{" + prefix + "}" if is_cluster(url) else prefix
+
+
+def node_url(url: str, host: str | None = None, port: str | int | None = None) -> str:
+    """``url`` as a plain ``redis://`` (or ``rediss://``) URL, for the node ``host:port``
+    when given; credentials and query options are kept."""
+    parts = urlsplit(url)
+    scheme = SCHEMES.get(parts.scheme, parts.scheme)
+    netloc = parts.netloc
+    if host is not None:
+        auth = netloc.rpartition("@")[0]
+        netloc = (auth + "@" if auth else "") + f"{host}:{port}"
+    return urlunsplit(parts._replace(scheme=scheme, netloc=netloc))
+
+
+def cluster_client(url: str, timeout: float, max_connections: int = 16) -> RedisCluster:
+    """A client for commands on the cluster ``url``; ``timeout`` bounds connecting and each
+    command. It follows ``MOVED``/``ASK`` and re-reads the slot map when a node fails."""
+    return RedisCluster.from_url(
+        node_url(url), socket_timeout=timeout, socket_connect_timeout=timeout,
+        socket_keepalive=True, max_connections=max_connections,
+    )
+
+
+class Router:
+    """Finds the master that serves a key, for readers that need one plain connection
+    (a blocking read, CLIENT UNBLOCK, MULTI). It remembers every node it has seen, so it
+    works on when the seed node is gone."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url
+        self._cluster = cluster_client(url, timeout, max_connections=2)
+
+    async def url_for(self, key: str) -> str:
+        """A plain URL of the master serving ``key``, from a freshly read slot map."""
+        await self._cluster.nodes_manager.initialize()
+        node = master_of(self._cluster, key)
+        return node_url(self.url, node.host, node.port)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(*_FAILURES):
+            await self._cluster.aclose()
+
+
+def master_of(cluster: RedisCluster, key: str) -> ClusterNode:
+    """The master serving ``key`` by ``cluster``'s slot map; SlotNotCoveredError if none."""
+    node = cluster.get_node_from_key(key)
+    if node is None:
+        raise SlotNotCoveredError(f"no master serves {key!r}")
+    return node
+
+
+_tags: dict[int, str] = {}
+
+
+def tag_for_slot(slot: int) -> str:
+    """A short string whose hash slot is ``slot`` (found once, then remembered)."""
+    if slot not in _tags:
+        n = 0
+        while key_slot(str(n).encode()) != slot:
+            n += 1
+        _tags[slot] = str(n)
+    return _tags[slot]
+
+
+@dataclass(eq=False)
+class _Shard:
+    """The link's subscriber connection to one master."""
+
+    name: str  # host:port
+    client: Redis
+    session: _Session
+    probe: bytes  # this instance's probe channel, in a slot this master serves
+    probe_seen: float = field(default_factory=time.monotonic)
+    probe_failed: bool = False
+    # SUNSUBSCRIBEs sent and not yet confirmed: any other SUNSUBSCRIBE is the server's.
+    unsubscribing: Counter[bytes] = field(default_factory=Counter)
+
+
+class ClusterBroker:
+    """Broker over sharded pub/sub on a Redis Cluster (see the module docstring).
+
+    The contract is ``RedisBroker``'s: ``subscribe`` returns once the owner of the
+    channel's slot confirmed it (or at once while the cluster is unreachable: the next
+    link subscribes it), every lost link is followed by ``on_reconnect``, ``timeout``
+    bounds connecting, each command and each confirmation, and ``probe_interval *
+    probe_misses`` bounds trust in a silent connection.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        *,
+        probe_interval: float = 1.0,
+        probe_misses: int = 3,
+        timeout: float = 2.0,
+        max_connections: int = 16,
+    ) -> None:
+        self._url, self._prefix, self._prefix_len = url, prefix, len(prefix.encode())
+        self._instance = uuid.uuid4().hex
+        self._probe_interval, self._probe_limit = probe_interval, probe_interval * probe_misses
+        self._timeout, self._max_connections = timeout, max_connections
+        self._wanted: set[str] = set()
+        self._link: dict[str, _Shard] | None = None
+        self._send_lock = asyncio.Lock()  # orders (UN)SUBSCRIBEs, as in RedisBroker
+        self._on_message: MessageHandler | None = None
+        self._on_reconnect: ReconnectHandler | None = None
+        self._cluster: RedisCluster | None = None
+        self._scripted = True  # False once the cluster refused EVAL (an ACL, say)
+        self._supervisor: asyncio.Task[None] | None = None
+
+    async def start(self, on_message: MessageHandler, on_reconnect: ReconnectHandler) -> None:
+        """Subscribe and begin delivering; raises ``BrokerUnavailable`` if the cluster is
+        unreachable."""
+        if self._cluster is not None:
+            raise RuntimeError("ClusterBroker already started")
+        self._on_message, self._on_reconnect = on_message, on_reconnect
+        self._cluster = cluster_client(self._url, self._timeout, self._max_connections)
+        try:
+            await self._cluster.initialize()
+            await self._open_link()
+        except BaseException as exc:
+            await self.stop()
+            if isinstance(exc, _CLUSTER_FAILURES):
+                raise BrokerUnavailable(f"cannot subscribe on the Redis cluster: {exc}") from exc
+            raise
+        self._supervisor = asyncio.create_task(self._supervise(), name="redis-cluster-broker")
+
+    async def stop(self) -> None:
+        """Stop reconnecting and close every connection; prompt even when nodes are down."""
+        self._on_message = None
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.wait({supervisor})
+        if self._link is not None:
+            await self._close_link(self._link)
+        self._wanted.clear()
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            with contextlib.suppress(*_FAILURES):
+                await cluster.aclose()
+
+    async def publish(self, channel: str, message: bytes, seq: int | None = None) -> None:
+        """SPUBLISH on the shard of ``channel``; raises ``BrokerUnavailable`` on failure."""
+        if self._cluster is None:
+            raise BrokerUnavailable("ClusterBroker is not started")
+        try:
+            await self._cluster.spublish(self._prefix + channel, wire(seq, message))
+        except _CLUSTER_FAILURES as exc:
+            raise BrokerUnavailable(f"publish to {channel!r} failed: {exc}") from exc
+
+    async def publish_many(self, messages: list[tuple[str, int | None, bytes]]) -> None:
+        """Publish every message, in order per channel: one script per node and 1000
+        messages, the nodes in parallel. A node whose script fails (its slots moved, it
+        failed over) gets its messages again as pipelined SPUBLISHes, which follow
+        ``MOVED``; some may then arrive twice (subscribers drop repeats by seq). Raises
+        ``BrokerUnavailable`` when that fails too."""
+        if self._cluster is None:
+            raise BrokerUnavailable("ClusterBroker is not started")
+        cluster = self._cluster
+        groups: defaultdict[str, list[bytes | str]] = defaultdict(list)
+        try:
+            for channel, seq, message in messages:
+                name = self._prefix + channel
+                groups[master_of(cluster, name).name].extend(
+                    (name, wire(seq, message)))
+            await asyncio.gather(*(self._publish_on(node, args) for node, args in groups.items()))
+        except _CLUSTER_FAILURES as exc:
+            raise BrokerUnavailable(f"publishing {len(messages)} message(s) failed: {exc}") from exc
+
+    async def _publish_on(self, node_name: str, args: list[bytes | str]) -> None:
+        assert self._cluster is not None
+        cluster = self._cluster
+        node = cluster.get_node(node_name=node_name)
+        if self._scripted and node is not None:
+            try:
+                for i in range(0, len(args), 2 * _SCRIPT_CHUNK):
+                    chunk = args[i:i + 2 * _SCRIPT_CHUNK]
+                    await cluster.execute_command("EVAL", _SPUBLISH_ALL, 0, *chunk,
+                                                  target_nodes=node)
+                return
+            except ResponseError as exc:
+                moved = "non local" in str(exc) or "MOVED" in str(exc)
+                if not moved and self._scripted:  # nodes fail side by side: log once
+                    logger.warning("publishing with a Lua script failed (%s); using "
+                                   "pipelined SPUBLISH from now on", exc)
+                    self._scripted = False
+                elif moved:
+                    logger.debug("publishing on %s: %s; per channel, following MOVED",
+                                 node_name, exc)
+            except (RedisConnectionError, OSError) as exc:
+                logger.info("publishing on %s failed (%s); publishing per channel", node_name, exc)
+        pipe = cluster.pipeline(transaction=False)
+        for i in range(0, len(args), 2):
+            pipe.spublish(args[i], args[i + 1])
+        await pipe.execute()
+
+    async def subscribe(self, channel: str) -> None:
+        """Return once the subscription is active, or at once while the cluster is
+        unreachable: the next link subscribes it, and ``on_reconnect`` follows."""
+        self._wanted.add(channel)
+        await self._apply("SSUBSCRIBE", channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop delivering ``channel`` at once; return once confirmed (or the link is gone)."""
+        self._wanted.discard(channel)
+        await self._apply("SUNSUBSCRIBE", channel)
+
+    @property
+    def healthy(self) -> bool:
+        """A link is open, and every master's probe came back recently."""
+        link, now = self._link, time.monotonic()
+        return link is not None and all(
+            shard.session.live and not shard.probe_failed
+            and now - shard.probe_seen <= self._probe_limit
+            for shard in link.values()
+        )
+
+    async def _apply(self, command: str, channel: str) -> None:
+        # Shielded for the reasons RedisBroker._apply gives.
+        sent = await asyncio.shield(self._send(command, channel))
+        if sent is not None:
+            session, waiter = sent
+            try:
+                await asyncio.wait_for(waiter, self._timeout)
+            except TimeoutError:
+                session.kill(f"no confirmation of {command} {channel!r}")
+
+    async def _send(
+        self, command: str, channel: str
+    ) -> tuple[_Session, asyncio.Future[bool]] | None:
+        async with self._send_lock:
+            link = self._link
+            if link is None or any(shard.session.closing for shard in link.values()):
+                return None  # the next link subscribes from self._wanted
+            name = (self._prefix + channel).encode()
+            shard = self._owner(link, name)
+            if shard is None:
+                return None
+            session = shard.session
+            waiter = session.expect()
+            try:
+                if command == "SUNSUBSCRIBE":
+                    shard.unsubscribing[name] += 1
+                    await asyncio.wait_for(session.pubsub.sunsubscribe(name), self._timeout)
+                else:
+                    await asyncio.wait_for(session.pubsub.ssubscribe(name), self._timeout)
+            except _FAILURES as exc:
+                session.kill(f"{command} failed: {exc}")
+            return session, waiter
+
+    def _owner(self, link: dict[str, _Shard], name: bytes) -> _Shard | None:
+        """The shard whose master serves ``name``'s slot; None (and the link is ended)
+        when the slot map names a master the link does not hold."""
+        assert self._cluster is not None
+        node: ClusterNode | None = None
+        try:
+            node = master_of(self._cluster, name.decode())
+        except _CLUSTER_FAILURES as exc:
+            reason = f"no owner for {name!r}: {exc}"
+        else:
+            reason = f"{node.name} serves {name!r} but is not in the link"
+        shard = link.get(node.name) if node is not None else None
+        if shard is None:
+            for other in link.values():
+                other.session.kill(reason)
+        return shard
+
+    async def _open_link(self) -> None:
+        assert self._cluster is not None
+        masters = self._cluster.get_primaries()
+        link: dict[str, _Shard] = {}
+        waiters: list[asyncio.Future[bool]] = []
+        try:
+            async with self._send_lock:
+                slots = self._cluster.nodes_manager.slots_cache
+                serving = {nodes[0].name for nodes in slots.values()}
+                for node in masters:
+                    if node.name in serving:  # a master with no slots gets no channel
+                        link[node.name] = self._shard(node)
+                by_slot: defaultdict[tuple[str, int], list[bytes]] = defaultdict(list)
+                for channel in self._wanted:
+                    name = (self._prefix + channel).encode()
+                    owner = master_of(self._cluster, name.decode())
+                    by_slot[owner.name, key_slot(name)].append(name)
+                for shard in link.values():
+                    waiters.append(shard.session.expect())
+                    await asyncio.wait_for(shard.session.pubsub.ssubscribe(shard.probe),
+                                           self._timeout)
+                for (node_name, _), names in by_slot.items():
+                    shard = link[node_name]
+                    waiters.extend(shard.session.expect() for _ in names)
+                    # One SSUBSCRIBE per slot: a node refuses channels of several slots.
+                    await asyncio.wait_for(shard.session.pubsub.ssubscribe(*names),
+                                           self._timeout)
+                for shard in link.values():
+                    shard.session.tasks.add(asyncio.create_task(
+                        self._read(shard), name=f"redis-reader {shard.name}"))
+                self._link = link
+            if not all(await asyncio.wait_for(asyncio.gather(*waiters), self._timeout)):
+                reasons = [s.session.reason for s in link.values() if s.session.reason]
+                raise RedisConnectionError(
+                    "; ".join(reasons) or "connection lost while subscribing")
+        except BaseException:
+            await self._close_link(link)
+            raise
+        now = time.monotonic()
+        for shard in link.values():
+            shard.probe_seen, shard.session.live = now, True
+            shard.session.tasks.add(asyncio.create_task(
+                self._probe(shard), name=f"redis-probe {shard.name}"))
+
+    def _shard(self, node: ClusterNode) -> _Shard:
+        assert self._cluster is not None
+        slots = self._cluster.nodes_manager.slots_cache
+        # Its highest slot: a reshard moves a master's lowest slots first.
+        slot = max(s for s, nodes in slots.items() if nodes[0].name == node.name)
+        probe = f"{self._prefix}probe:{{{tag_for_slot(slot)}}}:{self._instance}".encode()
+        # No hidden retries: a lost connection must end the link (RedisBroker.start).
+        client = Redis.from_url(
+            node_url(self._url, node.host, node.port), socket_timeout=None,
+            socket_connect_timeout=self._timeout, socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+        )
+        return _Shard(node.name, client, _Session(client.pubsub()), probe)
+
+    async def _close_link(self, link: dict[str, _Shard]) -> None:
+        if self._link is link:
+            self._link = None
+        for shard in link.values():
+            shard.session.closing, shard.session.live = True, False
+            for task in shard.session.tasks:
+                task.cancel()
+        for shard in link.values():
+            await asyncio.gather(*shard.session.tasks, return_exceptions=True)
+            shard.session.settle(confirmed=False)
+            with contextlib.suppress(*_FAILURES):
+                await shard.session.pubsub.aclose()
+            with contextlib.suppress(*_FAILURES):
+                await shard.client.aclose()
+
+    async def _read(self, shard: _Shard) -> None:
+        session = shard.session
+        try:
+            while True:
+                message = await session.pubsub.get_message(timeout=None)
+                if message is not None:
+                    self._dispatch(shard, message)
+        finally:
+            session.closing, session.live = True, False
+            session.settle(confirmed=False)
+
+    def _dispatch(self, shard: _Shard, message: dict[str, Any]) -> None:
+        kind, name = message["type"], message["channel"]
+        if kind == "ssubscribe":
+            shard.session.settle(confirmed=True)
+        elif kind == "sunsubscribe":
+            if shard.unsubscribing[name] > 0:
+                shard.unsubscribing[name] -= 1
+                shard.session.settle(confirmed=True)
+            else:  # the server's: the channel's slot moved to another master
+                shard.session.kill(f"{shard.name} dropped {name!r} (its slot moved)")
+        elif kind == "smessage" and name == shard.probe:
+            shard.probe_seen, shard.probe_failed = time.monotonic(), False
+        elif kind == "smessage":
+            channel = name[self._prefix_len:].decode()
+            if self._on_message is not None and channel in self._wanted:
+                try:
+                    seq, data = unwire(message["data"])
+                except ValueError:
+                    logger.warning("dropped a malformed message on %r", channel)
+                    return
+                try:
+                    self._on_message(channel, seq, data)
+                except Exception:
+                    logger.exception("on_message failed for channel %r", channel)
+
+    async def _probe(self, shard: _Shard) -> None:
+        assert self._cluster is not None
+        while True:
+            await asyncio.sleep(self._probe_interval)
+            if time.monotonic() - shard.probe_seen > self._probe_limit:
+                raise TimeoutError(f"probe on {shard.name} not echoed within "
+                                   f"{self._probe_limit:g}s")
+            try:
+                await self._cluster.spublish(shard.probe, b"probe")
+            except _CLUSTER_FAILURES as exc:
+                shard.probe_failed = True
+                logger.warning("redis cluster probe publish on %s failed: %s", shard.name, exc)
+
+    async def _supervise(self) -> None:
+        assert self._on_reconnect is not None and self._cluster is not None
+        failures = 0
+        while True:
+            if (link := self._link) is not None:
+                tasks = {task for shard in link.values() for task in shard.session.tasks}
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                reasons = [s.session.reason for s in link.values() if s.session.reason]
+                reasons += [repr(t.exception()) for t in done if not t.cancelled()]
+                logger.warning("redis cluster broker lost its link (%s); reconnecting",
+                               "; ".join(reasons))
+                await self._close_link(link)
+            failures += 1
+            await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)) * random.uniform(0.5, 1))
+            try:
+                # The slot map as the cluster sees it now: a promoted replica, a slot moved.
+                await self._cluster.nodes_manager.initialize()
+                await self._open_link()
+            except _CLUSTER_FAILURES as exc:
+                logger.debug("redis cluster reconnect attempt %d failed: %s", failures, exc)
+                continue
+            except Exception:
+                logger.exception("redis cluster reconnect attempt %d failed", failures)
+                continue
+            failures = 0
+            logger.info("redis cluster broker re-subscribed %d channels on %d masters",
+                        len(self._wanted), len(self._link or ()))
+            try:
+                await self._on_reconnect()
+            except Exception:
+                logger.exception("on_reconnect failed")
