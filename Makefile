@@ -16,7 +16,7 @@ PYTEST_WORKERS ?= 2
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint pytest bench soak image-test venv clean help
+.PHONY: run test lint pytest bench soak image-test compose-test venv clean help
 
 help:
 	@echo "make run    create $(VENV), install notifyhub, start the hub (embedded PostgreSQL)"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench  run the load benchmarks against a real hub process (docs/benchmarks.md)"
 	@echo "make soak   two hubs under mixed load and faults for 3 minutes, then checks (docs/reliability.md)"
 	@echo "make image-test  build the container image and check it runs (docs/deployment.md)"
+	@echo "make compose-test  the image in .ci/image/compose.yaml: two hubs behind HAProxy"
 	@echo "make clean  remove $(VENV) and caches (keeps the data in .notifyhub)"
 
 run: $(RUN_STAMP)
@@ -58,6 +59,14 @@ image-test: $(TEST_STAMP)
 	IMAGE=$(IMAGE) bash .ci/image/build.sh
 	NOTIFYHUB_IMAGE=$(IMAGE) $(BIN)/pytest -p no:xdist --durations=5 $(PYTEST_ARGS) \
 		tests/image/image_check.py
+
+# The same image in .ci/image/compose.yaml (two hubs, HAProxy, PostgreSQL and Redis built
+# from Debian's packages), checked through the load balancer by tests/image/compose_check.py.
+compose-test: $(TEST_STAMP)
+	bash .ci/image/docker.sh
+	IMAGE=$(IMAGE) bash .ci/image/build.sh
+	NOTIFYHUB_IMAGE=$(IMAGE) $(BIN)/pytest -p no:xdist --durations=5 $(PYTEST_ARGS) \
+		tests/image/compose_check.py
 
 venv: $(BIN)/python
 

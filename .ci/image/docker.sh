@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Makes sure Docker Engine answers: installs Debian's docker.io and debootstrap when
-# missing (root, or sudo without a password) and starts dockerd in the background when
-# no daemon answers (its log: /tmp/notifyhub-dockerd.log). Does nothing when Docker
-# already runs. Used by `make image-test`.
+# Makes sure Docker Engine answers: installs what is missing of Debian's docker.io,
+# debootstrap and docker-compose (as root, or with sudo without a password), and starts
+# dockerd in the background when no daemon answers (log: /tmp/notifyhub-dockerd.log).
+# Used by `make image-test` and `make compose-test`.
 set -euo pipefail
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -16,6 +16,9 @@ fi
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# compose_check.py drives `docker compose` (the plugin) or else Debian's docker-compose.
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 \
+    || missing+=(docker-compose)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing Debian's ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
