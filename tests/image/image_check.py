@@ -123,7 +123,7 @@ async def test_the_image_runs_as_a_non_root_user_and_serves_on_all_addresses() -
     assert config["StopSignal"] == "SIGTERM"
 
 
-async def test_the_container_migrates_creates_over_rest_and_delivers_over_websocket(
+async def test_the_container_migrates_serves_the_client_and_delivers_a_rest_create_live(
     empty_database_url: str, redis_url: str, redis_prefix: str
 ) -> None:
     async with hub_container(empty_database_url, redis_url, redis_prefix) as box:
@@ -132,6 +132,11 @@ async def test_the_container_migrates_creates_over_rest_and_delivers_over_websoc
         async with httpx.AsyncClient(base_url=box.url, timeout=10, trust_env=False) as http:
             ready = await http.get("/ready")
             assert ready.json() == {"database": "ok", "broker": "ok"}
+            # The browser client, from the wheel's data files (not a source tree).
+            for path in ("/static/notifyhub.js", "/static/notifyhub/transports.js"):
+                script = await http.get(path)
+                assert script.status_code == 200, path
+                assert "javascript" in script.headers["content-type"]
             async with ws_connect(ws_url(box.url, "alice")) as ws:
                 assert (await recv(ws))["type"] == "hello"
                 response = await http.post(
