@@ -16,7 +16,7 @@ PYTEST_WORKERS ?= 2
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint pytest bench soak venv clean help
+.PHONY: run test lint pytest bench soak image-test compose-test venv clean help
 
 help:
 	@echo "make run    create $(VENV), install notifyhub, start the hub (embedded PostgreSQL)"
@@ -24,6 +24,8 @@ help:
 	@echo "make lint   ruff and mypy only"
 	@echo "make bench  run the load benchmarks against a real hub process (docs/benchmarks.md)"
 	@echo "make soak   two hubs under mixed load and faults for 3 minutes, then checks (docs/reliability.md)"
+	@echo "make image-test  build the container image and check it runs (docs/deployment.md)"
+	@echo "make compose-test  the image in .ci/image/compose.yaml: two hubs behind HAProxy"
 	@echo "make clean  remove $(VENV) and caches (keeps the data in .notifyhub)"
 
 run: $(RUN_STAMP)
@@ -47,6 +49,24 @@ bench: $(TEST_STAMP)
 # see docs/reliability.md (`make soak ARGS="--seconds 600"` for a longer run).
 soak: $(TEST_STAMP)
 	$(BIN)/python -m bench.soak $(ARGS)
+
+# Docker (started, and installed from Debian's packages, when missing), the base image
+# from Debian's packages (kept once built), the image, then tests/image/image_check.py
+# against it: a file `make test` never collects. See docs/deployment.md.
+IMAGE ?= notifyhub:local
+image-test: $(TEST_STAMP)
+	bash .ci/image/docker.sh
+	IMAGE=$(IMAGE) bash .ci/image/build.sh
+	NOTIFYHUB_IMAGE=$(IMAGE) $(BIN)/pytest -p no:xdist --durations=5 $(PYTEST_ARGS) \
+		tests/image/image_check.py
+
+# The same image in .ci/image/compose.yaml (two hubs, HAProxy, PostgreSQL and Redis built
+# from Debian's packages), checked through the load balancer by tests/image/compose_check.py.
+compose-test: $(TEST_STAMP)
+	bash .ci/image/docker.sh
+	IMAGE=$(IMAGE) bash .ci/image/build.sh
+	NOTIFYHUB_IMAGE=$(IMAGE) $(BIN)/pytest -p no:xdist --durations=5 $(PYTEST_ARGS) \
+		tests/image/compose_check.py
 
 venv: $(BIN)/python
 

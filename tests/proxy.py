@@ -6,7 +6,8 @@ the tests' own PostgreSQL listens). ``stall()`` keeps every connection (and new 
 open but stops moving bytes either way, as a hung server or a black-holed network does;
 ``resume()`` lets the held bytes through; ``cut()`` closes every open connection. It runs
 its own event loop in a daemon thread, so it keeps working whatever the caller's loop
-(or a hub in a child process) is doing.
+(or a hub in a child process) is doing. ``proxied(database_url)`` puts one in front of a
+PostgreSQL and gives the TCP URL through it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 class StallableProxy:
@@ -121,3 +123,25 @@ class StallableProxy:
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()
+
+
+@contextlib.contextmanager
+def proxied(database_url: str) -> Iterator[tuple[StallableProxy, str]]:
+    """A stallable proxy in front of ``database_url``'s server, and the URL through it.
+
+    The server may listen on TCP or (the tests' own PostgreSQL) on a Unix socket only,
+    named by a ``host=/dir`` query parameter; the hub always reaches the proxy over TCP.
+    """
+    parts = urlsplit(database_url)
+    query = dict(parse_qsl(parts.query))
+    socket_dir = query.pop("host", None)
+    port = int(query.pop("port", None) or parts.port or 5432)
+    if socket_dir is not None:
+        proxy = StallableProxy(f"{socket_dir}/.s.PGSQL.{port}")
+    else:
+        assert parts.hostname is not None
+        proxy = StallableProxy(parts.hostname, port)
+    userinfo = parts.netloc.rpartition("@")[0]
+    with proxy:
+        netloc = f"{userinfo + '@' if userinfo else ''}127.0.0.1:{proxy.port}"
+        yield proxy, urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))

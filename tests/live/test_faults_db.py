@@ -14,9 +14,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -35,35 +34,13 @@ from tests.live.conftest import (
     ws_connect,
 )
 from tests.live.faults import add_entries, applied_once
-from tests.proxy import StallableProxy
+from tests.proxy import StallableProxy, proxied
 from tests.waiting import eventually
 
 #: ``/ready`` must answer within 2 s; requests and handshakes within 5 s (docs/api.md).
 READY_BOUND, REQUEST_BOUND = 2.0, 5.0
 #: What a loaded 2-core machine may add to those bounds.
 MARGIN = 1.5
-
-
-@contextlib.contextmanager
-def proxied(database_url: str) -> Iterator[tuple[StallableProxy, str]]:
-    """A stallable proxy in front of ``database_url``'s server, and the URL through it.
-
-    The server may listen on TCP or (the tests' own PostgreSQL) on a Unix socket only,
-    named by a ``host=/dir`` query parameter; the hub always reaches the proxy over TCP.
-    """
-    parts = urlsplit(database_url)
-    query = dict(parse_qsl(parts.query))
-    socket_dir = query.pop("host", None)
-    port = int(query.pop("port", None) or parts.port or 5432)
-    if socket_dir is not None:
-        proxy = StallableProxy(f"{socket_dir}/.s.PGSQL.{port}")
-    else:
-        assert parts.hostname is not None
-        proxy = StallableProxy(parts.hostname, port)
-    userinfo = parts.netloc.rpartition("@")[0]
-    with proxy:
-        netloc = f"{userinfo + '@' if userinfo else ''}127.0.0.1:{proxy.port}"
-        yield proxy, urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
 
 
 @contextlib.asynccontextmanager
