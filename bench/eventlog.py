@@ -22,6 +22,7 @@ import asyncpg
 import orjson
 
 from bench.servers import children, cpu_seconds
+from db import events as event_log
 from hub import notifications
 from hub.models import NotificationCreate
 from hub.runtime import Runtime
@@ -31,7 +32,7 @@ from tests.servers import PostgresServer
 KEYS = (
     "notifications", "users", "events", "tables", "bytes_per_notification",
     "event_bytes_per_event", "notification_bytes_per_notification", "wal_bytes_per_notification",
-    "pg_cpu_us_per_notification",
+    "pg_cpu_us_per_notification", "pg_cpu_us_per_head_lookup",
 )
 SIZES = """
 SELECT c.relname, pg_total_relation_size(c.oid) AS bytes, c.reltuples
@@ -95,6 +96,15 @@ async def measure(dsn: str, pgdata: Path, args: argparse.Namespace) -> dict[str,
                     tables[name] = {"bytes": grown, "rows": rows,
                                     "bytes_per_row": round(grown / rows, 1) if rows else None}
             events = await count(probe, "user_events")
+            # The head check: each instance asks for its connected users' heads every
+            # HUB_HEAD_CHECK_SECONDS, 1000 users per query (hub/node.py).
+            names = [f"user-{u:07d}" for u in range(users)]
+            cpu0 = pg_cpu(pgdata)
+            for _ in range(args.head_rounds):
+                for i in range(0, users, 1000):
+                    await event_log.heads(svc.pool, names[i:i + 1000])
+            head_lookups = args.head_rounds * users
+            cpu_heads = pg_cpu(pgdata) - cpu0
         finally:
             await probe.close()
     event_bytes = after["user_events"] - before["user_events"]
@@ -111,6 +121,7 @@ async def measure(dsn: str, pgdata: Path, args: argparse.Namespace) -> dict[str,
             (created["user_events"] - before["user_events"]) / created_events, 1),
         "wal_bytes_per_notification": round(float(wal) / n, 1),
         "pg_cpu_us_per_notification": round(cpu_create / n * 1e6, 1),
+        "pg_cpu_us_per_head_lookup": round(cpu_heads / max(head_lookups, 1) * 1e6, 2),
     }
 
 
@@ -120,6 +131,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--users", type=int, default=5_000)
     p.add_argument("--concurrency", type=int, default=200,
                    help="creates in flight at once (the group commit batches them)")
+    p.add_argument("--head-rounds", type=int, default=20,
+                   help="head checks of every user, for the CPU of one user's lookup")
     p.add_argument("--no-keys", action="store_true", help="creates without idempotency keys")
     return p.parse_args()
 
@@ -140,7 +153,8 @@ def main() -> None:
           f"{row['event_bytes_per_created_event']} B per created event in user_events "
           f"({row['event_bytes_per_event']} B with the read events), "
           f"{row['wal_bytes_per_notification']} B of WAL and "
-          f"{row['pg_cpu_us_per_notification']} µs of PostgreSQL CPU per notification")
+          f"{row['pg_cpu_us_per_notification']} µs of PostgreSQL CPU per notification; "
+          f"{row['pg_cpu_us_per_head_lookup']} µs per user in a head check")
     for name, t in row["tables"].items():
         print(f"  {name}: {t['bytes']:,} B, {t['rows']:,} rows, {t['bytes_per_row']} B/row")
 

@@ -38,7 +38,8 @@ def test_shard_delivers_every_publish_to_its_subscribed_channel_and_reports_cost
 
 
 def test_eventlog_reports_the_size_of_every_table_a_create_writes() -> None:
-    row = run("bench.eventlog", "EVENTLOG", "--notifications", "200", "--users", "20")
+    row = run("bench.eventlog", "EVENTLOG", "--notifications", "200", "--users", "20",
+              "--head-rounds", "2")
     assert set(eventlog.KEYS) <= set(row)
     tables = row["tables"]
     assert tables["notifications"]["rows"] == 200
