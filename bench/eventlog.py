@@ -64,6 +64,7 @@ async def measure(dsn: str, pgdata: Path, args: argparse.Namespace) -> dict[str,
         svc = await runtime.connect()
         probe = await asyncpg.connect(dsn)
         try:
+            version = await probe.fetchval("SHOW server_version")
             before = await sizes(probe)
             wal0 = await probe.fetchval("SELECT pg_current_wal_lsn()")
             cpu0 = pg_cpu(pgdata)
@@ -122,6 +123,7 @@ async def measure(dsn: str, pgdata: Path, args: argparse.Namespace) -> dict[str,
         "wal_bytes_per_notification": round(float(wal) / n, 1),
         "pg_cpu_us_per_notification": round(cpu_create / n * 1e6, 1),
         "pg_cpu_us_per_head_lookup": round(cpu_heads / max(head_lookups, 1) * 1e6, 2),
+        "postgres_version": version,
     }
 
 

@@ -5,15 +5,18 @@ Starts a throwaway ``redis-server`` as a one-node Redis Cluster (every slot on i
 (``hub:user:u<n>``, ``SSUBSCRIBE``, as instances do) over ``--connections`` connections
 in a subscriber process, then publishes to random subscribed channels at full speed
 from another process for ``--seconds`` (pipelined ``SPUBLISH``, or ``--via script``:
-the hub's Lua script, ``EVAL`` of up to ``--pipeline`` messages). Prints one
-``SHARD {json}`` line (``KEYS``) and a summary: publishes/s and deliveries/s, Redis CPU
-per publish and per subscribe, memory per subscription. Only 127.0.0.1; every wait is
+the hub's Lua script, ``EVAL`` of up to ``--pipeline`` messages). Then runs the hub's
+presence heartbeat (``pubsub.redis_presence``) for ``--presence-users`` users. Prints
+one ``SHARD {json}`` line (``KEYS``) and a summary: publishes/s and deliveries/s, Redis
+CPU per publish, per subscribe and per user heartbeat, memory per subscription and per
+online user. Only 127.0.0.1; every wait is
 bounded. See docs/scaling.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import multiprocessing
 import multiprocessing.connection
 import random
@@ -28,6 +31,7 @@ from typing import Any
 import orjson
 
 from bench.servers import cpu_seconds, rss_kib
+from pubsub.redis_presence import RedisPresence
 from tests.servers import free_port, redis_binary
 
 KEYS = (
@@ -35,6 +39,7 @@ KEYS = (
     "published", "delivered", "publishes_per_s", "deliveries_per_s", "redis_cpu_share",
     "redis_cpu_us_per_publish", "redis_cpu_us_per_delivery", "redis_cpu_us_per_subscribe",
     "used_memory_per_subscription_bytes", "rss_per_subscription_bytes", "redis_version",
+    "presence_users", "presence_cpu_us_per_user_heartbeat", "presence_memory_per_user_bytes",
 )
 PREFIX = "hub:user:u"
 #: The hub's publish script (pubsub/cluster.py): channel and message pairs in ARGV.
@@ -196,6 +201,30 @@ def publisher(port: int, channels: int, seconds: float, payload: int, pipeline: 
         pipe.send((published, time.monotonic() - start))
 
 
+async def presence(url: str, port: int, pid: int, users: int, rounds: int) -> dict[str, Any]:
+    """The hub's presence heartbeat (``RedisPresence.arrive`` of every local user, each
+    ``HUB_PRESENCE_TTL_SECONDS`` / 3) for ``users`` users, ``rounds`` times: Redis CPU
+    per user and heartbeat, and memory per online user."""
+    store = RedisPresence(url, "{hub:}", "bench-instance")  # the cluster's key names
+    await store.start()
+    try:
+        names = [f"u{n}" for n in range(users)]
+        memory0 = int(info(port, "memory")["used_memory"])
+        await store.arrive(names)  # arrival: the keys are created
+        memory1 = int(info(port, "memory")["used_memory"])
+        cpu0 = cpu_seconds(pid)
+        for _ in range(rounds):
+            await store.arrive(names)
+        cpu = cpu_seconds(pid) - cpu0
+    finally:
+        await store.stop()
+    return {
+        "presence_users": users,
+        "presence_cpu_us_per_user_heartbeat": round(cpu / max(users * rounds, 1) * 1e6, 2),
+        "presence_memory_per_user_bytes": round((memory1 - memory0) / max(users, 1), 1),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """One measurement; the ``KEYS`` row."""
     shard = Shard(args.mode)
@@ -251,7 +280,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sub_pipe.send("stop")
         delivered = sub_pipe.recv()
         subs = args.channels
-        return {
+        # A plain client, whose calls of one heartbeat go out in one pipeline: the node
+        # owns every slot, and the scripts cost the same under either key layout.
+        present = asyncio.run(presence(f"redis://127.0.0.1:{shard.port}", shard.port, pid,
+                                       args.presence_users, args.presence_rounds))
+        return present | {
             "mode": args.mode, "via": args.via, "channels": args.channels,
             "subscriptions_counted": counted,
             "connections": args.connections, "payload_bytes": args.payload,
@@ -287,6 +320,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--pipeline", type=int, default=100, help="messages per round trip")
     p.add_argument("--via", choices=("spublish", "script"), default="spublish",
                    help="pipelined SPUBLISH, or the hub's Lua script (EVAL per batch)")
+    p.add_argument("--presence-users", type=int, default=50_000,
+                   help="online users of the presence heartbeat measurement")
+    p.add_argument("--presence-rounds", type=int, default=5, help="heartbeats measured")
     p.add_argument("--mode", choices=("cluster", "plain"), default="cluster",
                    help="a one-node Redis Cluster (every slot), or a plain redis-server")
     return p.parse_args()
@@ -303,7 +339,9 @@ def main() -> None:
           f"({row['redis_cpu_share']:.0%} of a core), "
           f"{row['redis_cpu_us_per_subscribe']} µs/SSUBSCRIBE; "
           f"{row['used_memory_per_subscription_bytes']} B used_memory and "
-          f"{row['rss_per_subscription_bytes']} B RSS per subscription")
+          f"{row['rss_per_subscription_bytes']} B RSS per subscription; presence: "
+          f"{row['presence_cpu_us_per_user_heartbeat']} µs of Redis CPU per user heartbeat, "
+          f"{row['presence_memory_per_user_bytes']} B per online user")
 
 
 if __name__ == "__main__":

@@ -29,12 +29,14 @@ def run(module: str, tag: str, *args: str) -> dict[str, Any]:
 
 def test_shard_delivers_every_publish_to_its_subscribed_channel_and_reports_costs() -> None:
     row = run("bench.shard", "SHARD", "--channels", "300", "--connections", "2",
-              "--seconds", "0.5", "--via", "script", "--pipeline", "20")
+              "--seconds", "0.5", "--via", "script", "--pipeline", "20",
+              "--presence-users", "100", "--presence-rounds", "1")
     assert set(shard.KEYS) <= set(row)
     assert row["subscriptions_counted"] == 300
     assert row["published"] > 0 and row["delivered"] == row["published"]
     assert row["redis_cpu_us_per_publish"] is not None
     assert row["used_memory_per_subscription_bytes"] > 0
+    assert row["presence_users"] == 100 and row["presence_memory_per_user_bytes"] > 0
 
 
 def test_eventlog_reports_the_size_of_every_table_a_create_writes() -> None:
