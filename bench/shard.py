@@ -279,6 +279,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu_publish = cpu_seconds(pid) - cpu1
         sub_pipe.send("stop")
         delivered = sub_pipe.recv()
+        sub.join(timeout=10)
+        # Redis frees the subscriptions when it sees the connections close: wait, so
+        # that the presence measurement's memory delta does not include that.
+        deadline = time.monotonic() + 10
+        while (int(info(shard.port, "stats")["pubsubshard_channels"])
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         subs = args.channels
         # A plain client, whose calls of one heartbeat go out in one pipeline: the node
         # owns every slot, and the scripts cost the same under either key layout.
