@@ -152,15 +152,15 @@ def subscriber(port: int, channels: int, connections: int,
     delivered = 0
     while True:
         for key, _ in sel.select(0.05):
-            s = key.fileobj
-            assert isinstance(s, socket.socket)
+            ready = key.fileobj
+            assert isinstance(ready, socket.socket)
             try:
-                chunk = s.recv(1 << 20)
+                chunk = ready.recv(1 << 20)
             except BlockingIOError:
                 continue
-            data = tails[s] + chunk
+            data = tails[ready] + chunk
             delivered += data.count(DELIVERY)
-            tails[s] = data[-(len(DELIVERY) - 1):]
+            tails[ready] = data[-(len(DELIVERY) - 1):]
         if pipe.poll():
             what = pipe.recv()
             pipe.send(delivered)
