@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +140,6 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
-    os.environ.pop("HUB_DATABASE_URL", None)
     server = PostgresServer()
     try:
         dsn = server.start()
