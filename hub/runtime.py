@@ -153,7 +153,10 @@ class Runtime:
         """Apply pending migrations on a connection of their own; the names applied."""
         assert self.dsn is not None, "open_database first"
         self.stage = "connect"
-        conn = await connect(self.dsn, self.settings.db_connect_timeout_seconds)
+        conn = await connect(
+            self.dsn, self.settings.db_connect_timeout_seconds,
+            transaction_pooler=self.settings.database_pooler == "transaction",
+        )
         self.stage = "migrate"
         try:
             return await migrate(conn)
@@ -176,6 +179,7 @@ class Runtime:
             connect_timeout=settings.db_connect_timeout_seconds,
             acquire_timeout=settings.db_acquire_timeout_seconds,
             statement_timeout=settings.db_statement_timeout_seconds,
+            transaction_pooler=settings.database_pooler == "transaction",
         )
         self.stage = "broker"
         broker = self._broker = make_broker(settings)

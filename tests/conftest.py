@@ -7,7 +7,7 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,7 +17,7 @@ import pytest
 
 from db.migrate import migrate
 from db.pool import connect
-from tests.servers import PostgresServer, RedisServer, external
+from tests.servers import PgBouncer, PostgresServer, RedisServer, external
 
 #: One per test process (pytest-xdist), since they may share one external server.
 TEMPLATE_DB = "hub_template_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -96,6 +96,24 @@ async def empty_database_url(pg_admin_dsn: str) -> AsyncIterator[str]:
     """A fresh database with no schema at all (for migration tests)."""
     async with scratch_database(pg_admin_dsn, "e_", None) as url:
         yield url
+
+
+@contextmanager
+def pgbouncer_in_front(admin_dsn: str, pool_size: int = 2) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of the test PostgreSQL, stopped afterwards."""
+    bouncer = PgBouncer(admin_dsn, pool_size)
+    try:
+        yield bouncer.start()
+    finally:
+        bouncer.close()
+
+
+@pytest.fixture
+def pgbouncer(pg_admin_dsn: str) -> Iterator[PgBouncer]:
+    """A PgBouncer of this test's own (transaction mode, two server connections per
+    database); ``pgbouncer.url_for(database_url)`` is that database through it."""
+    with pgbouncer_in_front(pg_admin_dsn) as bouncer:
+        yield bouncer
 
 
 @pytest.fixture(scope="session")
