@@ -61,9 +61,14 @@ async def _migrate(conn: asyncpg.Connection) -> list[str]:
 
 
 async def _locked_versions(conn: asyncpg.Connection) -> set[int]:
-    """In a transaction: take the migration lock until it ends, and the versions applied."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_ID)
+    """In a transaction: take the migration lock until it ends, and the versions applied.
+
+    No statement timeout until the transaction ends, waiting for the lock included: a
+    role's ``statement_timeout`` (docs/configuration.md, "Behind PgBouncer") must not
+    cancel a migration, nor an instance waiting while another applies one.
+    """
     await conn.execute("SET LOCAL statement_timeout = 0")
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_ID)
     await conn.execute(
         """CREATE TABLE IF NOT EXISTS schema_migrations (
                version integer PRIMARY KEY,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -62,8 +63,13 @@ async def test_instances_migrating_together_through_pgbouncer_apply_each_file_on
         await direct.close()
 
 
-async def test_a_migration_waits_for_the_lock_held_in_another_transaction(empty_database_url):
+async def test_a_migration_waits_for_the_lock_held_in_another_transaction_untimed(
+    empty_database_url,
+):
+    # The statement timeout a role has behind a transaction pooler (here the database's).
+    name = urlsplit(empty_database_url).path.lstrip("/")
     holder = await connect(empty_database_url)
+    await holder.execute(f'ALTER DATABASE "{name}" SET statement_timeout = 200')
     conn = await connect(empty_database_url)
     try:
         async with holder.transaction():
@@ -75,6 +81,7 @@ async def test_a_migration_waits_for_the_lock_held_in_another_transaction(empty_
                     " AND objid = $1 AND NOT granted", LOCK_ID,
                 ):
                     await asyncio.sleep(0.01)
+            await asyncio.sleep(0.5)  # past the 200 ms: the wait is not a timed statement
             assert not migrating.done()
         async with asyncio.timeout(30):
             assert len(await migrating) == len(available())
