@@ -162,14 +162,35 @@ SECRET = "test-secret-0123456789-abcdefghijklmnop"
 API_KEY = "test-api-key-0123456789"
 
 
+@pytest.fixture(scope="session")
+def session_pgbouncer(pg_admin_dsn: str) -> Iterator[PgBouncer | None]:
+    """With ``HUB_TEST_PGBOUNCER=1``, one PgBouncer (transaction mode) that every app
+    of the session reaches its database through; else None. Four server sessions per
+    database: the lock-order tests hold one, block a writer on another and probe."""
+    if not external("HUB_TEST_PGBOUNCER"):
+        yield None
+        return
+    with pgbouncer_in_front(pg_admin_dsn, pool_size=4) as bouncer:
+        yield bouncer
+
+
 @pytest.fixture
-def settings_env(database_url: str, tmp_path: Any) -> dict[str, Any]:
-    """Settings overrides for an app on this test's database (HS256, one API key)."""
+def settings_env(
+    database_url: str, tmp_path: Any, session_pgbouncer: PgBouncer | None
+) -> dict[str, Any]:
+    """Settings overrides for an app on this test's database (HS256, one API key);
+    through PgBouncer with ``HUB_TEST_PGBOUNCER=1`` (the test's own connections, from
+    ``database_url``, stay direct)."""
+    pooled: dict[str, Any] = {}
+    if session_pgbouncer is not None:
+        pooled = {"database_url": session_pgbouncer.url_for(database_url),
+                  "database_pooler": "transaction"}
     return {
         "database_url": database_url,
         "data_dir": tmp_path / "data",
         "jwt_secret": SECRET,
         "api_keys": [API_KEY],
+        **pooled,
     }
 
 

@@ -28,11 +28,10 @@ async def server_sessions(database_url: str) -> int:
 
 
 async def test_the_live_core_works_through_pgbouncer_in_transaction_mode(
-    settings_env: dict[str, Any], pgbouncer: PgBouncer
+    settings_env: dict[str, Any], database_url: str, pgbouncer: PgBouncer
 ) -> None:
-    direct = settings_env["database_url"]
     settings = {
-        **settings_env, "database_url": pgbouncer.url_for(direct),
+        **settings_env, "database_url": pgbouncer.url_for(database_url),
         "database_pooler": "transaction", "db_pool_min": 4,
     }
     async with live_hub(**settings) as hub:
@@ -77,4 +76,4 @@ async def test_the_live_core_works_through_pgbouncer_in_transaction_mode(
 
         # Everything above ran on PgBouncer's two server sessions: a direct connection
         # per pool client would have opened four at least.
-        assert 1 <= await server_sessions(direct) <= pgbouncer.pool_size
+        assert 1 <= await server_sessions(database_url) <= pgbouncer.pool_size
