@@ -207,6 +207,11 @@ def _pooler_options(transaction_pooler: bool) -> dict[str, Any]:
     return {"statement_cache_size": 0} if transaction_pooler else {}
 
 
+async def server_statement_timeout(pool: asyncpg.Pool) -> str:
+    """The ``statement_timeout`` the server gives the pool's sessions (``"0"``: none)."""
+    return str(await pool.fetchval("SHOW statement_timeout"))
+
+
 async def ping(pool: asyncpg.Pool, timeout: float) -> bool:
     """Whether ``SELECT 1`` answers within ``timeout`` seconds (pool wait included).
 
