@@ -403,6 +403,8 @@ def print_banner(settings: Settings, host: str, port: int) -> None:
     address = _url(host, port)
     if settings.database_url:
         database = mask_url(settings.database_url)
+        if settings.database_pooler == "transaction":
+            database += " (through a pooler in transaction mode)"
     else:
         database = f"embedded PostgreSQL in {settings.data_dir / 'pgdata'}"
     broker = mask_url(settings.redis_url) if settings.redis_url else "in-process"
