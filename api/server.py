@@ -145,7 +145,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             or not self.writable.is_set() or self.transport.is_closing()
         ):
             return False
-        self.transport.write(text_frame_header(len(frame)) + frame)
+        try:
+            self.transport.write(text_frame_header(len(frame)) + frame)
+        except (RuntimeError, OSError):  # the transport went away meanwhile
+            return False
         return True
 
     def keepalive_timeout(self) -> None:

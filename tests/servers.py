@@ -269,6 +269,9 @@ class RedisClusterServers:
     def close(self) -> None:
         for port in list(self.procs):
             self.kill(port)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def pgbouncer_binary() -> str:
     """``pgbouncer`` from PATH or Debian's ``/usr/sbin``; RuntimeError when missing (the
     tests behind it fail then, never skip: ``.ci/run`` installs Debian's package)."""
