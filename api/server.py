@@ -145,7 +145,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             or not self.writable.is_set() or self.transport.is_closing()
         ):
             return False
-        self.transport.write(text_frame_header(len(frame)) + frame)
+        try:
+            self.transport.write(text_frame_header(len(frame)) + frame)
+        except (RuntimeError, OSError):  # the transport went away meanwhile
+            return False
         return True
 
     def keepalive_timeout(self) -> None:
@@ -403,6 +406,8 @@ def print_banner(settings: Settings, host: str, port: int) -> None:
     address = _url(host, port)
     if settings.database_url:
         database = mask_url(settings.database_url)
+        if settings.database_pooler == "transaction":
+            database += " (through a pooler in transaction mode)"
     else:
         database = f"embedded PostgreSQL in {settings.data_dir / 'pgdata'}"
     broker = mask_url(settings.redis_url) if settings.redis_url else "in-process"

@@ -14,6 +14,14 @@ A statement the client gives up on (its timeout, or the awaiting task cancelled)
 cancelled on the server; if the server does not confirm within ``CANCEL_TIMEOUT``, its
 connection is closed (``_Connection``) and the pool opens a fresh one on a later
 acquire, so a connection is never reused while a stalled answer may still arrive on it.
+
+Behind a pooler in transaction mode (PgBouncer's ``pool_mode = transaction``,
+``transaction_pooler=True``) consecutive transactions of one connection may run on
+different server sessions, so nothing may outlive a transaction: asyncpg's cache of
+named prepared statements is off (each statement is an unnamed one, parsed where it
+runs), and ``statement_timeout`` is not sent at start-up (PgBouncer refuses start-up
+parameters it does not track); set it on the database role instead
+(docs/configuration.md, "Behind PgBouncer").
 """
 
 from __future__ import annotations
@@ -49,7 +57,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
     asyncpg still rolls back an open transaction on release. The hub leaves no other
     session state behind: no LISTEN, no SET, no cursors, and only transaction-scoped
-    advisory locks (``db.cleanup``); migrations run on a connection of their own.
+    advisory locks (``db.cleanup``, ``db.migrate``). That is also what lets it work
+    behind a pooler in transaction mode.
     """
 
 
@@ -144,9 +153,14 @@ async def create_pool(
     connect_timeout: float = CONNECT_TIMEOUT,
     acquire_timeout: float = ACQUIRE_TIMEOUT,
     statement_timeout: float = STATEMENT_TIMEOUT,
+    transaction_pooler: bool = False,
 ) -> asyncpg.Pool:
     """Open a pool to ``dsn``; every connection uses UTC, orjson for JSON, and the
-    timeouts of the module docstring (seconds)."""
+    timeouts of the module docstring (seconds), the server's own statement timeout
+    excepted behind a ``transaction_pooler``."""
+    server_settings = {"timezone": "UTC", "application_name": "notifyhub"}
+    if not transaction_pooler:
+        server_settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
     pool = _Pool(
         dsn,
         min_size=min_size,
@@ -158,13 +172,10 @@ async def create_pool(
         connection_class=_Connection,
         init=_init,
         reset=_keep_session,
-        server_settings={
-            "timezone": "UTC",
-            "application_name": "notifyhub",
-            "statement_timeout": str(max(1, round(statement_timeout * 1000))),  # ms
-        },
+        server_settings=server_settings,  # statement_timeout in ms
         command_timeout=statement_timeout + CLIENT_GRACE,
         timeout=connect_timeout,
+        **_pooler_options(transaction_pooler),
     )
     pool.acquire_timeout = acquire_timeout
     with translating():
@@ -172,16 +183,33 @@ async def create_pool(
     return pool
 
 
-async def connect(dsn: str, timeout: float = CONNECT_TIMEOUT) -> asyncpg.Connection:
+async def connect(
+    dsn: str, timeout: float = CONNECT_TIMEOUT, *, transaction_pooler: bool = False
+) -> asyncpg.Connection:
     """One connection with the same codecs as the pool (for the CLI and migrations).
 
-    Opening it waits at most ``timeout`` seconds; its statements have no timeout
-    (a migration may take long).
+    Opening it waits at most ``timeout`` seconds; its statements have no client-side
+    timeout (a migration may take long).
     """
     with translating():
-        conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"}, timeout=timeout)
+        conn = await asyncpg.connect(
+            dsn, server_settings={"timezone": "UTC"}, timeout=timeout,
+            **_pooler_options(transaction_pooler),
+        )
         await _init(conn)
     return conn
+
+
+def _pooler_options(transaction_pooler: bool) -> dict[str, Any]:
+    """asyncpg's options for a connection whose transactions may each run on another
+    server session: no named prepared statements (asyncpg then also re-parses a
+    statement within its implicit transaction rather than rely on an earlier Parse)."""
+    return {"statement_cache_size": 0} if transaction_pooler else {}
+
+
+async def server_statement_timeout(pool: asyncpg.Pool) -> str:
+    """The ``statement_timeout`` the server gives the pool's sessions (``"0"``: none)."""
+    return str(await pool.fetchval("SHOW statement_timeout"))
 
 
 async def ping(pool: asyncpg.Pool, timeout: float) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 
 from db.embedded import EmbeddedPostgres
 from db.migrate import migrate
-from db.pool import Pool, connect, create_pool
+from db.pool import Pool, connect, create_pool, server_statement_timeout
 from hub import actions, cleanup, delivery, expiry, scheduled
 from hub.announcements import run_scheduler as run_announcement_scheduler
 from hub.ingest import Ingest
@@ -160,7 +160,10 @@ class Runtime:
         """Apply pending migrations on a connection of their own; the names applied."""
         assert self.dsn is not None, "open_database first"
         self.stage = "connect"
-        conn = await connect(self.dsn, self.settings.db_connect_timeout_seconds)
+        conn = await connect(
+            self.dsn, self.settings.db_connect_timeout_seconds,
+            transaction_pooler=self.settings.database_pooler == "transaction",
+        )
         self.stage = "migrate"
         try:
             return await migrate(conn)
@@ -183,7 +186,10 @@ class Runtime:
             connect_timeout=settings.db_connect_timeout_seconds,
             acquire_timeout=settings.db_acquire_timeout_seconds,
             statement_timeout=settings.db_statement_timeout_seconds,
+            transaction_pooler=settings.database_pooler == "transaction",
         )
+        if settings.database_pooler == "transaction" and self.live:
+            await self._check_role_timeout(self._pool)
         self.stage = "broker"
         broker = self._broker = make_broker(settings)
         services = self._services = Services(settings, self._pool, broker)
@@ -222,6 +228,18 @@ class Runtime:
                 asyncio.create_task(actions.run_relay(services, stream), name="action-relay")
             )
         return services
+
+    async def _check_role_timeout(self, pool: Pool) -> None:
+        """Behind a transaction pooler the pool cannot send ``statement_timeout``: warn
+        once when the database role does not set it either."""
+        if await server_statement_timeout(pool) == "0":
+            log.warning(
+                "HUB_DATABASE_POOLER=transaction and the database role has no "
+                "statement_timeout: only the hub's own bound stops a slow statement; "
+                "set it with ALTER ROLE <role> SET statement_timeout = '%gs' "
+                "(docs/configuration.md, 'Behind PgBouncer')",
+                self.settings.db_statement_timeout_seconds,
+            )
 
     def _start_workers(self, services: Services) -> None:
         delivery.log_channels(self.settings)

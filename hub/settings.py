@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     )
 
     database_url: str | None = None
+    # A pooler between the hub and PostgreSQL (docs/configuration.md, "Behind
+    # PgBouncer"): "transaction" when HUB_DATABASE_URL leads to transaction pooling.
+    database_pooler: Literal["none", "transaction"] = "none"
     redis_url: str | None = None
     data_dir: Path = Path(".notifyhub")
     jwt_secret: str | None = None

@@ -37,7 +37,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, ResponseError, SlotNotCoveredError
+from redis.exceptions import NoPermissionError, ResponseError, SlotNotCoveredError
 
 from pubsub.broker import MessageHandler, ReconnectHandler
 from pubsub.errors import BrokerUnavailable
@@ -45,15 +45,18 @@ from pubsub.redis import _FAILURES, _SCRIPT_CHUNK, _Session, unwire, wire
 
 logger = logging.getLogger(__name__)
 
-#: What ends a link or fails an attempt to open one; RedisClusterException (no slot
-#: map, a slot not covered) is no RedisError.
-_CLUSTER_FAILURES = (*_FAILURES, RedisClusterException)
 SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 #: Publishes a batch of messages whose channels all live on the node it runs on (the
 #: channels are not declared as keys: they span slots, which the flag allows).
+#: Returns the positions (in ARGV, 1-based) of the channels it could not publish to:
+#: those its node no longer serves (``pcall`` goes on past them).
 _SPUBLISH_ALL = """#!lua flags=allow-cross-slot-keys
-for i = 1, #ARGV, 2 do redis.call('SPUBLISH', ARGV[i], ARGV[i + 1]) end
-return #ARGV / 2
+local failed = {}
+for i = 1, #ARGV, 2 do
+  local reply = redis.pcall('SPUBLISH', ARGV[i], ARGV[i + 1])
+  if type(reply) == 'table' and reply.err then failed[#failed + 1] = i end
+end
+return failed
 """
 
 
@@ -189,7 +192,7 @@ class ClusterBroker:
             await self._open_link()
         except BaseException as exc:
             await self.stop()
-            if isinstance(exc, _CLUSTER_FAILURES):
+            if isinstance(exc, _FAILURES):
                 raise BrokerUnavailable(f"cannot subscribe on the Redis cluster: {exc}") from exc
             raise
         self._supervisor = asyncio.create_task(self._supervise(), name="redis-cluster-broker")
@@ -215,7 +218,7 @@ class ClusterBroker:
             raise BrokerUnavailable("ClusterBroker is not started")
         try:
             await self._cluster.spublish(self._prefix + channel, wire(seq, message))
-        except _CLUSTER_FAILURES as exc:
+        except _FAILURES as exc:
             raise BrokerUnavailable(f"publish to {channel!r} failed: {exc}") from exc
 
     async def publish_many(self, messages: list[tuple[str, int | None, bytes]]) -> None:
@@ -234,7 +237,7 @@ class ClusterBroker:
                 groups[master_of(cluster, name).name].extend(
                     (name, wire(seq, message)))
             await asyncio.gather(*(self._publish_on(node, args) for node, args in groups.items()))
-        except _CLUSTER_FAILURES as exc:
+        except _FAILURES as exc:
             raise BrokerUnavailable(f"publishing {len(messages)} message(s) failed: {exc}") from exc
 
     async def _publish_on(self, node_name: str, args: list[bytes | str]) -> None:
@@ -242,27 +245,55 @@ class ClusterBroker:
         cluster = self._cluster
         node = cluster.get_node(node_name=node_name)
         if self._scripted and node is not None:
-            try:
-                for i in range(0, len(args), 2 * _SCRIPT_CHUNK):
-                    chunk = args[i:i + 2 * _SCRIPT_CHUNK]
-                    await cluster.execute_command("EVAL", _SPUBLISH_ALL, 0, *chunk,
-                                                  target_nodes=node)
+            args = await self._publish_scripted(node, node_name, args)
+            if not args:
                 return
-            except ResponseError as exc:
-                moved = "non local" in str(exc) or "MOVED" in str(exc)
-                if not moved and self._scripted:  # nodes fail side by side: log once
-                    logger.warning("publishing with a Lua script failed (%s); using "
-                                   "pipelined SPUBLISH from now on", exc)
-                    self._scripted = False
-                elif moved:
-                    logger.debug("publishing on %s: %s; per channel, following MOVED",
-                                 node_name, exc)
-            except (RedisConnectionError, OSError) as exc:
-                logger.info("publishing on %s failed (%s); publishing per channel", node_name, exc)
         pipe = cluster.pipeline(transaction=False)
         for i in range(0, len(args), 2):
             pipe.spublish(args[i], args[i + 1])
         await pipe.execute()
+
+    async def _publish_scripted(
+        self, node: ClusterNode, node_name: str, args: list[bytes | str]
+    ) -> list[bytes | str]:
+        """Publish ``args`` on ``node`` by script; what is left to send per channel.
+
+        Left: the channels the node no longer serves (the slot map was stale), and
+        everything from a chunk whose call failed. Only a call that failed after the
+        server ran it (a connection lost meanwhile) can make a message arrive twice.
+        """
+        assert self._cluster is not None
+        left: list[bytes | str] = []
+        for i in range(0, len(args), 2 * _SCRIPT_CHUNK):
+            chunk = args[i:i + 2 * _SCRIPT_CHUNK]
+            try:
+                failed = await self._cluster.execute_command(
+                    "EVAL", _SPUBLISH_ALL, 0, *chunk, target_nodes=node)
+            except NoPermissionError as exc:  # scripting refused (ACL): for good
+                if self._scripted:  # nodes fail side by side: log once
+                    logger.warning("publishing with a Lua script is not allowed (%s); "
+                                   "using pipelined SPUBLISH from now on", exc)
+                    self._scripted = False
+                return left + args[i:]
+            except ResponseError as exc:  # READONLY, TRYAGAIN, BUSY, ...
+                if "unknown command" in str(exc).lower() and self._scripted:
+                    logger.warning("this cluster cannot run Lua scripts (%s); using "
+                                   "pipelined SPUBLISH from now on", exc)
+                    self._scripted = False
+                else:
+                    logger.debug("publishing on %s: %s; per channel this time",
+                                 node_name, exc)
+                return left + args[i:]
+            except (RedisConnectionError, OSError) as exc:
+                logger.info("publishing on %s failed (%s); publishing per channel",
+                            node_name, exc)
+                return left + args[i:]
+            for at in failed or ():
+                left += chunk[int(at) - 1:int(at) + 1]
+        if left:
+            logger.debug("publishing on %s: %d channel(s) served elsewhere now; per "
+                         "channel, following MOVED", node_name, len(left) // 2)
+        return left
 
     async def subscribe(self, channel: str) -> None:
         """Return once the subscription is active, or at once while the cluster is
@@ -325,7 +356,7 @@ class ClusterBroker:
         node: ClusterNode | None = None
         try:
             node = master_of(self._cluster, name.decode())
-        except _CLUSTER_FAILURES as exc:
+        except _FAILURES as exc:
             reason = f"no owner for {name!r}: {exc}"
         else:
             reason = f"{node.name} serves {name!r} but is not in the link"
@@ -426,6 +457,8 @@ class ClusterBroker:
         elif kind == "sunsubscribe":
             if shard.unsubscribing[name] > 0:
                 shard.unsubscribing[name] -= 1
+                if not shard.unsubscribing[name]:
+                    del shard.unsubscribing[name]  # no entry per channel ever left
                 shard.session.settle(confirmed=True)
             else:  # the server's: the channel's slot moved to another master
                 shard.session.kill(f"{shard.name} dropped {name!r} (its slot moved)")
@@ -453,7 +486,7 @@ class ClusterBroker:
                                    f"{self._probe_limit:g}s")
             try:
                 await self._cluster.spublish(shard.probe, b"probe")
-            except _CLUSTER_FAILURES as exc:
+            except _FAILURES as exc:
                 shard.probe_failed = True
                 logger.warning("redis cluster probe publish on %s failed: %s", shard.name, exc)
 
@@ -475,7 +508,7 @@ class ClusterBroker:
                 # The slot map as the cluster sees it now: a promoted replica, a slot moved.
                 await self._cluster.nodes_manager.initialize()
                 await self._open_link()
-            except _CLUSTER_FAILURES as exc:
+            except _FAILURES as exc:
                 logger.debug("redis cluster reconnect attempt %d failed: %s", failures, exc)
                 continue
             except Exception:

@@ -28,15 +28,18 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from pubsub.broker import MessageHandler, ReconnectHandler
 from pubsub.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
 
-#: What ends a session or fails an attempt to open one (TimeoutError is an OSError).
-_FAILURES = (RedisError, OSError)
+#: What ends a session or fails an attempt to open one (TimeoutError is an OSError);
+#: on a Redis Cluster also RedisClusterException (no slot map, a slot not covered, no
+#: node answering), which is no RedisError. Every pubsub module catches these.
+REDIS_FAILURES = (RedisError, OSError, RedisClusterException)
+_FAILURES = REDIS_FAILURES
 #: Longest header: 19 digits (a bigint seq) and the newline.
 _MAX_HEADER = 20
 #: Publishes a batch in one command: ARGV is channel, message, channel, message, ...

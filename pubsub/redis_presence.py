@@ -30,12 +30,11 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from pubsub.cluster import cluster_client, is_cluster, shared_prefix
 from pubsub.errors import BrokerUnavailable
 from pubsub.presence import SETTLE_BATCH, Seen
-from pubsub.redis import command_client
+from pubsub.redis import REDIS_FAILURES, command_client
 
 #: Users per script call; the calls of one operation go out in one pipeline.
 CHUNK = 500
@@ -174,7 +173,7 @@ class RedisPresence:
     async def stop(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await client.aclose()
 
     async def arrive(self, user_ids: list[str]) -> list[str]:
@@ -233,7 +232,7 @@ class RedisPresence:
                 for keys, args in calls:
                     await script(keys=keys, args=args, client=pipe)
                 return list(await pipe.execute())
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise BrokerUnavailable(f"presence {name} failed: {exc}") from exc
 
 

@@ -12,10 +12,10 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from pubsub.cluster import cluster_client, is_cluster
 from pubsub.errors import BrokerUnavailable
+from pubsub.redis import REDIS_FAILURES
 
 #: A stream entry: field name -> value.
 Fields = dict[str, str]
@@ -55,7 +55,7 @@ class StreamWriter:
                     pipe.xadd(self.key, fields,  # type: ignore[arg-type]
                               maxlen=self.maxlen, approximate=True)
                 ids = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise BrokerUnavailable(f"appending to {self.key} failed: {exc}") from exc
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
@@ -63,5 +63,5 @@ class StreamWriter:
         """Close the connections; ``append`` fails from now on."""
         redis, self._redis = self._redis, None
         if redis is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await redis.aclose()

@@ -7,7 +7,7 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,7 +17,13 @@ import pytest
 
 from db.migrate import migrate
 from db.pool import connect
-from tests.servers import PostgresServer, RedisClusterServers, RedisServer, external
+from tests.servers import (
+    PgBouncer,
+    PostgresServer,
+    RedisClusterServers,
+    RedisServer,
+    external,
+)
 
 #: One per test process (pytest-xdist), since they may share one external server.
 TEMPLATE_DB = "hub_template_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -98,6 +104,24 @@ async def empty_database_url(pg_admin_dsn: str) -> AsyncIterator[str]:
         yield url
 
 
+@contextmanager
+def pgbouncer_in_front(admin_dsn: str, pool_size: int = 2) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of the test PostgreSQL, stopped afterwards."""
+    bouncer = PgBouncer(admin_dsn, pool_size)
+    try:
+        yield bouncer.start()
+    finally:
+        bouncer.close()
+
+
+@pytest.fixture
+def pgbouncer(pg_admin_dsn: str) -> Iterator[PgBouncer]:
+    """A PgBouncer of this test's own (transaction mode, two server connections per
+    database); ``pgbouncer.url_for(database_url)`` is that database through it."""
+    with pgbouncer_in_front(pg_admin_dsn) as bouncer:
+        yield bouncer
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer | None]:
     """The session's own Redis (None when HUB_TEST_REDIS_URL points elsewhere)."""
@@ -162,14 +186,35 @@ SECRET = "test-secret-0123456789-abcdefghijklmnop"
 API_KEY = "test-api-key-0123456789"
 
 
+@pytest.fixture(scope="session")
+def session_pgbouncer(pg_admin_dsn: str) -> Iterator[PgBouncer | None]:
+    """With ``HUB_TEST_PGBOUNCER=1``, one PgBouncer (transaction mode) that every app
+    of the session reaches its database through; else None. Four server sessions per
+    database: the lock-order tests hold one, block a writer on another and probe."""
+    if not external("HUB_TEST_PGBOUNCER"):
+        yield None
+        return
+    with pgbouncer_in_front(pg_admin_dsn, pool_size=4) as bouncer:
+        yield bouncer
+
+
 @pytest.fixture
-def settings_env(database_url: str, tmp_path: Any) -> dict[str, Any]:
-    """Settings overrides for an app on this test's database (HS256, one API key)."""
+def settings_env(
+    database_url: str, tmp_path: Any, session_pgbouncer: PgBouncer | None
+) -> dict[str, Any]:
+    """Settings overrides for an app on this test's database (HS256, one API key);
+    through PgBouncer with ``HUB_TEST_PGBOUNCER=1`` (the test's own connections, from
+    ``database_url``, stay direct)."""
+    pooled: dict[str, Any] = {}
+    if session_pgbouncer is not None:
+        pooled = {"database_url": session_pgbouncer.url_for(database_url),
+                  "database_pooler": "transaction"}
     return {
         "database_url": database_url,
         "data_dir": tmp_path / "data",
         "jwt_secret": SECRET,
         "api_keys": [API_KEY],
+        **pooled,
     }
 
 

@@ -1,4 +1,4 @@
-"""Throwaway PostgreSQL and Redis servers owned by the test session.
+"""Throwaway PostgreSQL and Redis servers owned by the test session, and PgBouncer.
 
 Owning them lets fault tests stop and restart them. ``HUB_TEST_DATABASE_URL`` and
 ``HUB_TEST_REDIS_URL`` point the suite at existing servers instead.
@@ -15,6 +15,7 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 
 def free_port() -> int:
@@ -268,4 +269,110 @@ class RedisClusterServers:
     def close(self) -> None:
         for port in list(self.procs):
             self.kill(port)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def pgbouncer_binary() -> str:
+    """``pgbouncer`` from PATH or Debian's ``/usr/sbin``; RuntimeError when missing (the
+    tests behind it fail then, never skip: ``.ci/run`` installs Debian's package)."""
+    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if not found:
+        raise RuntimeError("pgbouncer is not installed (apt-get install -y pgbouncer)")
+    return found
+
+
+class PgBouncer:
+    """PgBouncer in transaction pooling mode on an ephemeral loopback port, in front of
+    the PostgreSQL of ``upstream`` (a DSN; every database of that server is reachable
+    through it by name), at most ``pool_size`` server connections per database.
+
+    It logs clients in without a password (``auth_type = trust``) and logs in upstream
+    as the DSN's user, with its password if it has one, as the test PostgreSQL accepts.
+    PgBouncer refuses to run as root: then it runs as the owner of the upstream's socket
+    directory (pgserver's own user), else as ``nobody``.
+    """
+
+    def __init__(self, upstream: str, pool_size: int = 4) -> None:
+        parts = urlsplit(upstream)
+        self.user = unquote(parts.username or "postgres")
+        self.password = unquote(parts.password or "")
+        socket_dir = parse_qs(parts.query).get("host", [parts.hostname or ""])[-1]
+        self.upstream_host = socket_dir or "127.0.0.1"
+        self.upstream_port = parts.port or 5432
+        self.pool_size = pool_size
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="hub-pgbouncer-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url_for(self, dsn: str) -> str:
+        """The DSN of ``dsn``'s database (on the upstream server) through PgBouncer."""
+        database = urlsplit(dsn).path.lstrip("/") or self.user
+        return f"postgresql://{quote(self.user)}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def log(self) -> str:
+        path = self.dir / "pgbouncer.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self) -> PgBouncer:
+        binary = pgbouncer_binary()
+        quoted = [name.replace('"', '""') for name in (self.user, self.password)]
+        (self.dir / "users.txt").write_text(" ".join(f'"{q}"' for q in quoted) + "\n")
+        (self.dir / "pgbouncer.ini").write_text(
+            f"[databases]\n"
+            f"* = host={self.upstream_host} port={self.upstream_port}\n"
+            f"[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\n"
+            f"listen_port = {self.port}\n"
+            f"unix_socket_dir =\n"
+            f"auth_type = trust\n"
+            f"auth_file = {self.dir / 'users.txt'}\n"
+            f"pool_mode = transaction\n"
+            f"default_pool_size = {self.pool_size}\n"
+            # Hand out server sessions in turn rather than the last one used: a
+            # client's next transaction rarely runs where its previous one did.
+            f"server_round_robin = 1\n"
+            f"max_client_conn = 500\n"
+            f"logfile = {self.dir / 'pgbouncer.log'}\n"
+        )
+        command = [binary]
+        if os.geteuid() == 0:
+            owner = self._unprivileged_owner()
+            shutil.chown(self.dir, owner)
+            for path in self.dir.iterdir():
+                shutil.chown(path, owner)
+            command += ["-u", owner]
+        self.proc = subprocess.Popen(
+            [*command, str(self.dir / "pgbouncer.ini")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited with {self.proc.returncode}:\n{self.log}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"pgbouncer did not start:\n{self.log}")
+
+    def _unprivileged_owner(self) -> str:
+        import pwd
+
+        if self.upstream_host.startswith("/"):
+            owner = pwd.getpwuid(os.stat(self.upstream_host).st_uid).pw_name
+            if owner != "root":
+                return owner
+        return "nobody"
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)

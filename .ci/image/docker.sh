@@ -22,8 +22,16 @@ command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing Debian's ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get update -q
-    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # One retry: a mirror hiccup should not fail the whole run.
+    for attempt in 1 2; do
+        if "${sudo[@]}" apt-get update -q \
+            && "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+            break
+        fi
+        [ "$attempt" -eq 2 ] && exit 1
+        echo "==> apt-get failed; retrying in 10 s"
+        sleep 10
+    done
 fi
 
 if docker info >/dev/null 2>&1; then

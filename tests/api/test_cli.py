@@ -21,11 +21,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from api.server import is_loopback, mask_url
+from api.server import is_loopback, mask_url, print_banner
 from db.migrate import available
 from hub.settings import Settings
 from hub.tokens import Tokens
 from tests.conftest import SECRET
+from tests.servers import PgBouncer
 
 REPO = Path(__file__).resolve().parents[2]
 #: The console script ``notifyhub`` runs this module's ``main``.
@@ -198,6 +199,29 @@ async def test_migrate_applies_every_migration_once_then_reports_up_to_date(
     second = await run_cli(env, tmp_path, "migrate")
     assert second.code == 0, second
     assert second.stdout.strip() == "database is up to date"
+
+
+async def test_migrate_through_pgbouncer_in_transaction_mode_applies_every_migration(
+    empty_database_url: str, pgbouncer: PgBouncer, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path, HUB_DATABASE_URL=pgbouncer.url_for(empty_database_url),
+                  HUB_DATABASE_POOLER="transaction", HUB_JWT_SECRET=SECRET)
+    first = await run_cli(env, tmp_path, "migrate")
+    assert first.code == 0, first
+    assert len(first.stdout.splitlines()) == len(available())
+    second = await run_cli(env, tmp_path, "migrate")
+    assert (second.code, second.stdout.strip()) == (0, "database is up to date"), second
+
+
+def test_the_banner_says_when_the_database_is_behind_a_transaction_pooler(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = Settings(database_url="postgresql://hub:pw@bouncer:6432/hub",
+                        database_pooler="transaction")
+    print_banner(settings, "127.0.0.1", 8000)
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "database: postgresql://hub:***@bouncer:6432/hub (through a pooler in transaction mode)"
+    )
 
 
 async def test_migrate_with_an_unreachable_database_fails_with_one_line(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from db.cleanup import LOCK_ID
+from db.pool import connect
 from hub.cleanup import prune_once
 from hub.models import NotificationCreate
 from hub.notifications import create, mark_read
@@ -31,12 +32,13 @@ async def test_prune_removes_old_read_notifications_only(app):
     assert left == {old_unread, fresh["id"]}
 
 
-async def test_prune_is_skipped_while_another_instance_holds_the_lock(app):
+async def test_prune_is_skipped_while_another_instance_holds_the_lock(app, database_url):
     svc = app.state.services
-    async with svc.pool.acquire() as holder:
+    # A direct connection: the session lock must hold whatever pooler the app is behind.
+    holder = await connect(database_url)
+    try:
         await holder.execute("SELECT pg_advisory_lock($1)", LOCK_ID)
-        try:
-            assert await asyncio.wait_for(prune_once(svc), timeout=10) is None
-        finally:
-            await holder.execute("SELECT pg_advisory_unlock($1)", LOCK_ID)
+        assert await asyncio.wait_for(prune_once(svc), timeout=10) is None
+    finally:
+        await holder.close()
     assert await asyncio.wait_for(prune_once(svc), timeout=10) is not None

@@ -134,7 +134,27 @@ async def test_the_sink_takes_a_frame_only_while_the_writer_waits_with_nothing_q
     assert await asyncio.wait_for(getter, T) == b"later"
 
 
-async def test_the_sink_is_not_used_once_frames_are_queued_so_order_holds() -> None:
+async def test_the_sink_is_not_used_while_a_frame_is_queued_so_order_holds() -> None:
+    box = Outbox(10, 1024)
+    written: list[bytes] = []
+    accept = False  # the transport is paused: the first frame is queued for the writer
+
+    def sink(frame: bytes) -> bool:
+        if accept:
+            written.append(frame)
+        return accept
+
+    box.sink = sink
+    getter = asyncio.create_task(box.get())
+    await asyncio.sleep(0)
+    assert box.put(b"first")  # queued; the writer is woken but has not run yet
+    accept = True  # the transport takes more again
+    assert box.put(b"second") and written == []  # behind "first", not before it
+    assert await asyncio.wait_for(getter, T) == b"first"
+    assert await asyncio.wait_for(box.get(), T) == b"second"
+
+
+async def test_a_closed_outbox_never_hands_a_frame_to_the_sink() -> None:
     box = Outbox(10, 1024)
     written: list[bytes] = []
     getter = asyncio.create_task(box.get())

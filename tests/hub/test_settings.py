@@ -34,6 +34,7 @@ def settings_error(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> st
     [
         ("HUB_DATABASE_URL", "not a url"),
         ("HUB_DATABASE_URL", "mysql://db.example/hub"),
+        ("HUB_DATABASE_POOLER", "session"),
         ("HUB_REDIS_URL", "redis://localhost:99999/0"),
         ("HUB_REDIS_URL", "redis://localhost:port/0"),
         ("HUB_REDIS_URL", "http://localhost:6379"),
@@ -107,6 +108,7 @@ def test_comma_separated_lists_are_split_and_trimmed(monkeypatch: pytest.MonkeyP
 def test_defaults_match_the_documented_ones() -> None:
     settings = load_settings()
     assert settings.database_url is None
+    assert settings.database_pooler == "none"
     assert settings.redis_url is None
     assert settings.data_dir == Path(".notifyhub")
     assert settings.api_keys == [] and settings.allowed_origins == []
@@ -123,8 +125,10 @@ def test_good_values_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUB_JWT_SECRET", "s" * 32)
     monkeypatch.setenv("HUB_WS_PER_MESSAGE_DEFLATE", "true")
     monkeypatch.setenv("HUB_CLEANUP_INTERVAL_SECONDS", "60")
+    monkeypatch.setenv("HUB_DATABASE_POOLER", "transaction")
     settings = load_settings()
     assert settings.database_url == "postgresql://hub:pw@db:5432/hub"
+    assert settings.database_pooler == "transaction"
     assert settings.redis_url == "rediss://:pw@cache:6380/2"
     assert settings.ws_per_message_deflate is True
     assert settings.cleanup_interval_seconds == 60.0

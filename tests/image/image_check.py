@@ -30,7 +30,7 @@ from tests.waiting import eventually
 IMAGE = os.environ.get("NOTIFYHUB_IMAGE", "notifyhub:local")
 #: The bound ``docker stop`` grants after SIGTERM before it sends SIGKILL (exit 137).
 #: The hub exits within 10 s of SIGTERM (docs/cli.md); Docker's default is 10 s too.
-STOP_SECONDS = 15
+STOP_SECONDS = 10
 #: Longest wait for a container to listen (it migrates an empty database first), and
 #: for Docker to call it healthy (the HEALTHCHECK runs every 10 s).
 START_SECONDS = 60

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +18,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from pubsub.cluster import tag_for_slot
-from tests.live.conftest import recv, sse_stream, ws_connect, ws_url
+from tests.conftest import auth
+from tests.live.conftest import live_hub, recv, sse_stream, ws_connect, ws_url
 from tests.live.faults import creating, titles
 from tests.live.test_cluster import (
     Feed,
@@ -30,6 +32,7 @@ from tests.live.test_cluster import (
     until,
 )
 from tests.live.test_faults_redis import broker_state
+from tests.live.test_presence import _online, befriend
 from tests.servers import RedisClusterServers
 
 
@@ -146,3 +149,29 @@ async def test_a_slot_moved_under_load_every_client_gets_every_event_once_in_ord
     for hub in (a, b):  # each was told by the source that the channel moved away
         assert f"dropped b'{redis_prefix}user:{user}' (its slot moved)" in hub.log()
     no_tracebacks(a, b)
+
+
+async def test_a_cluster_with_no_node_answering_gets_presence_503_and_no_traceback(
+    settings_env: dict[str, Any], redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its own cluster: every node is killed. redis-py then raises RedisClusterException,
+    # which is no RedisError; presence must still answer 503, never 500.
+    servers = RedisClusterServers()
+    try:
+        servers.start()
+        async with live_hub(**settings_env, redis_url=servers.url, redis_prefix=redis_prefix,
+                            presence_ttl_seconds=1.5) as hub:
+            await befriend(hub.http, "ann", "bob")
+            async with ws_connect(hub.ws_url("bob")) as bob:
+                await greeted(bob)
+                await until(lambda: _online(hub.http, "ann", "bob"))
+                for port in list(servers.procs):
+                    servers.kill(port)
+                r = await hub.http.get("/api/presence", params={"user_ids": "bob"},
+                                       headers=auth("ann"))
+                assert r.status_code == 503, r.text
+                assert r.json()["type"] == "urn:notifyhub:problem:unavailable"
+                await asyncio.sleep(1.0)  # a heartbeat (a third of the TTL) meets it too
+    finally:
+        servers.close()
+    assert "Traceback" not in caplog.text

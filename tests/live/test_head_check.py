@@ -31,6 +31,7 @@ async def test_a_notification_published_from_the_cli_reaches_a_hub_on_the_in_pro
         async with ws_connect(hub.ws_url("alice")) as ws:
             assert (await recv(ws))["type"] == "hello"
             env = {**os.environ, "HUB_DATABASE_URL": settings_env["database_url"],
+                   "HUB_DATABASE_POOLER": settings_env.get("database_pooler", "none"),
                    "HUB_JWT_SECRET": SECRET, "HUB_DATA_DIR": str(settings_env["data_dir"])}
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "api.cli", "publish", "alice", "--type", "t",

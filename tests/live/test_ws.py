@@ -365,3 +365,30 @@ async def test_a_flood_sent_back_to_back_is_told_rate_limited_before_the_1008_cl
 )
 def test_origin_rules(origin: str | None, host: str, allowed: list[str], ok: bool) -> None:
     assert origin_allowed(origin, host, allowed) is ok
+
+
+@pytest.mark.parametrize("deflate", [False, True])
+async def test_frames_go_out_by_the_direct_write_unless_permessage_deflate_is_on(
+    settings_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, deflate: bool
+) -> None:
+    from api.server import WebSocketProtocol
+
+    written: list[bool] = []
+    direct = WebSocketProtocol.send_text_now
+
+    def counting(self: WebSocketProtocol, frame: bytes) -> bool:
+        written.append(went := direct(self, frame))
+        return went
+
+    monkeypatch.setattr(WebSocketProtocol, "send_text_now", counting)
+    async with live_hub(**{**settings_env, "ws_per_message_deflate": deflate}) as hub:
+        async with ws_connect(hub.ws_url("u1"), compression="deflate") as ws:
+            await hello(ws)
+            created = [await notify(hub, "u1", f"n{i}") for i in range(5)]
+            frames = [await recv(ws) for _ in created]
+    assert [f["data"] for f in frames] == created
+    assert [f["seq"] for f in frames] == [1, 2, 3, 4, 5]
+    if deflate:  # every frame went through websockets' compressor instead
+        assert written and not any(written)
+    else:
+        assert written.count(True) >= len(created)
