@@ -4,10 +4,13 @@ Starts a throwaway PostgreSQL (pgserver), migrates it, and creates ``--notificat
 notifications for ``--users`` users through the hub's own code (``hub.notifications.
 create``: its group commit and SQL, the in-process broker), from the ``grade_posted``
 template, each with an idempotency key unless ``--no-keys``. Then every user marks
-their inbox read (``mark_all_read``: one more event each). Reports, per table that
-grew, ``pg_total_relation_size`` (heap, indexes, TOAST) and rows; bytes per
-notification and per event; WAL bytes and PostgreSQL CPU per notification. Prints one
-``EVENTLOG {json}`` line (``KEYS``) and a summary. See docs/scaling.md.
+their inbox read (``mark_all_read``: one more event each), the head check's query runs
+over every user ``--head-rounds`` times, and the prune deletes every event (made old
+first) and VACUUM reclaims them. Reports, per table that grew,
+``pg_total_relation_size`` (heap, indexes, TOAST) and rows; bytes per notification and
+per event; WAL bytes and PostgreSQL CPU per notification, per user of a head check and
+per pruned and vacuumed event. Prints one ``EVENTLOG {json}`` line (``KEYS``) and a
+summary. See docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from tests.servers import PostgresServer
 KEYS = (
     "notifications", "users", "events", "tables", "bytes_per_notification",
     "event_bytes_per_event", "notification_bytes_per_notification", "wal_bytes_per_notification",
-    "pg_cpu_us_per_notification", "pg_cpu_us_per_head_lookup",
+    "pg_cpu_us_per_notification", "pg_cpu_us_per_head_lookup", "pg_cpu_us_per_pruned_event",
 )
 SIZES = """
 SELECT c.relname, pg_total_relation_size(c.oid) AS bytes, c.reltuples
@@ -105,6 +108,17 @@ async def measure(dsn: str, pgdata: Path, args: argparse.Namespace) -> dict[str,
                     await event_log.heads(svc.pool, names[i:i + 1000])
             head_lookups = args.head_rounds * users
             cpu_heads = pg_cpu(pgdata) - cpu0
+            # The hourly prune, once every event is old: the hub's DELETE (with no
+            # per-user floor, so that all go), then the VACUUM that reclaims them.
+            await probe.execute("UPDATE user_events SET created_at = now() - interval '30 days'")
+            await probe.execute("VACUUM ANALYZE user_events")
+            cpu0 = pg_cpu(pgdata)
+            async with svc.pool.acquire() as conn:
+                pruned = await event_log.prune(conn, 7, 0)
+            cpu_prune = pg_cpu(pgdata) - cpu0
+            cpu0 = pg_cpu(pgdata)
+            await probe.execute("VACUUM user_events")
+            cpu_vacuum = pg_cpu(pgdata) - cpu0
         finally:
             await probe.close()
     event_bytes = after["user_events"] - before["user_events"]
@@ -122,6 +136,9 @@ async def measure(dsn: str, pgdata: Path, args: argparse.Namespace) -> dict[str,
         "wal_bytes_per_notification": round(float(wal) / n, 1),
         "pg_cpu_us_per_notification": round(cpu_create / n * 1e6, 1),
         "pg_cpu_us_per_head_lookup": round(cpu_heads / max(head_lookups, 1) * 1e6, 2),
+        "pruned_events": pruned,
+        "pg_cpu_us_per_pruned_event": round(cpu_prune / max(pruned, 1) * 1e6, 2),
+        "pg_cpu_us_per_vacuumed_event": round(cpu_vacuum / max(pruned, 1) * 1e6, 2),
         "postgres_version": version,
     }
 
@@ -154,7 +171,9 @@ def main() -> None:
           f"({row['event_bytes_per_event']} B with the read events), "
           f"{row['wal_bytes_per_notification']} B of WAL and "
           f"{row['pg_cpu_us_per_notification']} µs of PostgreSQL CPU per notification; "
-          f"{row['pg_cpu_us_per_head_lookup']} µs per user in a head check")
+          f"{row['pg_cpu_us_per_head_lookup']} µs per user in a head check; pruning "
+          f"{row['pg_cpu_us_per_pruned_event']} µs and vacuuming "
+          f"{row['pg_cpu_us_per_vacuumed_event']} µs per event")
     for name, t in row["tables"].items():
         print(f"  {name}: {t['bytes']:,} B, {t['rows']:,} rows, {t['bytes_per_row']} B/row")
 

@@ -49,3 +49,4 @@ def test_eventlog_reports_the_size_of_every_table_a_create_writes() -> None:
     # One event per create, and one more per user for marking the inbox read.
     assert tables["user_events"]["rows"] == row["events"] == 220
     assert row["bytes_per_notification"] > 0
+    assert row["pruned_events"] == 220 and row["pg_cpu_us_per_pruned_event"] is not None
