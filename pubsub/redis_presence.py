@@ -38,6 +38,8 @@ from pubsub.redis import REDIS_FAILURES, command_client
 
 #: Users per script call; the calls of one operation go out in one pipeline.
 CHUNK = 500
+#: Connections of the store's client (the script calls of a cluster go this many at once).
+CONNECTIONS = 4
 
 _NOW = """
 local t = redis.call('TIME')
@@ -162,9 +164,10 @@ class RedisPresence:
         self._scripts: dict[str, AsyncScript] = {}
 
     async def start(self) -> None:
-        self._client = (cluster_client(self._url, self._timeout, max_connections=4)
+        self._client = (cluster_client(self._url, self._timeout, max_connections=CONNECTIONS)
                         if is_cluster(self._url)
-                        else command_client(self._url, self._timeout, max_connections=4))
+                        else command_client(self._url, self._timeout,
+                                            max_connections=CONNECTIONS))
         for name, text in (("arrive", ARRIVE), ("leave", LEAVE), ("settle", SETTLE),
                            ("lookup", LOOKUP)):
             # EVALSHA, loading the script again after a Redis restart flushed it.
@@ -225,9 +228,14 @@ class RedisPresence:
                 return [await script(keys=keys, args=args)]
             if isinstance(self._client, RedisCluster):
                 # A cluster pipeline does not load a script the node lacks (NOSCRIPT);
-                # the calls go to one node anyway, so send them side by side.
-                return list(await asyncio.gather(
-                    *(script(keys=keys, args=args) for keys, args in calls)))
+                # the calls go to one node anyway, so send them side by side, at most
+                # as many at once as the client has connections (it raises past that).
+                replies: list[Any] = []
+                for at in range(0, len(calls), CONNECTIONS):
+                    replies += await asyncio.gather(*(
+                        script(keys=keys, args=args) for keys, args in calls[at:at + CONNECTIONS]
+                    ))
+                return replies
             async with self._client.pipeline(transaction=False) as pipe:
                 for keys, args in calls:
                     await script(keys=keys, args=args, client=pipe)
