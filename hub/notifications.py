@@ -162,8 +162,9 @@ async def create_many_in(
 
     Each new notification's deliveries on ``channels`` (the configured delivery
     channels) that its user's preferences enable are scheduled in the same transaction
-    (one statement; ``db.deliveries.decide`` keeps those the user has an address for),
-    after the requests' inline contacts are stored (docs/delivery.md). Email, push and
+    (``db.deliveries.decide`` keeps those the user has an address for; decided by the
+    statement that appends the events, so no round trip of its own), after the requests'
+    inline contacts are stored (docs/delivery.md). Email, push and
     SMS deliveries inside the user's quiet hours are held until they end, unless the
     notification is ``high`` priority and ``quiet_bypass_high``. ``escalate``: (types,
     seconds): those types' email, push and SMS deliveries are due that much later.
@@ -176,7 +177,8 @@ async def create_many_in(
     Lock order: the scheduled rows of ``Due`` jobs in id order (``SKIP LOCKED``: never
     waited for), reads (templates, preferences: no locks), then the idempotency claims
     in sorted key order, the keys of ``Due`` jobs, the inline contacts in sorted user
-    order, then every recipient's counter in sorted order (``event_log.append``): the
+    order, the users' digest jobs (sorted, ``db.deliveries.decide``), then every
+    recipient's counter in sorted order (``event_log.append``): the
     order every create takes, so concurrent batches (and other instances') queue up
     rather than deadlock.
     """
@@ -306,14 +308,19 @@ async def _create_in(
     else:
         items, joined = await store.insert_rows(conn, rows), [False] * len(rows)
     new = [item for item, j in zip(items, joined, strict=True) if not j]
-    if channels:
-        hour, weekday = digest_at
-        await delivery_store.decide(
-            conn, _candidates(new, prefs, channels, quiet_bypass_high, escalate),
-            digest_hour=hour, digest_weekday=weekday,
-        )
+    hour, weekday = digest_at
+    deciding = delivery_store.decide_args(
+        _candidates(new, prefs, channels, quiet_bypass_high, escalate),
+        digest_hour=hour, digest_weekday=weekday,
+    ) if channels else None
+    if deciding is not None and any(joined):
+        # Joining a group locks counters before the events are appended (the counts the
+        # events carry): decide first, so digest jobs are still locked before counters.
+        await delivery_store.decide_with(conn, deciding)
+        deciding = None
     changes, owner = await _group_events(conn, rows, items, joined)
-    events = await event_log.append(conn, changes)
+    # Otherwise decided by the statement that appends the events: no round trip of its own.
+    events = await event_log.append(conn, changes, deciding=deciding)
     mine: dict[int, list[Event]] = {}  # each event goes to the first row that made it
     for row, event in zip(owner, events, strict=True):
         mine.setdefault(row, []).append(event)
