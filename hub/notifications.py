@@ -20,7 +20,7 @@ from db import notifications as store
 from db import scheduled as scheduled_store
 from db.errors import DatabaseUnavailable
 from db.pool import Connection
-from hub import preferences, templates
+from hub import contacts, preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
 from hub.inbox import counts_locked
 from hub.models import NotificationCreate, Preferences, stored_actions
@@ -116,9 +116,13 @@ def _request(job: Job) -> NotificationCreate:
 
 async def _commit(svc: Services, jobs: list[Job]) -> list[Created | BaseException]:
     """One transaction for a batch of creates."""
+    zones = await contacts.zones(svc) if any(
+        (contact := _request(job).contact) is not None and contact.time_zone is not None
+        for job in jobs
+    ) else None
     async with svc.pool.acquire() as conn, conn.transaction():
         results = await create_many_in(
-            conn, jobs, channels=svc.delivery_channels,
+            conn, jobs, channels=svc.delivery_channels, zones=zones,
             quiet_bypass_high=svc.settings.quiet_hours_bypass_high,
             escalate=_escalation(svc),
             expiry_days=svc.settings.retention_days,
@@ -145,6 +149,7 @@ async def create_many_in(
     conn: Connection, jobs: Sequence[Job], *, channels: tuple[str, ...] = (),
     quiet_bypass_high: bool = True, escalate: tuple[frozenset[str], float] = (frozenset(), 0.0),
     expiry_days: int | None = None, digest_at: tuple[int, int] = (8, 1),
+    zones: frozenset[str] | None = None,
 ) -> list[Created | HubError]:
     """Create ``jobs`` inside the caller's transaction with set-based statements.
 
@@ -172,7 +177,9 @@ async def create_many_in(
     ``send_at``, or now) is refused (the retention horizon, docs/api.md). The email of a
     user whose preferences ask for a digest waits for it instead (``digest_at``: the hour
     daily and weekly digests go out, and the ISO weekday of weekly ones;
-    docs/delivery.md, "Digests").
+    docs/delivery.md, "Digests"). ``zones``: the time zone names PostgreSQL knows
+    (``hub.contacts.zones``); a request whose inline contact names another is refused
+    (None: not checked).
 
     Lock order: the scheduled rows of ``Due`` jobs in id order (``SKIP LOCKED``: never
     waited for), reads (templates, preferences: no locks), then the idempotency claims
@@ -197,7 +204,7 @@ async def create_many_in(
         {at: job.grouped for at, n in enumerate(live)
          if isinstance(job := jobs[n], Due) and job.grouped is not None},
         channels=channels, quiet_bypass_high=quiet_bypass_high, escalate=escalate,
-        expiry_days=expiry_days, digest_at=digest_at,
+        expiry_days=expiry_days, digest_at=digest_at, zones=zones,
     )
     for n, result in zip(live, made, strict=True):
         results[n] = result
@@ -210,7 +217,7 @@ async def _create_in(
     due_grouped: dict[int, tuple[str, str | None]], *,
     channels: tuple[str, ...], quiet_bypass_high: bool,
     escalate: tuple[frozenset[str], float], expiry_days: int | None,
-    digest_at: tuple[int, int],
+    digest_at: tuple[int, int], zones: frozenset[str] | None,
 ) -> list[Created | HubError]:
     """``create_many_in`` for ``requests``; ``due``: the key of each that is ``Due`` (by
     position), to point at what it creates, ``localized_due`` its recipients' localized
@@ -218,6 +225,8 @@ async def _create_in(
     checked when it was scheduled."""
     contents, stored = await templates.contents(conn, requests)
     contents = _check_grouped(requests, contents, stored, due_grouped)
+    if zones is not None:
+        contents = [_check_zone(r, c, zones) for r, c in zip(requests, contents, strict=True)]
     if expiry_days is not None and any(
         r.expires_at is not None and n not in due for n, r in enumerate(requests)
     ):
@@ -340,6 +349,16 @@ async def _create_in(
     if replays:
         await _replay(conn, requests, sorted(replays), contents, results)
     return [r for r in results if r is not None]
+
+
+def _check_zone(
+    request: NotificationCreate, content: templates.Content | HubError, zones: frozenset[str],
+) -> templates.Content | HubError:
+    """``content``, or the refusal of an inline contact's time zone PostgreSQL does not
+    know (docs/delivery.md, "Recipients' addresses")."""
+    zone = request.contact.time_zone if request.contact is not None else None
+    error = contacts.zone_error(zone, zones, ["contact", "time_zone"])
+    return content if error is None or isinstance(content, HubError) else error
 
 
 def _check_grouped(
