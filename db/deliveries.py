@@ -133,7 +133,15 @@ async def dismiss(conn: Conn, notification_ids: list[int]) -> tuple[int, int]:
     return int(row["skipped"]), int(row["dismissals"])
 
 
-async def push_state(conn: Conn, notification_id: int) -> str | None:
-    """The state of a notification's push delivery; None if it has none."""
-    state = await conn.fetchval(Q.push_state, notification_id)
-    return None if state is None else str(state)
+async def push_state(conn: Conn, notification_id: int) -> tuple[str, bool] | None:
+    """The state of a notification's push delivery, and whether it reached a browser
+    (``reached``, or ``sent``); None if it has none."""
+    row = await conn.fetchrow(Q.push_state, notification_id)
+    return None if row is None else (str(row["state"]), bool(row["reached"]))
+
+
+async def reached(conn: Conn, id_: int, attempt: int) -> None:
+    """Attempt ``attempt`` of ``id_`` reached some of its recipient's devices, and the
+    delivery is retried or fails for others: ``sent_at`` says when it first did (so
+    reading it dismisses it there, ``dismiss``)."""
+    await conn.execute(Q.reached, id_, attempt)
