@@ -188,6 +188,29 @@ async def test_invalid_entries_are_dead_lettered_and_valid_ones_in_the_same_batc
     assert title == "still applied"
 
 
+async def test_an_entry_with_a_time_zone_postgresql_does_not_know_is_dead_lettered_alone(
+    svc: Services, r: redis.Redis, python_only_zone: str
+) -> None:
+    bad = orjson.dumps({"user_id": "u1", "type": "t", "title": "x",
+                        "contact": {"email": "u1@example.com", "time_zone": python_only_zone}})
+    good = {"user_id": "u2", "type": "t", "title": "still applied",
+            "contact": {"email": "u2@example.com", "time_zone": "Asia/Tokyo"}}
+    applier = Applier(svc, "stream")
+    counting = Counting(applier)
+    await xadd(r, svc, bad)
+    await xadd(r, svc, good)
+    async with stream_ingest(svc, counting, on_dead=applier.dead_lettered):
+        await eventually(lambda: count(svc, "u2"))
+        await eventually(lambda: none_pending(r, svc))
+        [letter] = await eventually(lambda: _at_least(dead_letters(r, svc), 1))
+    assert counting.sizes == [2]
+    assert letter[b"payload"] == bad
+    assert "PostgreSQL" in letter[b"error"].decode()
+    assert await count(svc, "u1") == 0
+    zones = dict(await svc.pool.fetch("SELECT user_id, time_zone FROM contacts"))
+    assert zones == {"u2": "Asia/Tokyo"}
+
+
 def nested(depth: int) -> bytes:
     """A create whose ``data`` nests arrays ``depth`` levels deep (about 2 KB at 990)."""
     deep = "[" * depth + "]" * depth
