@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import uuid
-import zoneinfo
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -196,23 +193,3 @@ def auth(user_id: str, admin: bool = False) -> dict[str, str]:
 
 
 SERVICE = {"X-API-Key": API_KEY}
-
-
-@pytest.fixture
-def python_only_zone(tmp_path: Path) -> Iterator[str]:
-    """A time zone name Python's zoneinfo knows and PostgreSQL does not (as a tz database
-    newer than PostgreSQL's would have): a real zone file under a new name, on
-    zoneinfo's search path for this test."""
-    source = next(Path(d, "Europe", "Paris") for d in zoneinfo.TZPATH
-                  if Path(d, "Europe", "Paris").is_file())
-    (tmp_path / "Test").mkdir()
-    shutil.copy(source, tmp_path / "Test" / "Newer_Than_Postgres")
-    before = zoneinfo.TZPATH
-    zoneinfo.reset_tzpath(to=[str(tmp_path), *before])
-    zoneinfo.ZoneInfo.clear_cache()
-    try:
-        zoneinfo.ZoneInfo("Test/Newer_Than_Postgres")  # Python knows it now
-        yield "Test/Newer_Than_Postgres"
-    finally:
-        zoneinfo.reset_tzpath(to=before)
-        zoneinfo.ZoneInfo.clear_cache()

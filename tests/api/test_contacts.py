@@ -3,6 +3,12 @@ create, and GET /api/notifications/{id}/deliveries (docs/delivery.md)."""
 
 from __future__ import annotations
 
+import shutil
+import zoneinfo
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import SERVICE, auth
@@ -114,6 +120,32 @@ async def test_a_notifications_deliveries_are_for_admins_and_404_when_unknown(cl
     assert r.status_code == 404
     r = await client.get("/api/notifications/abc/deliveries", headers=SERVICE)
     assert r.status_code == 404
+
+
+@contextmanager
+def zone_only_python_knows(directory: Path) -> Iterator[str]:
+    """A time zone name Python's zoneinfo knows and PostgreSQL does not (as a tz database
+    newer than PostgreSQL's would have): a real zone file under a new name in
+    ``directory``, on zoneinfo's search path until the block ends."""
+    source = next(Path(d, "Europe", "Paris") for d in zoneinfo.TZPATH
+                  if Path(d, "Europe", "Paris").is_file())
+    (directory / "Test").mkdir()
+    shutil.copy(source, directory / "Test" / "Newer_Than_Postgres")
+    before = zoneinfo.TZPATH
+    zoneinfo.reset_tzpath(to=[str(directory), *before])
+    zoneinfo.ZoneInfo.clear_cache()
+    try:
+        zoneinfo.ZoneInfo("Test/Newer_Than_Postgres")  # Python knows it now
+        yield "Test/Newer_Than_Postgres"
+    finally:
+        zoneinfo.reset_tzpath(to=before)
+        zoneinfo.ZoneInfo.clear_cache()
+
+
+@pytest.fixture
+def python_only_zone(tmp_path: Path) -> Iterator[str]:
+    with zone_only_python_knows(tmp_path) as zone:
+        yield zone
 
 
 def _names_the_database(r, loc: list[str]) -> None:
