@@ -34,10 +34,24 @@ async def decide(conn: Conn, candidates: list[Candidate], at: datetime | None = 
     ones on ``digest_weekday``, ISO: Monday 1), with the user's digest job for that period
     (docs/delivery.md, "Digests").
     """
+    args = decide_args(candidates, at, digest_hour=digest_hour, digest_weekday=digest_weekday)
+    if args is not None:
+        await decide_with(conn, args)
+
+
+async def decide_with(conn: Conn, args: list[Any]) -> None:
+    """``decide`` with the parameters ``decide_args`` made."""
+    await conn.execute(Q.decide, *args)
+
+
+def decide_args(candidates: list[Candidate], at: datetime | None = None, *,
+                digest_hour: int = 8, digest_weekday: int = 1) -> list[Any] | None:
+    """The parameters of ``decide`` for ``candidates`` (None when there are none), to
+    decide them inside another statement: ``db.events.append(..., deciding=)``."""
     if not candidates:
-        return
+        return None
     columns = [list(column) for column in zip(*candidates, strict=True)]
-    await conn.execute(Q.decide, *columns[:7], at, columns[7], digest_hour, digest_weekday)
+    return [*columns[:7], at, columns[7], digest_hour, digest_weekday]
 
 
 async def claim(
@@ -131,7 +145,15 @@ async def dismiss(conn: Conn, notification_ids: list[int]) -> tuple[int, int]:
     return int(row["skipped"]), int(row["dismissals"])
 
 
-async def push_state(conn: Conn, notification_id: int) -> str | None:
-    """The state of a notification's push delivery; None if it has none."""
-    state = await conn.fetchval(Q.push_state, notification_id)
-    return None if state is None else str(state)
+async def push_state(conn: Conn, notification_id: int) -> tuple[str, bool] | None:
+    """The state of a notification's push delivery, and whether it reached a browser
+    (``reached``, or ``sent``); None if it has none."""
+    row = await conn.fetchrow(Q.push_state, notification_id)
+    return None if row is None else (str(row["state"]), bool(row["reached"]))
+
+
+async def reached(conn: Conn, id_: int, attempt: int) -> None:
+    """Attempt ``attempt`` of ``id_`` reached some of its recipient's devices, and the
+    delivery is retried or fails for others: ``sent_at`` says when it first did (so
+    reading it dismisses it there, ``dismiss``)."""
+    await conn.execute(Q.reached, id_, attempt)

@@ -6,6 +6,7 @@ from typing import Any
 
 import asyncpg
 
+from db import deliveries
 from db.pool import Conn
 from db.queries import load
 
@@ -13,18 +14,27 @@ Q = load("events")
 
 
 async def append(
-    conn: asyncpg.Connection, events: list[tuple[str, str, dict[str, Any]]]
+    conn: asyncpg.Connection, events: list[tuple[str, str, dict[str, Any]]],
+    deciding: list[Any] | None = None,
 ) -> list[tuple[str, int, str, dict[str, Any]]]:
     """Append ``(user_id, type, data)`` events inside the caller's transaction.
 
     Returns ``(user_id, seq, type, data)`` in the order given; each user's events get
     consecutive seqs following that user's last one. One round trip.
+
+    ``deciding``: the parameters of ``db.deliveries.decide`` (``decide_args``) for
+    notifications inserted earlier in the transaction, decided in the same statement,
+    before the counters are locked.
     """
     if not events:
+        if deciding is not None:
+            await deliveries.decide_with(conn, deciding)
         return []
-    rows = await conn.fetch(
-        Q.append, [e[0] for e in events], [e[1] for e in events], [e[2] for e in events]
-    )
+    columns = [e[0] for e in events], [e[1] for e in events], [e[2] for e in events]
+    if deciding is None:
+        rows = await conn.fetch(Q.append, *columns)
+    else:
+        rows = await conn.fetch(Q.append_deciding, *columns, *deciding)
     next_seq: dict[str, int] = {}
     for row in rows:
         user, seq = row["user_id"], row["seq"]

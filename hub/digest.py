@@ -8,7 +8,8 @@ of its period, with one *digest job* per user and period: a delivery on the chan
 across instances, and retry and record like any other (``hub.delivery``). Its channel
 is ``DigestChannel``: it builds the digest from the period's notifications still
 unread (``db.digests.build``), and sends it through the email channel; an empty digest
-is ``Skip``-ped. The job's outcome is recorded on its emails too.
+is ``Skip``-ped. Its own texts are in the language of the contact's ``locale``
+(``render_digest``). The job's outcome is recorded on its emails too.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class DigestChannel:
             contents.total, contents.counts, contents.items,
             links={int(i["id"]): self.email.link(i.get("link")) for i in contents.items},
             unsubscribe_url=unsubscribe, preferences_url=self.email.preferences_url,
+            locale=delivery.contact.get("locale"),
         )
         msg = self.email.envelope(to, rendered.subject, f"digest-{delivery.id}", unsubscribe)
         msg.set_content(rendered.text)

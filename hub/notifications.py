@@ -20,7 +20,7 @@ from db import notifications as store
 from db import scheduled as scheduled_store
 from db.errors import DatabaseUnavailable
 from db.pool import Connection
-from hub import preferences, templates
+from hub import contacts, preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
 from hub.models import NotificationCreate, Preferences, stored_actions
 from hub.services import Event, Services
@@ -117,9 +117,13 @@ def _request(job: Job) -> NotificationCreate:
 
 async def _commit(svc: Services, jobs: list[Job]) -> list[Created | BaseException]:
     """One transaction for a batch of creates."""
+    zones = await contacts.zones(svc) if any(
+        (contact := _request(job).contact) is not None and contact.time_zone is not None
+        for job in jobs
+    ) else None
     async with svc.pool.acquire() as conn, conn.transaction():
         results = await create_many_in(
-            conn, jobs, channels=svc.delivery_channels,
+            conn, jobs, channels=svc.delivery_channels, zones=zones,
             quiet_bypass_high=svc.settings.quiet_hours_bypass_high,
             escalate=_escalation(svc),
             expiry_days=svc.settings.retention_days,
@@ -146,6 +150,7 @@ async def create_many_in(
     conn: Connection, jobs: Sequence[Job], *, channels: tuple[str, ...] = (),
     quiet_bypass_high: bool = True, escalate: tuple[frozenset[str], float] = (frozenset(), 0.0),
     expiry_days: int | None = None, digest_at: tuple[int, int] = (8, 1),
+    zones: frozenset[str] | None = None,
 ) -> list[Created | HubError]:
     """Create ``jobs`` inside the caller's transaction with set-based statements.
 
@@ -163,8 +168,9 @@ async def create_many_in(
 
     Each new notification's deliveries on ``channels`` (the configured delivery
     channels) that its user's preferences enable are scheduled in the same transaction
-    (one statement; ``db.deliveries.decide`` keeps those the user has an address for),
-    after the requests' inline contacts are stored (docs/delivery.md). Email, push and
+    (``db.deliveries.decide`` keeps those the user has an address for; decided by the
+    statement that appends the events, so no round trip of its own), after the requests'
+    inline contacts are stored (docs/delivery.md). Email, push and
     SMS deliveries inside the user's quiet hours are held until they end, unless the
     notification is ``high`` priority and ``quiet_bypass_high``. ``escalate``: (types,
     seconds): those types' email, push and SMS deliveries are due that much later.
@@ -172,12 +178,15 @@ async def create_many_in(
     ``send_at``, or now) is refused (the retention horizon, docs/api.md). The email of a
     user whose preferences ask for a digest waits for it instead (``digest_at``: the hour
     daily and weekly digests go out, and the ISO weekday of weekly ones;
-    docs/delivery.md, "Digests").
+    docs/delivery.md, "Digests"). ``zones``: the time zone names PostgreSQL knows
+    (``hub.contacts.zones``); a request whose inline contact names another is refused
+    (None: not checked).
 
     Lock order: the scheduled rows of ``Due`` jobs in id order (``SKIP LOCKED``: never
     waited for), reads (templates, preferences: no locks), then the idempotency claims
     in sorted key order, the keys of ``Due`` jobs, the inline contacts in sorted user
-    order, then every recipient's counter in sorted order (``event_log.append``): the
+    order, the users' digest jobs (sorted, ``db.deliveries.decide``), then every
+    recipient's counter in sorted order (``event_log.append``): the
     order every create takes, so concurrent batches (and other instances') queue up
     rather than deadlock.
     """
@@ -198,7 +207,7 @@ async def create_many_in(
         {at: job.localized_grouped for at, n in enumerate(live)
          if isinstance(job := jobs[n], Due)},
         channels=channels, quiet_bypass_high=quiet_bypass_high, escalate=escalate,
-        expiry_days=expiry_days, digest_at=digest_at,
+        expiry_days=expiry_days, digest_at=digest_at, zones=zones,
     )
     for n, result in zip(live, made, strict=True):
         results[n] = result
@@ -212,7 +221,7 @@ async def _create_in(
     due_localized_grouped: dict[int, dict[str, templates.Patterns]], *,
     channels: tuple[str, ...], quiet_bypass_high: bool,
     escalate: tuple[frozenset[str], float], expiry_days: int | None,
-    digest_at: tuple[int, int],
+    digest_at: tuple[int, int], zones: frozenset[str] | None,
 ) -> list[Created | HubError]:
     """``create_many_in`` for ``requests``; ``due``: the key of each that is ``Due`` (by
     position), to point at what it creates, ``localized_due`` its recipients' localized
@@ -221,6 +230,8 @@ async def _create_in(
     scheduled."""
     contents, stored = await templates.contents(conn, requests)
     contents = _check_grouped(requests, contents, stored, due_grouped)
+    if zones is not None:
+        contents = [_check_zone(r, c, zones) for r, c in zip(requests, contents, strict=True)]
     if expiry_days is not None and any(
         r.expires_at is not None and n not in due for n, r in enumerate(requests)
     ):
@@ -315,14 +326,19 @@ async def _create_in(
     else:
         items, joined = await store.insert_rows(conn, rows), [False] * len(rows)
     new = [item for item, j in zip(items, joined, strict=True) if not j]
-    if channels:
-        hour, weekday = digest_at
-        await delivery_store.decide(
-            conn, _candidates(new, prefs, channels, quiet_bypass_high, escalate),
-            digest_hour=hour, digest_weekday=weekday,
-        )
+    hour, weekday = digest_at
+    deciding = delivery_store.decide_args(
+        _candidates(new, prefs, channels, quiet_bypass_high, escalate),
+        digest_hour=hour, digest_weekday=weekday,
+    ) if channels else None
+    if deciding is not None and any(joined):
+        # Joining a group locks counters before the events are appended (the counts the
+        # events carry): decide first, so digest jobs are still locked before counters.
+        await delivery_store.decide_with(conn, deciding)
+        deciding = None
     changes, owner = await _group_events(conn, rows, items, joined)
-    events = await event_log.append(conn, changes)
+    # Otherwise decided by the statement that appends the events: no round trip of its own.
+    events = await event_log.append(conn, changes, deciding=deciding)
     mine: dict[int, list[Event]] = {}  # each event goes to the first row that made it
     for row, event in zip(owner, events, strict=True):
         mine.setdefault(row, []).append(event)
@@ -342,6 +358,16 @@ async def _create_in(
     if replays:
         await _replay(conn, requests, sorted(replays), contents, results)
     return [r for r in results if r is not None]
+
+
+def _check_zone(
+    request: NotificationCreate, content: templates.Content | HubError, zones: frozenset[str],
+) -> templates.Content | HubError:
+    """``content``, or the refusal of an inline contact's time zone PostgreSQL does not
+    know (docs/delivery.md, "Recipients' addresses")."""
+    zone = request.contact.time_zone if request.contact is not None else None
+    error = contacts.zone_error(zone, zones, ["contact", "time_zone"])
+    return content if error is None or isinstance(content, HubError) else error
 
 
 def _check_grouped(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from db import digests as digest_store
 from db import preferences as prefs_store
 from db.pool import Conn
+from hub import contacts
 from hub.models import Preferences, PreferencesPatch
 from hub.services import Services
 
@@ -16,7 +17,9 @@ async def get(svc: Services, user_id: str) -> Preferences:
 
 
 async def put(svc: Services, user_id: str, prefs: Preferences) -> Preferences:
-    """Store ``prefs`` for ``user_id`` whole and return what was stored."""
+    """Store ``prefs`` for ``user_id`` whole and return what was stored; InvalidInput if
+    its quiet hours' time zone is one PostgreSQL does not know."""
+    await _check_zone(svc, prefs)
     async with svc.write() as work:
         before = await load_for_update(work.conn, user_id)
         stored = await save(work.conn, user_id, prefs, before)
@@ -31,8 +34,17 @@ async def patch(svc: Services, user_id: str, change: PreferencesPatch) -> Prefer
     """
     async with svc.write() as work:
         before = await load_for_update(work.conn, user_id)
-        stored = await save(work.conn, user_id, change.apply(before), before)
+        after = change.apply(before)
+        if after.quiet_hours != before.quiet_hours:
+            await _check_zone(svc, after)
+        stored = await save(work.conn, user_id, after, before)
     return _stored(svc, user_id, before, stored)
+
+
+async def _check_zone(svc: Services, prefs: Preferences) -> None:
+    quiet = prefs.quiet_hours
+    if quiet is not None:
+        await contacts.check_zone(svc, quiet.timezone, ["quiet_hours", "timezone"])
 
 
 async def load_for_update(conn: Conn, user_id: str) -> Preferences:

@@ -71,6 +71,8 @@ class Services:
     #: Set after a commit that recorded an action choice: wakes the relay of the
     #: ``{prefix}actions`` stream here (``hub.actions``).
     actions_pending: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: The time zone names PostgreSQL knows, read on first use (``hub.contacts.zones``).
+    time_zones: frozenset[str] | None = field(default=None, repr=False)
 
     def writer(
         self, name: str, make: Callable[[], GroupCommit[Any, Any]]

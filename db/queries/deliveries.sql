@@ -142,10 +142,11 @@ WHERE notification_id = ANY($1::bigint[]) AND state IN ('sent', 'failed', 'skipp
 -- 'read in-app', so it is never sent (again); one that may show on a device gets a
 -- 'push.dismiss' delivery, due now (at most one per notification: the unique key): it
 -- was sent, or it is 'scheduled' after an attempt (being sent now, or an attempt
--- failed on some browsers but maybe not all). Returns how many were skipped and how
--- many dismissals were scheduled.
+-- failed on some browsers but maybe not all), or it ended 'failed' after a push
+-- service accepted it for some browser (sent_at set by 'reached'). Returns how many
+-- were skipped and how many dismissals were scheduled.
 WITH push AS (
-    SELECT id, notification_id, user_id, state, attempts, claimed_until
+    SELECT id, notification_id, user_id, state, attempts, claimed_until, sent_at
     FROM deliveries
     WHERE notification_id = ANY($1::bigint[]) AND channel = 'push'
     ORDER BY id
@@ -163,6 +164,7 @@ WITH push AS (
     SELECT p.notification_id, p.user_id, 'push.dismiss', 'scheduled', now()
     FROM push p
     WHERE p.state = 'sent' OR (p.state = 'scheduled' AND p.attempts > 0)
+       OR (p.state = 'failed' AND p.sent_at IS NOT NULL)
     ON CONFLICT DO NOTHING
     RETURNING id
 )
@@ -170,5 +172,13 @@ SELECT (SELECT count(*) FROM skipped) AS skipped,
        (SELECT count(*) FROM dismissals) AS dismissals
 
 -- name: push_state
--- The state of notification $1's push delivery.
-SELECT state FROM deliveries WHERE notification_id = $1 AND channel = 'push'
+-- The state of notification $1's push delivery, and whether a push service accepted it
+-- for any browser (sent_at: when one first did).
+SELECT state, sent_at IS NOT NULL AS reached
+FROM deliveries WHERE notification_id = $1 AND channel = 'push'
+
+-- name: reached
+-- Attempt $2 of delivery $1 was accepted for some of its recipient's browsers, though
+-- the delivery is retried (or fails) for the others: sent_at records the first time.
+UPDATE deliveries SET sent_at = coalesce(sent_at, now())
+WHERE id = $1 AND attempts = $2 AND state = 'scheduled'

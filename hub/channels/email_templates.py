@@ -14,7 +14,7 @@ from html import escape
 from typing import Any
 
 from hub.errors import InvalidInput
-from hub.templates import render
+from hub.templates import pick_locale, render
 
 #: The longest subject line sent; longer ones are cut with an ellipsis.
 MAX_SUBJECT = 200
@@ -132,11 +132,12 @@ def render_email(
 
 
 def _page(subject: str, inner: str, reason: str, unsubscribe_label: str,
-          unsubscribe_url: str, preferences_url: str) -> str:
+          unsubscribe_url: str, preferences_url: str, *, lang: str = "en",
+          preferences_label: str = "Notification preferences") -> str:
     """The HTML document around ``inner`` (already escaped markup), with the footer."""
     e = escape
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{e(lang)}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(subject)}</title></head>
 <body style="margin:0;padding:24px 12px;background:#f4f5f7;color:#111827;\
@@ -146,16 +147,94 @@ font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif">
 </div>
 <p style="max-width:560px;margin:16px auto 0;font-size:12px;line-height:1.5;color:#6b7280">\
 {e(reason)} <a href="{e(unsubscribe_url)}" style="color:#6b7280">{e(unsubscribe_label)}</a> \
-· <a href="{e(preferences_url)}" style="color:#6b7280">Notification preferences</a></p>
+· <a href="{e(preferences_url)}" style="color:#6b7280">{e(preferences_label)}</a></p>
 </body></html>
 """
 
 
 # ---- digests -------------------------------------------------------------------------
 
-#: Why the recipient gets a digest (its footer).
-DIGEST_REASON = ("You get this email because you asked for a digest of your unread "
-                 "notifications instead of one email each.")
+
+@dataclass(frozen=True, slots=True)
+class DigestTexts:
+    """The fixed texts of a digest email in one language; ``{n}`` is a count."""
+
+    #: The HTML document's ``lang``.
+    lang: str
+    #: The subject (also the heading), for one unread notification and for several.
+    subject_one: str
+    subject_many: str
+    #: The line under the heading, for one and for several.
+    intro_one: str
+    intro_many: str
+    #: Ends a type's list that lists fewer titles than it counts.
+    more: str
+    #: The last line, counting the notifications of the types not headed.
+    more_types: str
+    #: Stands in for a notification without a title.
+    no_title: str
+    #: Why the recipient gets the digest (the footer).
+    reason: str
+    unsubscribe: str
+    preferences: str
+    #: Type headings by type (the nine seed types); any other type is headed by its
+    #: name with ``_`` as spaces (``type_label``).
+    types: dict[str, str]
+
+
+#: The digest's texts by language (a BCP 47 tag, picked from the contact's ``locale``
+#: as templates' variants are: ``de-AT`` gets ``de``); English for any other locale.
+DIGEST_TEXTS: dict[str, DigestTexts] = {
+    "en": DigestTexts(
+        lang="en",
+        subject_one="Your digest: 1 unread notification",
+        subject_many="Your digest: {n} unread notifications",
+        intro_one="You have 1 unread notification from this period. Those you read in "
+                  "the app meanwhile are left out.",
+        intro_many="You have {n} unread notifications from this period. Those you read "
+                   "in the app meanwhile are left out.",
+        more="and {n} more",
+        more_types="and {n} more of other types",
+        no_title="(no title)",
+        reason="You get this email because you asked for a digest of your unread "
+               "notifications instead of one email each.",
+        unsubscribe="Unsubscribe from all notification emails",
+        preferences="Notification preferences",
+        types={},
+    ),
+    "de": DigestTexts(
+        lang="de",
+        subject_one="Deine Zusammenfassung: 1 ungelesene Benachrichtigung",
+        subject_many="Deine Zusammenfassung: {n} ungelesene Benachrichtigungen",
+        intro_one="Du hast 1 ungelesene Benachrichtigung aus diesem Zeitraum. Was du "
+                  "inzwischen in der App gelesen hast, ist nicht dabei.",
+        intro_many="Du hast {n} ungelesene Benachrichtigungen aus diesem Zeitraum. Was du "
+                   "inzwischen in der App gelesen hast, ist nicht dabei.",
+        more="und {n} weitere",
+        more_types="und {n} weitere anderer Arten",
+        no_title="(ohne Titel)",
+        reason="Du bekommst diese E-Mail, weil du statt einer E-Mail je Benachrichtigung "
+               "eine Zusammenfassung deiner ungelesenen Benachrichtigungen gewählt hast.",
+        unsubscribe="Alle Benachrichtigungs-E-Mails abbestellen",
+        preferences="Benachrichtigungseinstellungen",
+        types={
+            "assignment_created": "Neue Aufgaben",
+            "assignment_due_soon": "Bald fällige Aufgaben",
+            "grade_posted": "Noten",
+            "friend_request": "Freundschaftsanfragen",
+            "group_invitation": "Gruppeneinladungen",
+            "achievement_unlocked": "Erfolge",
+            "study_goal_milestone": "Lernziel-Etappen",
+            "new_message": "Nachrichten",
+            "system_announcement": "Ankündigungen",
+        },
+    ),
+}
+
+
+def digest_texts(locale: str | None) -> DigestTexts:
+    """The digest's texts for a contact's ``locale`` (None: English)."""
+    return DIGEST_TEXTS[pick_locale(DIGEST_TEXTS, locale) or "en"]
 
 
 def type_label(type_: str) -> str:
@@ -167,15 +246,17 @@ def type_label(type_: str) -> str:
 def render_digest(
     total: int, counts: list[tuple[str, int]], items: list[dict[str, Any]], *,
     links: dict[int, str | None], unsubscribe_url: str, preferences_url: str,
+    locale: str | None = None,
 ) -> Rendered:
     """A digest's email: ``total`` unread notifications, ``counts`` per type (headed by
     type, in that order), each type listing its ``items`` (newest first) by title,
     linked to ``links[id]`` (an absolute http(s) URL, or None for no link), then "and N
-    more" for those not listed; types beyond ``counts`` are summed up in one line."""
-    noun = "notification" if total == 1 else "notifications"
-    subject = f"Your digest: {total} unread {noun}"
-    intro = (f"You have {total} unread {noun} from this period. Those you read in the "
-             "app meanwhile are left out.")
+    more" for those not listed; types beyond ``counts`` are summed up in one line. Its
+    own texts are in the language of ``locale`` (``digest_texts``); the titles are the
+    notifications' own."""
+    t = digest_texts(locale)
+    subject = (t.subject_one if total == 1 else t.subject_many).format(n=total)
+    intro = (t.intro_one if total == 1 else t.intro_many).format(n=total)
     by_type: dict[str, list[dict[str, Any]]] = {}
     for item in items:
         by_type.setdefault(str(item["type"]), []).append(item)
@@ -185,13 +266,13 @@ def render_digest(
                   f'<p style="margin:0 0 16px;color:#6b7280;font-size:13px">{e(intro)}</p>']
     shown = 0
     for type_, count in counts:
-        label = f"{type_label(type_)} ({count})"
+        label = f"{t.types.get(type_) or type_label(type_)} ({count})"
         listed = by_type.get(type_, [])
         shown += count
         lines = [label]
         rows = []
         for item in listed:
-            title = _one_line(str(item.get("title") or "")) or "(no title)"
+            title = _one_line(str(item.get("title") or "")) or t.no_title
             url = links.get(int(item["id"]))
             lines.append(f"- {title}" + (f" <{url}>" if url else ""))
             rows.append(f'<li style="margin:2px 0"><a href="{e(url)}" style="color:#2563eb">'
@@ -199,22 +280,22 @@ def render_digest(
                         f'<li style="margin:2px 0">{e(title)}</li>')
         more = count - len(listed)
         if more > 0:
-            lines.append(f"- and {more} more")
-            rows.append(f'<li style="margin:2px 0;color:#6b7280">and {more} more</li>')
+            line = t.more.format(n=more)
+            lines.append(f"- {line}")
+            rows.append(f'<li style="margin:2px 0;color:#6b7280">{e(line)}</li>')
         text_parts.append("\n".join(lines))
         html_parts.append(
             f'<h2 style="margin:16px 0 4px;font-size:15px">{e(label)}</h2>'
             f'<ul style="margin:0;padding-left:20px;font-size:14px;line-height:1.5">'
             f'{"".join(rows)}</ul>')
     if total > shown:
-        rest = f"and {total - shown} more of other types"
+        rest = t.more_types.format(n=total - shown)
         text_parts.append(rest)
         html_parts.append(f'<p style="margin:16px 0 0;color:#6b7280">{e(rest)}</p>')
     text_parts.append("--")
-    text_parts.append(f"{DIGEST_REASON}\nUnsubscribe from all notification emails: "
-                      f"{unsubscribe_url}\nNotification preferences: {preferences_url}")
+    text_parts.append(f"{t.reason}\n{t.unsubscribe}: {unsubscribe_url}\n"
+                      f"{t.preferences}: {preferences_url}")
     text = "\n\n".join(text_parts) + "\n"
-    html = _page(subject, "\n".join(html_parts), DIGEST_REASON,
-                 "Unsubscribe from all notification emails", unsubscribe_url,
-                 preferences_url)
+    html = _page(subject, "\n".join(html_parts), t.reason, t.unsubscribe, unsubscribe_url,
+                 preferences_url, lang=t.lang, preferences_label=t.preferences)
     return Rendered(subject, text, html)

@@ -19,7 +19,9 @@ Cross-device dismissal (``DismissChannel``, channel ``push.dismiss``): when a
 notification whose push was sent is read, every subscription gets
 ``{"type": "dismiss", "id"}`` with the same ``Topic`` (it replaces the push where the push
 service still holds it) and the service worker closes the notification shown with that
-tag. Same outcomes as a push.
+tag. Same outcomes as a push. A push accepted for some browsers and retried for others
+records that it reached a device (``db.deliveries.reached``), so it is dismissed even if
+it ends ``failed``; one that reached none is not dismissed.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from pywebpush import WebPusher
 from db import deliveries
 from db import push as store
 from db.pool import Pool
-from hub.channels import Delivery, Permanent, Temporary
+from hub.channels import Delivery, Permanent, Skip, Temporary
 from hub.services import Services
 from hub.settings import Settings
 from hub.vapid import Vapid, resolve
@@ -57,6 +59,8 @@ MAX_PLAINTEXT_BYTES = 3800
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 #: Connections to push services one process keeps open at most.
 MAX_CONNECTIONS = 50
+#: Why a dismissal is not sent: its push, tried, reached no browser.
+NOT_SHOWN = "the push reached no device"
 URGENCY = {"high": "high", "normal": "normal", "low": "low"}
 GONE = (404, 410)
 
@@ -165,7 +169,7 @@ class PushChannel:
             "TTL": str(self.ttl),
             "Urgency": URGENCY.get(note.get("priority") or "normal", "normal"),
             "Topic": topic(note["id"]),
-        })
+        }, delivery)
 
     async def dismiss(self, delivery: Delivery) -> None:
         """Close the shown push of ``delivery``'s notification on every device of its
@@ -174,20 +178,26 @@ class PushChannel:
 
         The dismissal was scheduled (``db.deliveries.dismiss``) because the push may
         show on a device; it waits (is retried) while the push is still ``scheduled``
-        (being sent, or waiting for its next attempt, which then skips it as read).
+        (being sent, or waiting for its next attempt, which then skips it as read), and
+        is ``Skip``-ped when the push, tried, reached no browser after all.
         """
         note = delivery.notification
-        if await deliveries.push_state(self.pool, note["id"]) == "scheduled":
+        state = await deliveries.push_state(self.pool, note["id"])
+        if state is not None and state[0] == "scheduled":
             raise Temporary("the push is still being sent")
+        if state is not None and not state[1] and state[0] != "sent":
+            raise Skip(NOT_SHOWN)
         await self._push_all(note["user_id"], dismiss_payload(note["id"]), {
             "TTL": str(min(self.ttl, DISMISS_TTL)),
             "Urgency": "normal",
             "Topic": topic(note["id"]),
         })
 
-    async def _push_all(self, user_id: str, body: bytes, headers: dict[str, str]) -> None:
+    async def _push_all(self, user_id: str, body: bytes, headers: dict[str, str],
+                        delivery: Delivery | None = None) -> None:
         """Push ``body`` with ``headers`` to each subscription of ``user_id``; the
-        outcome as the module docstring says."""
+        outcome as the module docstring says. A push (``delivery``) accepted for some
+        browsers and retried for others is recorded as having reached a device."""
         subs = await store.for_user(self.pool, user_id)
         if not subs:
             raise Permanent("no push subscription")
@@ -203,6 +213,9 @@ class PushChannel:
         if sent:
             await store.touch(self.pool, sent)
         temporary = [o for o in outcomes if o.temporary]
+        if temporary and sent and delivery is not None:
+            # Whatever becomes of the retries, reading it must close it where it shows.
+            await deliveries.reached(self.pool, delivery.id, delivery.attempt)
         if temporary:
             waits = [o.retry_after for o in temporary if o.retry_after is not None]
             reason = "; ".join(sorted({o.reason for o in temporary}))

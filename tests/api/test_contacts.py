@@ -3,6 +3,12 @@ create, and GET /api/notifications/{id}/deliveries (docs/delivery.md)."""
 
 from __future__ import annotations
 
+import shutil
+import zoneinfo
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import SERVICE, auth
@@ -114,3 +120,78 @@ async def test_a_notifications_deliveries_are_for_admins_and_404_when_unknown(cl
     assert r.status_code == 404
     r = await client.get("/api/notifications/abc/deliveries", headers=SERVICE)
     assert r.status_code == 404
+
+
+@contextmanager
+def zone_only_python_knows(directory: Path) -> Iterator[str]:
+    """A time zone name Python's zoneinfo knows and PostgreSQL does not (as a tz database
+    newer than PostgreSQL's would have): a real zone file under a new name in
+    ``directory``, on zoneinfo's search path until the block ends."""
+    source = next(Path(d, "Europe", "Paris") for d in zoneinfo.TZPATH
+                  if Path(d, "Europe", "Paris").is_file())
+    (directory / "Test").mkdir()
+    shutil.copy(source, directory / "Test" / "Newer_Than_Postgres")
+    before = zoneinfo.TZPATH
+    zoneinfo.reset_tzpath(to=[str(directory), *before])
+    zoneinfo.ZoneInfo.clear_cache()
+    try:
+        zoneinfo.ZoneInfo("Test/Newer_Than_Postgres")  # Python knows it now
+        yield "Test/Newer_Than_Postgres"
+    finally:
+        zoneinfo.reset_tzpath(to=before)
+        zoneinfo.ZoneInfo.clear_cache()
+
+
+@pytest.fixture
+def python_only_zone(tmp_path: Path) -> Iterator[str]:
+    with zone_only_python_knows(tmp_path) as zone:
+        yield zone
+
+
+def _names_the_database(r, loc: list[str]) -> None:
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    [error] = r.json()["errors"]
+    assert error["loc"] == loc and "PostgreSQL" in error["msg"]
+
+
+async def test_a_time_zone_postgresql_does_not_know_is_422_on_put(client, python_only_zone):
+    r = await client.put("/api/users/ann/contact", headers=SERVICE,
+                         json={"email": "ann@example.com", "time_zone": python_only_zone})
+    _names_the_database(r, ["time_zone"])
+    assert (await client.get("/api/users/ann/contact", headers=SERVICE)).status_code == 404
+    r = await client.put("/api/users/ann/contact", headers=SERVICE,
+                         json={"email": "ann@example.com", "time_zone": "Europe/Paris"})
+    assert r.status_code == 200, r.text
+
+
+async def test_an_inline_time_zone_postgresql_does_not_know_refuses_that_create_alone(
+    client, python_only_zone
+):
+    r = await client.post("/api/notifications", headers=SERVICE, json={
+        "user_id": "ann", "type": "t", "title": "x",
+        "contact": {"email": "ann@example.com", "time_zone": python_only_zone},
+    })
+    _names_the_database(r, ["contact", "time_zone"])
+    assert (await client.get("/api/users/ann/contact", headers=SERVICE)).status_code == 404
+    r = await client.get("/api/notifications", headers=auth("ann"))
+    assert r.json()["items"] == []
+    r = await client.post("/api/notifications", headers=SERVICE, json={
+        "user_id": "ann", "type": "t", "title": "x",
+        "contact": {"email": "ann@example.com", "time_zone": "Europe/Paris"},
+    })
+    assert r.status_code == 201, r.text
+
+
+async def test_quiet_hours_in_a_time_zone_postgresql_does_not_know_are_422(
+    client, python_only_zone
+):
+    quiet = {"start": "22:00", "end": "07:00", "timezone": python_only_zone}
+    r = await client.put("/api/notifications/preferences", headers=auth("ann"),
+                         json={"quiet_hours": quiet})
+    _names_the_database(r, ["quiet_hours", "timezone"])
+    r = await client.patch("/api/notifications/preferences", headers=auth("ann"),
+                           json={"quiet_hours": quiet})
+    _names_the_database(r, ["quiet_hours", "timezone"])
+    r = await client.get("/api/notifications/preferences", headers=auth("ann"))
+    assert r.json()["quiet_hours"] is None

@@ -107,3 +107,28 @@ async def test_first_migration_seeds_the_nine_templates(empty_database_url):
 def test_migration_files_are_numbered_without_gaps():
     versions = [v for v, _, _ in available()]
     assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_time_zones_postgresql_does_not_know_fall_back_when_migrating(database_url):
+    """0014: a contact's zone PostgreSQL does not know is cleared, a quiet hours' one
+    becomes UTC; known ones and prefs without quiet hours are left alone."""
+    [(_, _, path)] = [m for m in available() if m[1] == "unknown_time_zones"]
+    conn = await connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO contacts (user_id, time_zone) VALUES ('ann', 'Nowhere/Atlantis'),"
+            " ('bob', 'Europe/Paris')")
+        await conn.execute(
+            "INSERT INTO preferences (user_id, prefs) VALUES"
+            " ('ann', '{\"quiet_hours\": {\"start\": \"22:00\", \"end\": \"07:00\","
+            " \"timezone\": \"Nowhere/Atlantis\"}}'),"
+            " ('bob', '{\"quiet_hours\": {\"start\": \"22:00\", \"end\": \"07:00\","
+            " \"timezone\": \"Asia/Tokyo\"}}'), ('cid', '{\"quiet_hours\": null}')")
+        await conn.execute(path.read_text())
+        zones = dict(await conn.fetch("SELECT user_id, time_zone FROM contacts"))
+        assert zones == {"ann": None, "bob": "Europe/Paris"}
+        quiet = dict(await conn.fetch(
+            "SELECT user_id, prefs -> 'quiet_hours' ->> 'timezone' FROM preferences"))
+        assert quiet == {"ann": "UTC", "bob": "Asia/Tokyo", "cid": None}
+    finally:
+        await conn.close()

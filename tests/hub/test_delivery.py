@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from db import deliveries as store
-from hub import delivery, preferences
-from hub.models import Preferences
+from hub import delivery, notifications, preferences
+from hub.models import NotificationCreate, Preferences
 from tests.conftest import SERVICE, running_app
 from tests.hub.recording_channel import Recorder
 from tests.waiting import eventually
@@ -286,3 +286,79 @@ async def test_a_receivers_retry_after_lengthens_the_backoff(settings_env, monke
             "SELECT extract(epoch FROM next_attempt_at - updated_at) FROM deliveries "
             "WHERE notification_id = $1", made["items"][0]["id"])
         assert 599 <= wait <= 601
+
+
+async def _create_in(conn: Any, requests: list[NotificationCreate],
+                     channels: tuple[str, ...]) -> tuple[list[Any], list[str]]:
+    """``create_many_in`` in a transaction of its own on ``conn``: its results and the
+    statements the batch sent (BEGIN and COMMIT included)."""
+    sent: list[str] = []
+
+    def logged(record: Any) -> None:
+        sent.append(record.query)
+    conn.add_query_logger(logged)
+    try:
+        async with conn.transaction():
+            results = await notifications.create_many_in(conn, requests, channels=channels)
+    finally:
+        conn.remove_query_logger(logged)
+    return list(results), sent
+
+
+async def test_deciding_deliveries_adds_no_statement_to_a_create_batch(settings_env, recorder):
+    """The deliveries are decided by the statement that appends the batch's events, so a
+    batch with email deliveries costs as many round trips as one without channels."""
+    async with hub(settings_env, delivery_workers=0) as app:
+        svc = app.state.services
+        for user in ("ann", "bob"):
+            r = await app.state.client.put(f"/api/users/{user}/contact",
+                                           json={"email": f"{user}@example.com"},
+                                           headers=SERVICE)
+            assert r.status_code == 200, r.text
+        batch = [NotificationCreate(user_ids=["ann", "bob"], type="grade_posted", title="A"),
+                 NotificationCreate(user_id="ann", type="friend_request", title="B")]
+        async with svc.pool.acquire() as conn:
+            for _ in range(2):  # the second time, asyncpg knows every type it meets
+                _, plain = await _create_in(conn, batch, ())
+                results, deciding = await _create_in(conn, batch, ("email",))
+        assert len(deciding) == len(plain)
+        assert not any("deliveries_decide" in q for q in plain)
+        assert [q for q in deciding if "deliveries_decide" in q] == [
+            q for q in deciding if "user_events" in q
+        ]
+        for item in [i for r in results for i in r.items]:
+            assert [(d["channel"], d["state"]) for d in await deliveries_of(app, item["id"])] \
+                == [("email", "scheduled")]
+
+
+async def test_a_batch_that_joins_a_group_still_decides_its_new_notifications(
+    settings_env, recorder
+):
+    """A batch joining an open group locks counters before its events are appended: its
+    deliveries are then decided by a statement of their own, before that."""
+    async with hub(settings_env, delivery_workers=0) as app:
+        svc = app.state.services
+        for user in ("ann", "bob"):
+            r = await app.state.client.put(f"/api/users/{user}/contact",
+                                           json={"email": f"{user}@example.com"},
+                                           headers=SERVICE)
+            assert r.status_code == 200, r.text
+        await preferences.put(svc, "bob", Preferences.load({"digest": "daily"}))
+        like = {"type": "like", "title": "Ada liked it", "collapse_key": "post:1"}
+        async with svc.pool.acquire() as conn:
+            [first], _ = await _create_in(conn, [NotificationCreate(user_id="ann", **like)],
+                                          ("email",))
+            results, sent = await _create_in(conn, [
+                NotificationCreate(user_id="ann", **like),
+                NotificationCreate(user_id="bob", type="grade_posted", title="B"),
+            ], ("email",))
+        assert results[0].grouped and results[0].items[0]["id"] == first.items[0]["id"]
+        decide_at = next(n for n, q in enumerate(sent) if "deliveries_decide" in q)
+        assert decide_at < next(n for n, q in enumerate(sent) if "user_counters" in q)
+        [bobs] = results[1].items
+        assert [(d["channel"], d["state"]) for d in await deliveries_of(app, bobs["id"])] \
+            == [("email", "digest")]
+        # The joined group was decided when it started, and only then.
+        assert [d["channel"] for d in await deliveries_of(app, first.items[0]["id"])] == [
+            "email"
+        ]

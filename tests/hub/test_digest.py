@@ -266,6 +266,34 @@ def test_a_long_digest_lists_its_newest_titles_and_counts_the_rest():
     assert "https://hub.example.com/api/unsubscribe?token=t&amp;x=&lt;y&gt;" in rendered.html
 
 
+@pytest.mark.parametrize(("locale", "subject"), [
+    ("de", "Deine Zusammenfassung: 1 ungelesene Benachrichtigung"),
+    ("DE-ch", "Deine Zusammenfassung: 1 ungelesene Benachrichtigung"),
+    ("en-GB", "Your digest: 1 unread notification"),
+    ("pt-BR", "Your digest: 1 unread notification"),
+    (None, "Your digest: 1 unread notification"),
+])
+def test_a_digests_language_follows_the_locale_and_falls_back_to_english(locale, subject):
+    rendered = render_digest(
+        1, [("like", 1)], [{"id": 1, "type": "like", "title": "", "link": None}],
+        links={}, unsubscribe_url="https://u.example/x",
+        preferences_url="https://u.example/#prefs", locale=locale)
+    assert rendered.subject == subject
+    # A type without a heading of its own is named after itself in every language.
+    assert "Like (1)" in rendered.text
+    assert ("(ohne Titel)" if subject.startswith("Deine") else "(no title)") in rendered.text
+
+
+def test_a_long_german_digest_counts_the_rest_in_german():
+    items = [{"id": k, "type": "grade_posted", "title": f"Note {k}", "link": None}
+             for k in range(3)]
+    text = render_digest(9, [("grade_posted", 5)], items, links={},
+                         unsubscribe_url="https://u.example/x",
+                         preferences_url="https://u.example/#prefs", locale="de").text
+    assert "Noten (5)" in text and "- und 2 weitere" in text
+    assert "und 4 weitere anderer Arten" in text
+
+
 def test_an_all_email_unsubscribe_token_round_trips_and_differs_from_a_types():
     links = UnsubscribeLinks(Settings(jwt_secret="s" * 32,
                                       public_url="https://hub.example.com"))

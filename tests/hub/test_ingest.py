@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ from pubsub.ingest import GROUP, StreamIngest
 from pubsub.memory import MemoryBroker
 from pubsub.runner import Entry, Outcome
 from tests import waiting
+from tests.api.test_contacts import zone_only_python_knows
 from tests.conftest import SECRET
 
 TIMEOUT = 15
@@ -186,6 +188,35 @@ async def test_invalid_entries_are_dead_lettered_and_valid_ones_in_the_same_batc
     assert svc.metrics.ingest_dead._value.get() == 4
     title = await svc.pool.fetchval("SELECT title FROM notifications WHERE user_id = 'u1'")
     assert title == "still applied"
+
+
+@pytest.fixture
+def python_only_zone(tmp_path: Path) -> Iterator[str]:
+    with zone_only_python_knows(tmp_path) as zone:
+        yield zone
+
+
+async def test_an_entry_with_a_time_zone_postgresql_does_not_know_is_dead_lettered_alone(
+    svc: Services, r: redis.Redis, python_only_zone: str
+) -> None:
+    bad = orjson.dumps({"user_id": "u1", "type": "t", "title": "x",
+                        "contact": {"email": "u1@example.com", "time_zone": python_only_zone}})
+    good = {"user_id": "u2", "type": "t", "title": "still applied",
+            "contact": {"email": "u2@example.com", "time_zone": "Asia/Tokyo"}}
+    applier = Applier(svc, "stream")
+    counting = Counting(applier)
+    await xadd(r, svc, bad)
+    await xadd(r, svc, good)
+    async with stream_ingest(svc, counting, on_dead=applier.dead_lettered):
+        await eventually(lambda: count(svc, "u2"))
+        await eventually(lambda: none_pending(r, svc))
+        [letter] = await eventually(lambda: _at_least(dead_letters(r, svc), 1))
+    assert counting.sizes == [2]
+    assert letter[b"payload"] == bad
+    assert "PostgreSQL" in letter[b"error"].decode()
+    assert await count(svc, "u1") == 0
+    zones = dict(await svc.pool.fetch("SELECT user_id, time_zone FROM contacts"))
+    assert zones == {"u2": "Asia/Tokyo"}
 
 
 def nested(depth: int) -> bytes:

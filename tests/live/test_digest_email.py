@@ -119,6 +119,54 @@ async def test_an_hourly_digest_is_one_email_of_the_unread_grouped_by_type(setti
         assert prefs["channels"]["email"] is False and prefs["digest"] == "hourly"
 
 
+async def test_a_digest_is_written_in_the_language_of_the_contacts_locale(settings_env):
+    """A contact whose ``locale`` is German (``de-AT`` falls back to ``de``) gets the
+    digest's own texts in German, its titles from the templates' German variants; a
+    locale without digest texts (``fr``) gets English."""
+    recorder = Recorder()
+    async with smtp_server(recorder) as port, \
+            live_hub(**email_settings(settings_env, port)) as hub:
+        for user, locale in (("ann", "de-AT"), ("bob", "fr")):
+            await setup(hub, user)
+            r = await hub.http.put(f"/api/users/{user}/contact", headers=SERVICE,
+                                   json={"email": f"{user}@school.example", "locale": locale})
+            assert r.status_code == 200, r.text
+            for template, data in (
+                ("grade_posted", {"assignment": "Essay", "grade": "A", "grade_id": 1}),
+                ("grade_posted", {"assignment": "Essay", "grade": "B", "grade_id": 2}),
+                ("system_announcement", {"title": "Schulfest", "message": "Am Freitag"}),
+            ):
+                r = await hub.http.post("/api/notifications", headers=SERVICE, json={
+                    "user_id": user, "type": template, "template": template, "data": data})
+                assert r.status_code == 201, r.text
+        await end_period(hub, "ann", "bob")
+        await eventually(lambda: len(recorder.messages) == 2 or None, timeout=T)
+        by_user = {m.rcpt_tos[0].split("@")[0]: m.message for m in recorder.messages}
+
+        german = by_user["ann"]
+        assert german["Subject"] == "Deine Zusammenfassung: 3 ungelesene Benachrichtigungen"
+        assert german.get_content_type() == "multipart/alternative"
+        text = german.get_body(("plain",)).get_content()
+        assert text.startswith("Du hast 3 ungelesene Benachrichtigungen aus diesem Zeitraum.")
+        assert text.index("Ankündigungen (1)") < text.index("Noten (2)")
+        assert "- Note eingetragen" in text  # the template's German title
+        assert "Alle Benachrichtigungs-E-Mails abbestellen: https://hub.example.com/api/" \
+            "unsubscribe?token=" in text
+        assert "Benachrichtigungseinstellungen: https://hub.example.com/#prefs" in text
+        assert "unread" not in text and "Unsubscribe" not in text
+        html = german.get_body(("html",)).get_content()
+        assert '<html lang="de">' in html
+        assert "Noten (2)" in html and "Ankündigungen (1)" in html
+        assert ">Benachrichtigungseinstellungen</a>" in html
+        assert german["List-Unsubscribe"].startswith("<https://hub.example.com/api/unsubscribe")
+
+        english = by_user["bob"]
+        assert english["Subject"] == "Your digest: 3 unread notifications"
+        text = english.get_body(("plain",)).get_content()
+        assert "Grade posted (2)" in text and "System announcement (1)" in text
+        assert '<html lang="en">' in english.get_body(("html",)).get_content()
+
+
 async def _settled(hub: LiveHub, notification_id: int) -> bool:
     return (await email_of(hub, notification_id))["state"] == "sent"
 

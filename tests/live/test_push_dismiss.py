@@ -176,3 +176,74 @@ async def test_reading_over_the_websocket_dismisses_the_push_too(settings_env):
         [gone] = dismissals(service)
         assert orjson.loads(gone.plaintext or b"") == {"type": "dismiss", "id": made["id"]}
         assert gone.headers["topic"] == f"n{made['id']}"
+
+
+async def test_a_push_that_failed_after_reaching_some_devices_is_dismissed_there(
+    settings_env,
+):
+    """The phone's push service accepts the push, the laptop's keeps answering 503 until
+    the attempts run out: the push ends ``failed``, and reading it later still closes it
+    on the phone."""
+    settings = {**push_settings(settings_env), "delivery_max_attempts": 2}
+    async with push_service() as service, live_hub(**settings) as hub:
+        await subscribe_with_push_on(hub, "ann", service.browser("ann-phone"))
+        r = await hub.http.post("/api/push/subscriptions",
+                                json=service.browser("ann-laptop"), headers=auth("ann"))
+        assert r.status_code == 201, r.text
+        service.answers["ann-laptop"] = (503, {})
+        made = await create(hub)
+
+        async def failed() -> dict[str, Any] | None:
+            row = (await deliveries(hub, made["id"]))["push"]
+            return row if row["state"] == "failed" else None
+
+        row = await eventually(failed, timeout=T)
+        assert row["attempts"] == 2 and "503" in row["last_error"]
+        assert row["sent_at"] is not None  # when the phone's push service first took it
+        tried = len(service.received)
+        assert tried == 4  # both browsers, twice
+        service.answers["ann-laptop"] = (201, {})
+
+        await mark_read(hub, "ann", [made["id"]])
+        await eventually(lambda: sent(hub, made["id"], "push.dismiss"), timeout=T)
+        assert sorted(p.name for p in dismissals(service)) == ["ann-laptop", "ann-phone"]
+        assert len(service.received) == tried + 2  # the push itself is not tried again
+
+
+async def test_a_push_that_reached_no_device_is_not_dismissed(settings_env):
+    """Every attempt answered 503 (the push ended ``failed``), or the push was read while
+    waiting for a retry after reaching nobody: no browser shows it, so none is sent a
+    dismissal (a silent push that would show nothing)."""
+    settings = {**push_settings(settings_env), "delivery_max_attempts": 2}
+    async with push_service() as service, live_hub(**settings) as hub:
+        await subscribe_with_push_on(hub, "ann", service.browser("ann-phone"))
+        service.answers["ann-phone"] = (503, {})
+        failed_push = await create(hub, title="Never shown")
+
+        async def state(n: int, wanted: str) -> dict[str, Any] | None:
+            row = (await deliveries(hub, n))["push"]
+            return row if row["state"] == wanted else None
+
+        row = await eventually(lambda: state(failed_push["id"], "failed"), timeout=T)
+        assert row["sent_at"] is None
+        await mark_read(hub, "ann", [failed_push["id"]])
+        assert set(await deliveries(hub, failed_push["id"])) == {"push"}
+
+        service.answers["ann-phone"] = (503, {"Retry-After": "60"})
+        waiting = await create(hub, title="Waiting")
+
+        async def retrying() -> dict[str, Any] | None:
+            row = (await deliveries(hub, waiting["id"]))["push"]
+            return row if row["last_error"] and row["claimed_until"] is None else None
+
+        await eventually(retrying, timeout=T)
+        tried = len(service.received)
+        await mark_read(hub, "ann", [waiting["id"]])
+
+        async def dismissal_settled() -> dict[str, Any] | None:
+            row = (await deliveries(hub, waiting["id"])).get("push.dismiss")
+            return row if row is not None and row["state"] == "skipped" else None
+
+        row = await eventually(dismissal_settled, timeout=T)
+        assert row["last_error"] == "the push reached no device"
+        assert len(service.received) == tried and dismissals(service) == []
