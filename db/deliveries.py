@@ -62,8 +62,9 @@ async def claim(
     Each item: ``delivery_id``, ``channel``, ``attempts`` (this attempt's number),
     ``recipient`` (the user), ``digest_at`` (a digest job's period end, else None),
     ``notification`` (the stored row; all None for a digest job), ``contact`` (the
-    fields that are set) and ``expired`` (its notification's ``expires_at`` has passed,
-    by the database's clock).
+    fields that are set), ``expired`` (its notification's ``expires_at`` has passed,
+    by the database's clock) and ``snoozed`` (its notification is away, snoozed; never
+    for a push dismissal).
     """
     rows = await conn.fetch(Q.claim, channels, limit, lease_seconds)
     return [
@@ -76,6 +77,7 @@ async def claim(
             "notification": {k: r[k] for k in _NOTIFICATION},
             "contact": {k: r[k] for k in _CONTACT if r[k] is not None},
             "expired": r["expired"],
+            "snoozed": bool(r["snoozed"]),
         }
         for r in rows
     ]

@@ -252,6 +252,10 @@ class Workers:
             elif item["expired"]:
                 # Expired between sweeps: never sent (the sweeper deletes the row soon).
                 outcome, error = "skipped", "expired"
+            elif item["snoozed"]:
+                # A retry of one that was being sent when the notification was snoozed:
+                # the return decides its deliveries again (docs/delivery.md).
+                outcome, error = "skipped", "snoozed"
             elif self._read_meanwhile(item):
                 outcome, error = "skipped", "read in-app"
             else:

@@ -37,6 +37,7 @@ SELECT c.id AS delivery_id, c.channel, c.attempts, c.user_id AS recipient, c.dig
        n.read_at IS NOT NULL AS read, n.read_at, n.created_at, n.expires_at,
        CASE WHEN n.id IS NOT NULL THEN coalesce(n.actions, '[]'::jsonb) END AS actions,
        coalesce(n.expires_at <= now(), false) AS expired,
+       n.snoozed_until IS NOT NULL AND c.channel <> 'push.dismiss' AS snoozed,
        k.email, k.phone, k.locale, k.time_zone
 FROM claimed c
 LEFT JOIN notifications n ON n.id = c.notification_id

@@ -170,3 +170,23 @@ async def test_a_snooze_skips_the_waiting_email_and_its_return_decides_it_again(
         wait = (datetime.fromisoformat(email["next_attempt_at"])
                 - datetime.fromisoformat(email["created_at"]))
         assert abs(wait - timedelta(seconds=300)) < timedelta(seconds=5)
+
+
+async def test_a_retry_of_a_delivery_claimed_before_a_snooze_is_claimed_as_snoozed(
+    settings_env, channels
+):
+    async with hub(settings_env, delivery_workers=0, **ESCALATE) as app:
+        await setup_user(app)
+        [item] = (await create(app, user_id="ann", type="grade_posted"))["items"]
+        pool = app.state.services.pool
+        # A worker claimed the webhook and died while sending it: its lease (1 s) is
+        # live at the snooze, which leaves it be, and then ends, so it is due again.
+        [first] = await store.claim(pool, ["webhook"], 10, 1)
+        assert first["snoozed"] is False
+        until = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        r = await app.state.client.post(f"/api/notifications/{item['id']}/snooze",
+                                        json={"until": until}, headers=auth("ann"))
+        assert r.status_code == 200, r.text
+        # The worker that claims the retry skips it ('snoozed'): the return decides again.
+        [retry] = await eventually(lambda: store.claim(pool, ["webhook"], 10, 600))
+        assert (retry["delivery_id"], retry["snoozed"]) == (first["delivery_id"], True)
