@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import random
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -41,7 +41,8 @@ from redis.exceptions import NoPermissionError, ResponseError, SlotNotCoveredErr
 
 from pubsub.broker import MessageHandler, ReconnectHandler
 from pubsub.errors import BrokerUnavailable
-from pubsub.redis import _FAILURES, _SCRIPT_CHUNK, _Session, unwire, wire
+from pubsub.redis import SCRIPT_CHUNK
+from pubsub.session import REDIS_FAILURES, Sent, Session, SessionBroker, wire
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class Router:
         return node_url(self.url, node.host, node.port)
 
     async def aclose(self) -> None:
-        with contextlib.suppress(*_FAILURES):
+        with contextlib.suppress(*REDIS_FAILURES):
             await self._cluster.aclose()
 
 
@@ -139,15 +140,13 @@ class _Shard:
 
     name: str  # host:port
     client: Redis
-    session: _Session
+    session: Session
     probe: bytes  # this instance's probe channel, in a slot this master serves
-    probe_seen: float = field(default_factory=time.monotonic)
-    probe_failed: bool = False
     # SUNSUBSCRIBEs sent and not yet confirmed: any other SUNSUBSCRIBE is the server's.
     unsubscribing: Counter[bytes] = field(default_factory=Counter)
 
 
-class ClusterBroker:
+class ClusterBroker(SessionBroker):
     """Broker over sharded pub/sub on a Redis Cluster (see the module docstring).
 
     The contract is ``RedisBroker``'s: ``subscribe`` returns once the owner of the
@@ -156,6 +155,8 @@ class ClusterBroker:
     bounds connecting, each command and each confirmation, and ``probe_interval *
     probe_misses`` bounds trust in a silent connection.
     """
+
+    _log, _name = logger, "redis cluster broker"
 
     def __init__(
         self,
@@ -167,18 +168,14 @@ class ClusterBroker:
         timeout: float = 2.0,
         max_connections: int = 16,
     ) -> None:
-        self._url, self._prefix, self._prefix_len = url, prefix, len(prefix.encode())
+        super().__init__(
+            prefix, probe_interval=probe_interval, probe_misses=probe_misses, timeout=timeout
+        )
+        self._url, self._max_connections = url, max_connections
         self._instance = uuid.uuid4().hex
-        self._probe_interval, self._probe_limit = probe_interval, probe_interval * probe_misses
-        self._timeout, self._max_connections = timeout, max_connections
-        self._wanted: set[str] = set()
         self._link: dict[str, _Shard] | None = None
-        self._send_lock = asyncio.Lock()  # orders (UN)SUBSCRIBEs, as in RedisBroker
-        self._on_message: MessageHandler | None = None
-        self._on_reconnect: ReconnectHandler | None = None
         self._cluster: RedisCluster | None = None
         self._scripted = True  # False once the cluster refused EVAL (an ACL, say)
-        self._supervisor: asyncio.Task[None] | None = None
 
     async def start(self, on_message: MessageHandler, on_reconnect: ReconnectHandler) -> None:
         """Subscribe and begin delivering; raises ``BrokerUnavailable`` if the cluster is
@@ -192,24 +189,20 @@ class ClusterBroker:
             await self._open_link()
         except BaseException as exc:
             await self.stop()
-            if isinstance(exc, _FAILURES):
+            if isinstance(exc, REDIS_FAILURES):
                 raise BrokerUnavailable(f"cannot subscribe on the Redis cluster: {exc}") from exc
             raise
         self._supervisor = asyncio.create_task(self._supervise(), name="redis-cluster-broker")
 
     async def stop(self) -> None:
         """Stop reconnecting and close every connection; prompt even when nodes are down."""
-        self._on_message = None
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.cancel()
-            await asyncio.wait({supervisor})
+        await self._halt()
         if self._link is not None:
             await self._close_link(self._link)
         self._wanted.clear()
         cluster, self._cluster = self._cluster, None
         if cluster is not None:
-            with contextlib.suppress(*_FAILURES):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await cluster.aclose()
 
     async def publish(self, channel: str, message: bytes, seq: int | None = None) -> None:
@@ -218,7 +211,7 @@ class ClusterBroker:
             raise BrokerUnavailable("ClusterBroker is not started")
         try:
             await self._cluster.spublish(self._prefix + channel, wire(seq, message))
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise BrokerUnavailable(f"publish to {channel!r} failed: {exc}") from exc
 
     async def publish_many(self, messages: list[tuple[str, int | None, bytes]]) -> None:
@@ -237,7 +230,7 @@ class ClusterBroker:
                 groups[master_of(cluster, name).name].extend(
                     (name, wire(seq, message)))
             await asyncio.gather(*(self._publish_on(node, args) for node, args in groups.items()))
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise BrokerUnavailable(f"publishing {len(messages)} message(s) failed: {exc}") from exc
 
     async def _publish_on(self, node_name: str, args: list[bytes | str]) -> None:
@@ -264,8 +257,8 @@ class ClusterBroker:
         """
         assert self._cluster is not None
         left: list[bytes | str] = []
-        for i in range(0, len(args), 2 * _SCRIPT_CHUNK):
-            chunk = args[i:i + 2 * _SCRIPT_CHUNK]
+        for i in range(0, len(args), 2 * SCRIPT_CHUNK):
+            chunk = args[i:i + 2 * SCRIPT_CHUNK]
             try:
                 failed = await self._cluster.execute_command(
                     "EVAL", _SPUBLISH_ALL, 0, *chunk, target_nodes=node)
@@ -309,26 +302,12 @@ class ClusterBroker:
     @property
     def healthy(self) -> bool:
         """A link is open, and every master's probe came back recently."""
-        link, now = self._link, time.monotonic()
+        link = self._link
         return link is not None and all(
-            shard.session.live and not shard.probe_failed
-            and now - shard.probe_seen <= self._probe_limit
-            for shard in link.values()
+            shard.session.healthy(self._probe_limit) for shard in link.values()
         )
 
-    async def _apply(self, command: str, channel: str) -> None:
-        # Shielded for the reasons RedisBroker._apply gives.
-        sent = await asyncio.shield(self._send(command, channel))
-        if sent is not None:
-            session, waiter = sent
-            try:
-                await asyncio.wait_for(waiter, self._timeout)
-            except TimeoutError:
-                session.kill(f"no confirmation of {command} {channel!r}")
-
-    async def _send(
-        self, command: str, channel: str
-    ) -> tuple[_Session, asyncio.Future[bool]] | None:
+    async def _send(self, command: str, channel: str) -> Sent | None:
         async with self._send_lock:
             link = self._link
             if link is None or any(shard.session.closing for shard in link.values()):
@@ -345,7 +324,7 @@ class ClusterBroker:
                     await asyncio.wait_for(session.pubsub.sunsubscribe(name), self._timeout)
                 else:
                     await asyncio.wait_for(session.pubsub.ssubscribe(name), self._timeout)
-            except _FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 session.kill(f"{command} failed: {exc}")
             return session, waiter
 
@@ -356,7 +335,7 @@ class ClusterBroker:
         node: ClusterNode | None = None
         try:
             node = master_of(self._cluster, name.decode())
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             reason = f"no owner for {name!r}: {exc}"
         else:
             reason = f"{node.name} serves {name!r} but is not in the link"
@@ -394,8 +373,9 @@ class ClusterBroker:
                     await asyncio.wait_for(shard.session.pubsub.ssubscribe(*names),
                                            self._timeout)
                 for shard in link.values():
+                    dispatch = functools.partial(self._dispatch, shard)
                     shard.session.tasks.add(asyncio.create_task(
-                        self._read(shard), name=f"redis-reader {shard.name}"))
+                        shard.session.read(dispatch), name=f"redis-reader {shard.name}"))
                 self._link = link
             if not all(await asyncio.wait_for(asyncio.gather(*waiters), self._timeout)):
                 reasons = [s.session.reason for s in link.values() if s.session.reason]
@@ -406,9 +386,11 @@ class ClusterBroker:
             raise
         now = time.monotonic()
         for shard in link.values():
-            shard.probe_seen, shard.session.live = now, True
+            shard.session.probe_seen, shard.session.live = now, True
+            probe = functools.partial(self._cluster.spublish, shard.probe, b"probe")
             shard.session.tasks.add(asyncio.create_task(
-                self._probe(shard), name=f"redis-probe {shard.name}"))
+                self._probe(shard.session, probe, f" on {shard.name}"),
+                name=f"redis-probe {shard.name}"))
 
     def _shard(self, node: ClusterNode) -> _Shard:
         assert self._cluster is not None
@@ -422,7 +404,7 @@ class ClusterBroker:
             socket_connect_timeout=self._timeout, socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
         )
-        return _Shard(node.name, client, _Session(client.pubsub()), probe)
+        return _Shard(node.name, client, Session(client.pubsub()), probe)
 
     async def _close_link(self, link: dict[str, _Shard]) -> None:
         if self._link is link:
@@ -434,21 +416,10 @@ class ClusterBroker:
         for shard in link.values():
             await asyncio.gather(*shard.session.tasks, return_exceptions=True)
             shard.session.settle(confirmed=False)
-            with contextlib.suppress(*_FAILURES):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await shard.session.pubsub.aclose()
-            with contextlib.suppress(*_FAILURES):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await shard.client.aclose()
-
-    async def _read(self, shard: _Shard) -> None:
-        session = shard.session
-        try:
-            while True:
-                message = await session.pubsub.get_message(timeout=None)
-                if message is not None:
-                    self._dispatch(shard, message)
-        finally:
-            session.closing, session.live = True, False
-            session.settle(confirmed=False)
 
     def _dispatch(self, shard: _Shard, message: dict[str, Any]) -> None:
         kind, name = message["type"], message["channel"]
@@ -463,61 +434,24 @@ class ClusterBroker:
             else:  # the server's: the channel's slot moved to another master
                 shard.session.kill(f"{shard.name} dropped {name!r} (its slot moved)")
         elif kind == "smessage" and name == shard.probe:
-            shard.probe_seen, shard.probe_failed = time.monotonic(), False
+            shard.session.echoed()
         elif kind == "smessage":
-            channel = name[self._prefix_len:].decode()
-            if self._on_message is not None and channel in self._wanted:
-                try:
-                    seq, data = unwire(message["data"])
-                except ValueError:
-                    logger.warning("dropped a malformed message on %r", channel)
-                    return
-                try:
-                    self._on_message(channel, seq, data)
-                except Exception:
-                    logger.exception("on_message failed for channel %r", channel)
+            self._deliver(name, message["data"])
 
-    async def _probe(self, shard: _Shard) -> None:
+    async def _lost(self) -> None:
+        if (link := self._link) is not None:
+            tasks = {task for shard in link.values() for task in shard.session.tasks}
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            reasons = [s.session.reason for s in link.values() if s.session.reason]
+            reasons += [repr(t.exception()) for t in done if not t.cancelled()]
+            logger.warning("redis cluster broker lost its link (%s); reconnecting",
+                           "; ".join(reasons))
+            await self._close_link(link)
+
+    async def _reopen(self) -> None:
         assert self._cluster is not None
-        while True:
-            await asyncio.sleep(self._probe_interval)
-            if time.monotonic() - shard.probe_seen > self._probe_limit:
-                raise TimeoutError(f"probe on {shard.name} not echoed within "
-                                   f"{self._probe_limit:g}s")
-            try:
-                await self._cluster.spublish(shard.probe, b"probe")
-            except _FAILURES as exc:
-                shard.probe_failed = True
-                logger.warning("redis cluster probe publish on %s failed: %s", shard.name, exc)
-
-    async def _supervise(self) -> None:
-        assert self._on_reconnect is not None and self._cluster is not None
-        failures = 0
-        while True:
-            if (link := self._link) is not None:
-                tasks = {task for shard in link.values() for task in shard.session.tasks}
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                reasons = [s.session.reason for s in link.values() if s.session.reason]
-                reasons += [repr(t.exception()) for t in done if not t.cancelled()]
-                logger.warning("redis cluster broker lost its link (%s); reconnecting",
-                               "; ".join(reasons))
-                await self._close_link(link)
-            failures += 1
-            await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)) * random.uniform(0.5, 1))
-            try:
-                # The slot map as the cluster sees it now: a promoted replica, a slot moved.
-                await self._cluster.nodes_manager.initialize()
-                await self._open_link()
-            except _FAILURES as exc:
-                logger.debug("redis cluster reconnect attempt %d failed: %s", failures, exc)
-                continue
-            except Exception:
-                logger.exception("redis cluster reconnect attempt %d failed", failures)
-                continue
-            failures = 0
-            logger.info("redis cluster broker re-subscribed %d channels on %d masters",
-                        len(self._wanted), len(self._link or ()))
-            try:
-                await self._on_reconnect()
-            except Exception:
-                logger.exception("on_reconnect failed")
+        # The slot map as the cluster sees it now: a promoted replica, a slot moved.
+        await self._cluster.nodes_manager.initialize()
+        await self._open_link()
+        logger.info("redis cluster broker re-subscribed %d channels on %d masters",
+                    len(self._wanted), len(self._link or ()))

@@ -34,7 +34,8 @@ from redis.commands.core import AsyncScript
 from pubsub.cluster import cluster_client, is_cluster, shared_prefix
 from pubsub.errors import BrokerUnavailable
 from pubsub.presence import SETTLE_BATCH, Seen
-from pubsub.redis import REDIS_FAILURES, command_client
+from pubsub.redis import command_client
+from pubsub.session import REDIS_FAILURES
 
 #: Users per script call; the calls of one operation go out in one pipeline.
 CHUNK = 500

@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 
 from pubsub.cluster import cluster_client, is_cluster
 from pubsub.errors import BrokerUnavailable
-from pubsub.redis import REDIS_FAILURES
+from pubsub.session import REDIS_FAILURES
 
 #: A stream entry: field name -> value.
 Fields = dict[str, str]

@@ -23,7 +23,7 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from pubsub.redis import wire
+from pubsub.session import wire
 from tests.conftest import make_token
 from tests.live.conftest import HubProcess
 from tests.live.test_cluster import cluster, http_client

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from pubsub.redis import wire
+from pubsub.session import wire
 from tests.live.conftest import closed_code, recv, ws_connect, ws_url
 from tests.live.test_cluster import Feed, cluster, feeds, http_client, no_tracebacks, until
 

@@ -1,0 +1,230 @@
+"""What RedisBroker and ClusterBroker share: the wire format and their subscriber sessions.
+
+A message on the wire is a header line, the decimal ``seq`` (empty for None) and
+``\n``, then the message bytes (``wire``); the receiver strips the header and hands
+the seq beside the bytes, so no subscriber decodes the message to learn its position.
+
+A ``Session`` is one subscriber connection with its reader and prober tasks.
+``SessionBroker`` is the part of both brokers that keeps sessions: the wanted channels,
+(un)subscribes confirmed within ``timeout``, delivery of what a session reads, a probe
+per session, and the supervisor that replaces a lost session with jittered exponential
+backoff, then awaits ``on_reconnect``. A broker says how it sends a command, reads a
+message, waits for a loss and opens a new session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisClusterException, RedisError
+
+from pubsub.broker import MessageHandler, ReconnectHandler
+
+#: What ends a session or fails an attempt to open one (TimeoutError is an OSError);
+#: on a Redis Cluster also RedisClusterException (no slot map, a slot not covered, no
+#: node answering), which is no RedisError. Every pubsub module catches these.
+REDIS_FAILURES = (RedisError, OSError, RedisClusterException)
+#: Longest header: 19 digits (a bigint seq) and the newline.
+_MAX_HEADER = 20
+
+
+def wire(seq: int | None, message: bytes) -> bytes:
+    """``message`` as published on Redis: its ``seq`` header line, then the bytes."""
+    return b"\n" + message if seq is None else b"%d\n" % seq + message
+
+
+def unwire(data: bytes) -> tuple[int | None, bytes]:
+    """``(seq, message)`` of a Redis message; ValueError if it has no valid header."""
+    cut = data.find(b"\n", 0, _MAX_HEADER)
+    if cut < 0:
+        raise ValueError("no header")
+    if cut == 0:
+        return None, data[1:]
+    head = data[:cut]
+    if not head.isdigit() or (seq := int(head)) <= 0:
+        raise ValueError("bad seq")
+    return seq, data[cut + 1 :]
+
+
+@dataclass(eq=False)
+class Session:
+    """One subscriber connection, its reader and prober, and (un)subscribes in flight."""
+
+    pubsub: PubSub
+    # Redis confirms every channel of every (UN)SUBSCRIBE once, in the order sent, and
+    # commands are sent under the broker's lock in the order these futures are queued.
+    waiters: deque[asyncio.Future[bool]] = field(default_factory=deque)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)  # its reader and prober
+    live: bool = False
+    closing: bool = False
+    reason: str = ""
+    probe_seen: float = field(default_factory=time.monotonic)  # its probe's last echo
+    probe_failed: bool = False  # the last probe publish failed
+
+    def expect(self) -> asyncio.Future[bool]:
+        """A future that the next confirmation not yet expected resolves."""
+        self.waiters.append(asyncio.get_running_loop().create_future())
+        return self.waiters[-1]
+
+    def settle(self, confirmed: bool) -> None:
+        """Resolve the oldest waiter, or (not confirmed: connection gone) all of them."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(confirmed)
+            if confirmed:
+                return
+
+    def kill(self, reason: str) -> None:
+        """Abandon this session; the supervisor sees its tasks end and reconnects."""
+        if not self.closing:
+            self.closing, self.live, self.reason = True, False, reason
+            for task in self.tasks:
+                task.cancel()
+
+    def echoed(self) -> None:
+        """Its probe came back."""
+        self.probe_seen, self.probe_failed = time.monotonic(), False
+
+    def healthy(self, probe_limit: float) -> bool:
+        """Live, and its probe came back within ``probe_limit`` seconds."""
+        fresh = time.monotonic() - self.probe_seen <= probe_limit
+        return self.live and fresh and not self.probe_failed
+
+    async def read(self, dispatch: Callable[[dict[str, Any]], None]) -> None:
+        """Hand every message to ``dispatch`` until the connection fails (or the task is
+        cancelled); then the session is closing and its waiters learn it is gone."""
+        try:
+            while True:
+                message = await self.pubsub.get_message(timeout=None)
+                if message is not None:
+                    dispatch(message)
+        finally:
+            self.closing, self.live = True, False
+            self.settle(confirmed=False)
+
+
+#: A command on the wire: its session and the future its confirmation resolves.
+Sent = tuple[Session, asyncio.Future[bool]]
+
+
+class SessionBroker:
+    """The session keeping of a Redis broker (see the module docstring).
+
+    A subclass sets ``_log`` and ``_name`` (for its log lines) and provides ``_send``,
+    ``_lost`` and ``_reopen``; it calls ``_apply`` to (un)subscribe, ``_deliver`` for a
+    message its reader dispatches, runs ``_probe`` and ``_supervise`` (as ``_supervisor``)
+    as tasks, and stops by ``_halt`` first.
+    """
+
+    _log: ClassVar[logging.Logger]
+    _name: ClassVar[str]
+
+    def __init__(
+        self, prefix: str, *, probe_interval: float, probe_misses: int, timeout: float
+    ) -> None:
+        self._prefix, self._prefix_len = prefix, len(prefix.encode())
+        self._probe_interval, self._probe_limit = probe_interval, probe_interval * probe_misses
+        self._timeout = timeout
+        self._wanted: set[str] = set()
+        # Orders (UN)SUBSCRIBE commands so the server ends in the last requested state.
+        self._send_lock = asyncio.Lock()
+        self._on_message: MessageHandler | None = None
+        self._on_reconnect: ReconnectHandler | None = None
+        self._supervisor: asyncio.Task[None] | None = None  # runs _supervise once started
+
+    async def _send(self, command: str, channel: str) -> Sent | None:
+        """Send ``command`` for ``channel`` on the session that holds it, under the send
+        lock; None when no session could take it (the next one subscribes _wanted)."""
+        raise NotImplementedError
+
+    async def _lost(self) -> None:
+        """Wait for the current session to end, say why, close it; at once if none."""
+        raise NotImplementedError
+
+    async def _reopen(self) -> None:
+        """Open a new session on every wanted channel, and say so; REDIS_FAILURES if not."""
+        raise NotImplementedError
+
+    async def _apply(self, command: str, channel: str) -> None:
+        # Shielded so a cancelled caller neither leaves a half-written command on the
+        # connection nor lets the server drift from self._wanted.
+        sent = await asyncio.shield(self._send(command, channel))
+        if sent is not None:
+            session, waiter = sent
+            try:
+                await asyncio.wait_for(waiter, self._timeout)
+            except TimeoutError:
+                # A connection that does not answer is dead to us; reconnecting restores
+                # the subscription and on_reconnect covers whatever was missed.
+                session.kill(f"no confirmation of {command} {channel!r}")
+
+    def _deliver(self, name: bytes, data: bytes) -> None:
+        """Hand a message read on the wire channel ``name`` to on_message."""
+        channel = name[self._prefix_len :].decode()
+        # Filtering on _wanted makes unsubscribe take effect before Redis confirms.
+        if self._on_message is not None and channel in self._wanted:
+            try:
+                seq, message = unwire(data)
+            except ValueError:
+                self._log.warning("dropped a malformed message on %r", channel)
+                return
+            try:
+                self._on_message(channel, seq, message)
+            except Exception:
+                self._log.exception("on_message failed for channel %r", channel)
+
+    async def _probe(
+        self, session: Session, publish: Callable[[], Awaitable[Any]], where: str = ""
+    ) -> None:
+        """Publish the probe of ``session`` every probe interval; end (and so the session)
+        when its echo is overdue. ``where`` names the connection in messages."""
+        while True:
+            await asyncio.sleep(self._probe_interval)
+            if time.monotonic() - session.probe_seen > self._probe_limit:
+                raise TimeoutError(f"probe{where} not echoed within {self._probe_limit:g}s")
+            try:
+                await publish()
+            except REDIS_FAILURES as exc:
+                session.probe_failed = True
+                self._log.warning("%s probe publish%s failed: %s", self._name, where, exc)
+
+    async def _halt(self) -> None:
+        """Stop delivering and reconnecting: the first step of stopping."""
+        self._on_message = None
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.wait({supervisor})
+
+    async def _supervise(self) -> None:
+        assert self._on_reconnect is not None
+        failures = 0
+        while True:
+            await self._lost()
+            # Jitter keeps instances that lost Redis together from returning in lockstep;
+            # the cap keeps recovery after a restart within ~2 s.
+            failures += 1
+            await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)) * random.uniform(0.5, 1))
+            try:
+                await self._reopen()
+            except REDIS_FAILURES as exc:
+                self._log.debug("%s reconnect attempt %d failed: %s", self._name, failures, exc)
+                continue
+            except Exception:
+                # A bug must not end reconnecting for good: keep trying, but loudly.
+                self._log.exception("%s reconnect attempt %d failed", self._name, failures)
+                continue
+            failures = 0
+            try:
+                await self._on_reconnect()
+            except Exception:
+                self._log.exception("on_reconnect failed")
