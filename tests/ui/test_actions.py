@@ -10,6 +10,7 @@ from playwright.async_api import expect
 from tests.conftest import auth
 from tests.ui.conftest import OpenPage, notify
 from tests.ui.test_inbox import XSS_IMG, badge, items, unread
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.browser
 
@@ -73,5 +74,11 @@ async def test_actions_are_reachable_by_keyboard_and_render_as_text(
     await expect(later).to_have_attribute("aria-pressed", "true")
     await expect(later).to_be_focused()  # focus stays where it was
     await expect(badge(page)).to_be_hidden()
-    response = await api.get("/api/notifications", headers=auth("alice"))
-    assert response.json()["items"][0]["action"]["id"] == "later"
+    # The page shows the choice at once (optimistically); the hub has it once the POST
+    # it sent commits.
+    async def chosen() -> str | None:
+        response = await api.get("/api/notifications", headers=auth("alice"))
+        action = response.json()["items"][0]["action"]
+        return action["id"] if action else None
+
+    assert await eventually(chosen) == "later"
