@@ -8,6 +8,10 @@ from typing import Any
 import orjson
 
 BROADCAST = "broadcast"
+#: The live protocol's version, in every ``hello`` (docs/live.md): it grows by
+#: additions only (new event types, new fields), which clients ignore until they know
+#: them; a change a client could not ignore would be a new version.
+PROTOCOL_VERSION = 1
 
 
 def user_channel(user_id: str) -> str:

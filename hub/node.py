@@ -21,7 +21,7 @@ from db import notifications as inbox
 from db.errors import DatabaseUnavailable
 from hub.connection import Close, Connection, Verdict, start_point
 from hub.errors import Unavailable
-from hub.events import BROADCAST, encode, sse_block, user_channel
+from hub.events import BROADCAST, PROTOCOL_VERSION, encode, sse_block, user_channel
 from hub.presence import Presence
 from hub.registry import Registry
 from hub.services import Services
@@ -142,7 +142,7 @@ class Node:
                 head, first_kept = await event_log.bounds(db, user)
                 unread, unseen = await inbox.counts(db, user)
             hello = {"user_id": user, "last_seq": head, "unread_count": unread,
-                     "unseen_count": unseen}
+                     "unseen_count": unseen, "protocol": PROTOCOL_VERSION}
             conn.send(framed(conn, encode("hello", None, hello)))
             start, reason = start_point(since, head, first_kept)
             if reason is not None:

@@ -3,6 +3,9 @@
 A message on the wire is a header line, the decimal ``seq`` (empty for None) and
 ``\n``, then the message bytes (``wire``); the receiver strips the header and hands
 the seq beside the bytes, so no subscriber decodes the message to learn its position.
+That is version 1 of the format (``WIRE_VERSION``). A later version may add fields to
+the header line after the seq, each after a space (``42 v=2 …``); this one reads the
+seq and ignores them, so an instance keeps delivering what a newer one publishes.
 
 A ``Session`` is one subscriber connection with its reader and prober tasks.
 ``SessionBroker`` is the part of both brokers that keeps sessions: the wanted channels,
@@ -32,8 +35,11 @@ from pubsub.broker import MessageHandler, ReconnectHandler
 #: on a Redis Cluster also RedisClusterException (no slot map, a slot not covered, no
 #: node answering), which is no RedisError. Every pubsub module catches these.
 REDIS_FAILURES = (RedisError, OSError, RedisClusterException)
-#: Longest header: 19 digits (a bigint seq) and the newline.
-_MAX_HEADER = 20
+#: The version of the format ``wire`` writes (module doc); it adds no field of its own.
+WIRE_VERSION = 1
+#: Longest header line read, newline included: a bigint seq (19 digits) and room for
+#: the fields of later versions.
+_MAX_HEADER = 256
 
 
 def wire(seq: int | None, message: bytes) -> bytes:
@@ -48,8 +54,10 @@ def unwire(data: bytes) -> tuple[int | None, bytes]:
         raise ValueError("no header")
     if cut == 0:
         return None, data[1:]
-    head = data[:cut]
-    if not head.isdigit() or (seq := int(head)) <= 0:
+    head = data[:cut].split(b" ", 1)[0]  # fields of later versions follow a space
+    if not head:
+        return None, data[cut + 1 :]
+    if not head.isdigit() or len(head) > 19 or (seq := int(head)) <= 0:
         raise ValueError("bad seq")
     return seq, data[cut + 1 :]
 

@@ -63,7 +63,7 @@ async def test_hello_is_the_first_frame_with_last_seq_and_unread_count(node: Nod
     [hello] = await frames(conn, 1)
     assert hello == {
         "type": "hello", "seq": None, "data": {"user_id": "u1", "last_seq": 2, "unread_count": 2,
-                                                   "unseen_count": 2}
+                                                   "unseen_count": 2, "protocol": 1}
     }
     await node.detach(conn)
 

@@ -72,3 +72,31 @@ async def test_an_event_type_this_version_does_not_know_is_forwarded_unchanged(
         created = await notify(hub, "u1")
         assert await recv(ws) == {"type": "notification.created", "seq": 1, "data": created}
         assert (await sse.event())["data"] == created
+
+
+async def test_header_fields_of_a_later_wire_version_are_ignored_and_the_event_delivered(
+    settings_env: dict[str, Any], redis_url: str, redis_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    shared = {**settings_env, "redis_url": redis_url, "redis_prefix": redis_prefix}
+    async with (
+        live_hub(**shared) as hub,
+        aioredis.Redis.from_url(redis_url) as redis,
+        ws_connect(hub.ws_url("u1")) as ws,
+    ):
+        await recv(ws)
+        seq = await log_unpublished(hub, "u1", "future.kind")
+        # Marked, so the forwarded frame is told from the one in the log.
+        frame = encode("future.kind", seq, {"v": 2, "forwarded": True})
+        ephemeral = encode("future.ephemeral", None, {"n": 1})
+        channel = redis_prefix + user_channel("u1")
+        with caplog.at_level(logging.WARNING, logger="pubsub.redis"):
+            await redis.publish(channel, b"%d v=2 origin=b\n" % seq + frame)
+            await redis.publish(channel, b" v=2\n" + ephemeral)
+            assert await recv(ws) == {"type": "future.kind", "seq": seq,
+                                      "data": {"v": 2, "forwarded": True}}
+            assert await recv(ws) == {"type": "future.ephemeral", "seq": None, "data": {"n": 1}}
+            created = await notify(hub, "u1")
+            assert await recv(ws) == {"type": "notification.created", "seq": seq + 1,
+                                      "data": created}
+        assert "dropped a malformed message" not in caplog.text

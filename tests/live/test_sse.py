@@ -28,7 +28,8 @@ async def test_the_stream_starts_with_hello_and_frames_each_event(hub: LiveHub) 
         # reconnects before the first event resumes from there, after about 1 s.
         assert first == {
             "id": "1", "retry": "1000", "event": "hello", "comments": [],
-            "data": {"user_id": "u1", "last_seq": 1, "unread_count": 1, "unseen_count": 1},
+            "data": {"user_id": "u1", "last_seq": 1, "unread_count": 1, "unseen_count": 1,
+                     "protocol": 1},
         }
         created = await notify(hub, "u1", "Essay graded")
         block = await sse.block()

@@ -40,7 +40,7 @@ async def test_hello_is_the_first_frame_with_last_seq_and_unread_count(hub: Live
         frame = await recv(ws)
     assert frame == {
         "type": "hello", "seq": None, "data": {"user_id": "u1", "last_seq": 2, "unread_count": 2,
-                                                   "unseen_count": 2}
+                                                   "unseen_count": 2, "protocol": 1}
     }
 
 
