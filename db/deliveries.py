@@ -93,6 +93,14 @@ async def failed(conn: Conn, id_: int, attempt: int, reason: str) -> bool:
     return bool(await conn.fetchval(Q.closed, id_, attempt, reason, "failed"))
 
 
+async def skip_snoozed(conn: Conn, id_: int, attempt: int) -> bool | None:
+    """Attempt ``attempt`` of ``id_``, claimed while its notification was snoozed: True
+    if recorded skipped ('snoozed'), False if the notification came back meanwhile and
+    the row is due again at once, None if the claim was lost."""
+    away = await conn.fetchval(Q.skip_snoozed, id_, attempt)
+    return None if away is None else bool(away)
+
+
 async def skipped(conn: Conn, id_: int, attempt: int, reason: str) -> bool:
     """Record ``id_`` as not sent on purpose, for ``reason``; False if the claim was lost."""
     return bool(await conn.fetchval(Q.closed, id_, attempt, reason, "skipped"))

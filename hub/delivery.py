@@ -254,8 +254,9 @@ class Workers:
                 outcome, error = "skipped", "expired"
             elif item["snoozed"]:
                 # A retry of one that was being sent when the notification was snoozed:
-                # the return decides its deliveries again (docs/delivery.md).
-                outcome, error = "skipped", "snoozed"
+                # skipped while it is away (its return decides its deliveries again),
+                # released at once if it came back since the claim (docs/delivery.md).
+                outcome, error = "snoozed", "snoozed"
             elif self._read_meanwhile(item):
                 outcome, error = "skipped", "read in-app"
             else:
@@ -285,6 +286,11 @@ class Workers:
                 recorded = await store.failed(self.svc.pool, id_, attempt, error)
             elif outcome == "skipped":
                 recorded = await store.skipped(self.svc.pool, id_, attempt, error)
+            elif outcome == "snoozed":
+                away = await store.skip_snoozed(self.svc.pool, id_, attempt)
+                recorded = away is not None
+                outcome, error = ("skipped", error) if away is not False else (
+                    "retried", "the notification came back from its snooze")
             else:
                 recorded = await store.retry(self.svc.pool, id_, attempt, error, delay)
         except Exception as exc:

@@ -32,11 +32,12 @@ async def patch(svc: Services, user_id: str, change: PreferencesPatch) -> Prefer
     Read, merged and written under the row's lock: concurrent patches of different
     fields all take effect.
     """
+    if change.quiet_hours is not None:  # checked before the row is locked
+        await contacts.check_zone(svc, change.quiet_hours.timezone,
+                                  ["quiet_hours", "timezone"])
     async with svc.write() as work:
         before = await load_for_update(work.conn, user_id)
         after = change.apply(before)
-        if after.quiet_hours != before.quiet_hours:
-            await _check_zone(svc, after)
         stored = await save(work.conn, user_id, after, before)
     return _stored(svc, user_id, before, stored)
 

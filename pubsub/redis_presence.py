@@ -39,7 +39,7 @@ from pubsub.session import REDIS_FAILURES
 
 #: Users per script call; the calls of one operation go out in one pipeline.
 CHUNK = 500
-#: Connections of the store's client (the script calls of a cluster go this many at once).
+#: Connections of the store's client; on a cluster, script calls go this many at once.
 CONNECTIONS = 4
 
 _NOW = """
@@ -163,6 +163,10 @@ class RedisPresence:
         self._seen_ttl_ms = round(seen_ttl * 1000)
         self._client: Redis | RedisCluster | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        #: On a cluster, every script call holds one of the client's connections while
+        #: it runs (its pool raises, never waits, once all are taken): heartbeats, syncs
+        #: and lookups share them through this.
+        self._connections = asyncio.Semaphore(CONNECTIONS)
 
     async def start(self) -> None:
         self._client = (cluster_client(self._url, self._timeout, max_connections=CONNECTIONS)
@@ -224,25 +228,26 @@ class RedisPresence:
             raise BrokerUnavailable("the presence store is not started")
         script = self._scripts[name]
         try:
+            if isinstance(self._client, RedisCluster):
+                # A cluster pipeline does not load a script the node lacks (NOSCRIPT);
+                # the calls go to one node anyway, so send them side by side, as many
+                # at once as the client has connections.
+                return list(await asyncio.gather(*(
+                    self._limited(script, keys, args) for keys, args in calls)))
             if len(calls) == 1:
                 keys, args = calls[0]
                 return [await script(keys=keys, args=args)]
-            if isinstance(self._client, RedisCluster):
-                # A cluster pipeline does not load a script the node lacks (NOSCRIPT);
-                # the calls go to one node anyway, so send them side by side, at most
-                # as many at once as the client has connections (it raises past that).
-                replies: list[Any] = []
-                for at in range(0, len(calls), CONNECTIONS):
-                    replies += await asyncio.gather(*(
-                        script(keys=keys, args=args) for keys, args in calls[at:at + CONNECTIONS]
-                    ))
-                return replies
             async with self._client.pipeline(transaction=False) as pipe:
                 for keys, args in calls:
                     await script(keys=keys, args=args, client=pipe)
                 return list(await pipe.execute())
         except REDIS_FAILURES as exc:
             raise BrokerUnavailable(f"presence {name} failed: {exc}") from exc
+
+
+    async def _limited(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        async with self._connections:
+            return await script(keys=keys, args=args)
 
 
 def _chunks(user_ids: list[str]) -> list[list[str]]:

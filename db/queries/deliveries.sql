@@ -51,8 +51,8 @@ ORDER BY c.id
 -- Each returns 1 when the attempt's outcome was recorded, 0 when the claim was lost.
 WITH d AS (
     UPDATE deliveries
-    SET state = 'sent', sent_at = now(), updated_at = now(), claimed_until = NULL,
-        last_error = NULL
+    SET state = 'sent', sent_at = coalesce(sent_at, now()), updated_at = now(),
+        claimed_until = NULL, last_error = NULL
     WHERE id = $1 AND attempts = $2 AND state = 'scheduled'
     RETURNING user_id, channel, digest_at
 ), members AS (
@@ -64,6 +64,29 @@ WITH d AS (
       AND m.digest_at = d.digest_at AND m.state = 'digest'
 )
 SELECT count(*) FROM d
+
+-- name: skip_snoozed
+-- Attempt $2 of $1, claimed while its notification was snoozed: 'skipped' ('snoozed')
+-- if it still is; if the notification came back meanwhile, due again at once and the
+-- attempt not counted (its return found this row being sent and let it stand for its
+-- channel). The notification's row is locked FOR SHARE first: a return committing now
+-- is waited for, and one not yet begun skips it (FOR UPDATE SKIP LOCKED) until this is
+-- recorded. True if skipped, false if released, no row if the claim was lost.
+WITH n AS (
+    SELECT n.snoozed_until IS NOT NULL AS away
+    FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+    WHERE d.id = $1
+    FOR SHARE OF n
+)
+UPDATE deliveries d
+SET state = CASE WHEN n.away THEN 'skipped' ELSE 'scheduled' END,
+    last_error = CASE WHEN n.away THEN 'snoozed' ELSE d.last_error END,
+    attempts = CASE WHEN n.away THEN d.attempts ELSE d.attempts - 1 END,
+    next_attempt_at = CASE WHEN n.away THEN d.next_attempt_at ELSE now() END,
+    claimed_until = NULL, updated_at = now()
+FROM n
+WHERE d.id = $1 AND d.attempts = $2 AND d.state = 'scheduled'
+RETURNING n.away
 
 -- name: closed
 -- Attempt $2 of $1 ends the delivery for good: state $4 ('failed': it can never
@@ -165,7 +188,7 @@ WITH push AS (
     SELECT p.notification_id, p.user_id, 'push.dismiss', 'scheduled', now()
     FROM push p
     WHERE p.state = 'sent' OR (p.state = 'scheduled' AND p.attempts > 0)
-       OR (p.state = 'failed' AND p.sent_at IS NOT NULL)
+       OR (p.state IN ('failed', 'skipped') AND p.sent_at IS NOT NULL)
     ON CONFLICT DO NOTHING
     RETURNING id
 )

@@ -69,8 +69,10 @@ async def test_the_documented_partitioning_keeps_appends_going_and_drops_old_wee
         for statement in step3:
             await admin.execute(statement)
         count = len(appended)
-        while len(appended) < count + 20:  # appends after T, into the first week
-            await asyncio.wait_for(asyncio.sleep(0.05), timeout=1)
+        async with asyncio.timeout(20):  # appends after T, into the first week
+            while len(appended) < count + 20:
+                assert not writer.done(), writer  # its appends failed: it ended early
+                await asyncio.sleep(0.05)
         stop.set()
         await asyncio.wait_for(writer, timeout=10)
 

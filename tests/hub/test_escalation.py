@@ -172,21 +172,59 @@ async def test_a_snooze_skips_the_waiting_email_and_its_return_decides_it_again(
         assert abs(wait - timedelta(seconds=300)) < timedelta(seconds=5)
 
 
-async def test_a_retry_of_a_delivery_claimed_before_a_snooze_is_claimed_as_snoozed(
+async def _claimed_then_snoozed(app: Any, item: dict[str, Any]) -> dict[str, Any]:
+    """The webhook claimed by a worker that died while sending it (a 1 s lease, live at
+    the snooze, which lets it be), the notification snoozed for an hour, and the retry
+    a worker claims once the lease ended."""
+    pool = app.state.services.pool
+    [first] = await store.claim(pool, ["webhook"], 10, 1)
+    assert first["snoozed"] is False
+    until = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    r = await app.state.client.post(f"/api/notifications/{item['id']}/snooze",
+                                    json={"until": until}, headers=auth("ann"))
+    assert r.status_code == 200, r.text
+    [retry] = await eventually(lambda: store.claim(pool, ["webhook"], 10, 600))
+    assert (retry["delivery_id"], retry["snoozed"]) == (first["delivery_id"], True)
+    return retry  # type: ignore[no-any-return]
+
+
+async def test_a_retry_claimed_while_the_notification_is_snoozed_is_skipped_unsent(
     settings_env, channels
 ):
     async with hub(settings_env, delivery_workers=0, **ESCALATE) as app:
         await setup_user(app)
         [item] = (await create(app, user_id="ann", type="grade_posted"))["items"]
-        pool = app.state.services.pool
-        # A worker claimed the webhook and died while sending it: its lease (1 s) is
-        # live at the snooze, which leaves it be, and then ends, so it is due again.
-        [first] = await store.claim(pool, ["webhook"], 10, 1)
-        assert first["snoozed"] is False
-        until = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        retry = await _claimed_then_snoozed(app, item)
+        await delivery.Workers.build(app.state.services)._send(retry)
+        webhook = by_channel(await deliveries_of(app, item["id"]))["webhook"]
+        assert (webhook["state"], webhook["last_error"]) == ("skipped", "snoozed")
+        assert channels["webhook"].attempts == []
+
+
+async def test_a_retry_whose_notification_came_back_meanwhile_is_released_not_skipped(
+    settings_env, channels
+):
+    async with hub(settings_env, delivery_workers=0, **ESCALATE) as app:
+        await setup_user(app)
+        [item] = (await create(app, user_id="ann", type="grade_posted"))["items"]
+        retry = await _claimed_then_snoozed(app, item)
+        # It comes back between the claim and the outcome: its return lets the claimed
+        # webhook stand for its channel, so skipping it now would lose the webhook.
+        until = (datetime.now(UTC) + timedelta(seconds=0.3)).isoformat()
         r = await app.state.client.post(f"/api/notifications/{item['id']}/snooze",
                                         json={"until": until}, headers=auth("ann"))
         assert r.status_code == 200, r.text
-        # The worker that claims the retry skips it ('snoozed'): the return decides again.
-        [retry] = await eventually(lambda: store.claim(pool, ["webhook"], 10, 600))
-        assert (retry["delivery_id"], retry["snoozed"]) == (first["delivery_id"], True)
+
+        async def back() -> bool:
+            r = await app.state.client.get("/api/notifications/unread-count",
+                                           headers=auth("ann"))
+            return bool(r.json()["count"] == 1)
+
+        await eventually(back)
+        await delivery.Workers.build(app.state.services)._send(retry)
+        webhook = by_channel(await deliveries_of(app, item["id"]))["webhook"]
+        assert (webhook["state"], webhook["attempts"]) == ("scheduled", retry["attempts"] - 1)
+        assert channels["webhook"].attempts == []
+        # Due at once: the next claim takes it, and this time it is not snoozed.
+        [again] = await store.claim(app.state.services.pool, ["webhook"], 10, 600)
+        assert (again["delivery_id"], again["snoozed"]) == (retry["delivery_id"], False)

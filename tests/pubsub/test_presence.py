@@ -203,7 +203,11 @@ async def test_a_heartbeat_of_ten_thousand_users_goes_through(
     url: str = request.getfixturevalue("redis_url" if kind == "redis" else "redis_cluster_url")
     store = await redis_store(url, redis_prefix, stores)
     users = [f"user-{i}" for i in range(10_000)]
-    assert len(await store.arrive(users)) == len(users)
+    # Lookups (REST) run beside the heartbeat and share its connections.
+    arrived, *looked = await asyncio.gather(
+        store.arrive(users), *(store.lookup([f"other-{i}"]) for i in range(8)))
+    assert len(arrived) == len(users)
+    assert all(found == {f"other-{i}": Seen(False, None)} for i, found in enumerate(looked))
     assert await store.arrive(users) == []
     found = await store.lookup(users)
     assert len(found) == len(users) and all(seen.online for seen in found.values())
