@@ -4,6 +4,7 @@ upgrades"): what an instance does with Redis messages of a newer version."""
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,14 +22,24 @@ async def log_unpublished(hub: LiveHub, user: str, type_: str) -> int:
     return seq
 
 
+@pytest.fixture
+async def on_redis(
+    settings_env: dict[str, Any], redis_url: str, redis_prefix: str
+) -> AsyncIterator[tuple[LiveHub, aioredis.Redis, str]]:
+    """A hub on the test's Redis, a client of that Redis, and u1's channel there."""
+    async with (
+        live_hub(**settings_env, redis_url=redis_url, redis_prefix=redis_prefix) as hub,
+        aioredis.Redis.from_url(redis_url) as redis,
+    ):
+        yield hub, redis, redis_prefix + user_channel("u1")
+
+
 async def test_redis_messages_in_a_format_this_version_does_not_know_are_dropped_and_their_events_filled_from_the_log(  # noqa: E501
-    settings_env: dict[str, Any], redis_url: str, redis_prefix: str,
+    on_redis: tuple[LiveHub, aioredis.Redis, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    shared = {**settings_env, "redis_url": redis_url, "redis_prefix": redis_prefix}
+    hub, redis, channel = on_redis
     async with (
-        live_hub(**shared) as hub,
-        aioredis.Redis.from_url(redis_url) as redis,
         ws_connect(hub.ws_url("u1")) as ws,
     ):
         assert (await recv(ws))["data"]["last_seq"] == 0
@@ -37,7 +48,6 @@ async def test_redis_messages_in_a_format_this_version_does_not_know_are_dropped
         seq = await log_unpublished(hub, "u1", "future.kind")
         # Marked, so that a client would tell one forwarded from the one in the log.
         frame = encode("future.kind", seq, {"v": 2, "forwarded": True})
-        channel = redis_prefix + user_channel("u1")
         with caplog.at_level(logging.WARNING, logger="pubsub.redis"):
             for message in (b"v2 %d\n" % seq + frame, frame, b"\xff\x00" + frame):
                 assert await redis.publish(channel, message) == 1
@@ -53,19 +63,17 @@ async def test_redis_messages_in_a_format_this_version_does_not_know_are_dropped
 
 
 async def test_an_event_type_this_version_does_not_know_is_forwarded_unchanged(
-    settings_env: dict[str, Any], redis_url: str, redis_prefix: str
+    on_redis: tuple[LiveHub, aioredis.Redis, str],
 ) -> None:
-    shared = {**settings_env, "redis_url": redis_url, "redis_prefix": redis_prefix}
+    hub, redis, channel = on_redis
     async with (
-        live_hub(**shared) as hub,
-        aioredis.Redis.from_url(redis_url) as redis,
         ws_connect(hub.ws_url("u1")) as ws,
         sse_stream(hub.url, "u1") as sse,
     ):
         await recv(ws)
         await sse.event()
         frame = encode("future.ephemeral", None, {"shape": "new", "n": 1})
-        await redis.publish(redis_prefix + user_channel("u1"), b"\n" + frame)
+        await redis.publish(channel, b"\n" + frame)
         expected = {"type": "future.ephemeral", "seq": None, "data": {"shape": "new", "n": 1}}
         assert await recv(ws) == expected
         assert await sse.event() == expected
@@ -75,13 +83,11 @@ async def test_an_event_type_this_version_does_not_know_is_forwarded_unchanged(
 
 
 async def test_header_fields_of_a_later_wire_version_are_ignored_and_the_event_delivered(
-    settings_env: dict[str, Any], redis_url: str, redis_prefix: str,
+    on_redis: tuple[LiveHub, aioredis.Redis, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    shared = {**settings_env, "redis_url": redis_url, "redis_prefix": redis_prefix}
+    hub, redis, channel = on_redis
     async with (
-        live_hub(**shared) as hub,
-        aioredis.Redis.from_url(redis_url) as redis,
         ws_connect(hub.ws_url("u1")) as ws,
     ):
         await recv(ws)
@@ -89,7 +95,6 @@ async def test_header_fields_of_a_later_wire_version_are_ignored_and_the_event_d
         # Marked, so the forwarded frame is told from the one in the log.
         frame = encode("future.kind", seq, {"v": 2, "forwarded": True})
         ephemeral = encode("future.ephemeral", None, {"n": 1})
-        channel = redis_prefix + user_channel("u1")
         with caplog.at_level(logging.WARNING, logger="pubsub.redis"):
             await redis.publish(channel, b"%d v=2 origin=b\n" % seq + frame)
             await redis.publish(channel, b" v=2\n" + ephemeral)
