@@ -43,7 +43,7 @@ async def test_seen_and_archived_on_one_device_update_both_badges_on_the_other(
         ):
             hello = await recv(phone)
             assert hello["data"] == {"user_id": "u1", "last_seq": 3, "unread_count": 3,
-                                     "unseen_count": 3}
+                                     "unseen_count": 3, "protocol": 1}
             assert (await laptop.event())["data"]["unseen_count"] == 3
 
             # The laptop opens its bell (through B): the phone's badge follows (on A).
