@@ -132,9 +132,11 @@ async def notify(hub: LiveHub, user: str, title: str = "Grade posted") -> dict[s
     return response.json()["items"][0]  # type: ignore[no-any-return]
 
 
-async def flood_until_slow(hub: LiveHub, user: str) -> Any:
+async def flood_until_slow(hub: LiveHub, user: str, *, forgotten: bool = True) -> Any:
     """Publish 60 KB frames to ``user``'s only connection (whose client does not read)
-    until the node closes it as slow, then wait until it is forgotten; returns it."""
+    until the node closes it as slow, then (``forgotten``) wait until it is forgotten;
+    returns it. A writer whose send waits on the full socket at the close keeps the
+    connection until the client reads again or the close grace (5 s) ends."""
     async with asyncio.timeout(T):
         while len(hub.node.registry) == 0:
             await asyncio.sleep(0.01)
@@ -144,7 +146,7 @@ async def flood_until_slow(hub: LiveHub, user: str) -> Any:
         while not conn.closed:
             await hub.svc.broker.publish(user_channel(user), big)
             await asyncio.sleep(0)
-        while len(hub.node.registry):
+        while forgotten and len(hub.node.registry):
             await asyncio.sleep(0.01)
     return conn
 

@@ -289,11 +289,16 @@ async def test_a_client_that_does_not_read_is_closed_with_4008(
     async with live_hub(**settings_env, outbox_max_events=20) as hub:
         # max_queue=1: the client library stops reading the socket after one frame.
         async with ws_connect(hub.ws_url("u1"), max_queue=1) as ws:
-            conn = await flood_until_slow(hub, "u1")
+            conn = await flood_until_slow(hub, "u1", forgotten=False)
             assert conn.outbox.close_code == 4008
             assert conn.outbox.nbytes == 0 and len(conn.outbox) == 0
             assert counted(hub.svc, "slow_client_disconnects") == 1
+            # Reading again within the close grace: a send that waited on the full
+            # socket goes out, then the close frame.
             assert await closed_code(ws, 30) == 4008
+            async with asyncio.timeout(T):
+                while len(hub.node.registry):
+                    await asyncio.sleep(0.01)
 
 
 async def test_a_plain_http_request_to_ws_is_refused(hub: LiveHub) -> None:
