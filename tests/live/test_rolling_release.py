@@ -221,7 +221,10 @@ async def releases(
                 f"release being replaced"
             )
             assert await reported_version(old) == old_version
-            assert await reported_version(new) == new_version
+            assert await reported_version(new) == new_version, (
+                "this venv's notifyhub was installed from another version of pyproject.toml:"
+                " install it again (`pip install -e .`; `make test` does)"
+            )
             yield both
         finally:
             for hub in (both.new, both.old):  # the old one as restarted, if it was
