@@ -407,7 +407,9 @@ def _version() -> str:
     try:
         return metadata.version("notifyhub")
     except metadata.PackageNotFoundError:
-        return "0.1.0"
+        # Run from a source tree that is not installed: pyproject.toml is the one place
+        # that names the version, so none is made up here (as ``notifyhub --version``).
+        return "(not installed)"
 
 
 @cache
