@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from db import events as event_log
@@ -32,6 +32,22 @@ def item(record: Any) -> dict[str, Any]:
     action_id, acted_at = row.pop("action_id"), row.pop("acted_at")
     row["action"] = None if action_id is None else {"id": action_id, "acted_at": acted_at}
     return row
+
+
+def inserted(row: Row, created_at: datetime) -> dict[str, Any]:
+    """``item`` of ``row`` as ``insert_rows`` stored it at ``created_at``, built without
+    reading it back (the same keys in the same order; a row's ``data`` is shared, not
+    copied)."""
+    id_, user_id, type_, title, body, link, data, priority, expires_at, actions = row
+    return {
+        "id": id_, "user_id": user_id, "type": type_, "title": title, "body": body,
+        "link": link, "data": data, "priority": priority, "read": False, "read_at": None,
+        "seen": False, "seen_at": None, "archived": False, "archived_at": None,
+        "snoozed_until": None, "position": id_, "created_at": created_at,
+        "expires_at": None if expires_at is None else expires_at.astimezone(UTC),
+        "actions": [] if actions is None else actions, "collapse_key": None,
+        "group_count": 1, "actors": [], "action": None,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +87,8 @@ async def insert_rows(
     # As text: arrays of arrays must be rectangular.
     columns[9] = [None if actions is None else dumps(actions) for actions in columns[9]]
     if groups is None or not any(groups):
-        return [item(r) for r in await conn.fetch(Q.insert_rows, *columns)]
+        created_at = await conn.fetchval(Q.insert_rows, *columns)
+        return [inserted(row, created_at) for row in rows]
     gs = groups
     extra = [
         [g.key if g else None for g in gs], [g.count if g else 1 for g in gs],

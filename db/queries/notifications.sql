@@ -4,24 +4,23 @@ SELECT array_agg(nextval('notifications_id_seq') ORDER BY n)
 FROM generate_series(1, $1::int) AS n
 
 -- name: insert_rows
--- One row per array position, with the ids allocate_ids gave, returned in that order.
--- A new notification's inbox position is its id. $10 actions as JSON text (arrays of
--- arrays would have to be rectangular): NULL for a notification without any. (Rows
--- with collapse keys go through insert_grouped.)
-INSERT INTO notifications
-    (id, user_id, type, title, body, link, data, priority, expires_at, position, actions)
-OVERRIDING SYSTEM VALUE
-SELECT i, u, ty, ti, b, l, d, p, x, i, a::jsonb
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[])
-     WITH ORDINALITY AS t(i, u, ty, ti, b, l, d, p, x, a, n)
-ORDER BY n
-RETURNING id, user_id, type, title, body, link, data, priority,
-          read_at IS NOT NULL AS read, read_at, seen_at IS NOT NULL AS seen, seen_at,
-          archived_at IS NOT NULL AS archived, archived_at, snoozed_until, position,
-          created_at, expires_at,
-          coalesce(actions, '[]'::jsonb) AS actions, action_id, acted_at, collapse_key,
-          group_count, actors
+-- One row per array position, with the ids allocate_ids gave. A new notification's
+-- inbox position is its id. $10 actions as JSON text (arrays of arrays would have to be
+-- rectangular): NULL for a notification without any. Nothing is read back: the caller
+-- knows every column but the defaults, and of those only created_at varies, the
+-- transaction's now(), which this returns. (Rows with collapse keys go through
+-- insert_grouped.)
+WITH inserted AS (
+    INSERT INTO notifications
+        (id, user_id, type, title, body, link, data, priority, expires_at, position,
+         actions)
+    OVERRIDING SYSTEM VALUE
+    SELECT i, u, ty, ti, b, l, d, p, x, i, a::jsonb
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                $6::text[], $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[])
+         AS t(i, u, ty, ti, b, l, d, p, x, a)
+)
+SELECT now()
 
 -- name: insert_grouped
 -- insert_rows for a batch with collapse keys: one row per array position, with the

@@ -1,0 +1,32 @@
+"""Stored notifications: what an insert hands back without reading its rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from db import notifications as store
+from db.pool import create_pool
+
+
+async def test_inserted_rows_are_built_exactly_as_the_stored_rows_read_back(database_url):
+    pool = await create_pool(database_url)
+    later = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=2)))
+    data = {"n": 1, "f": 2.5, "deep": {"list": [1, "two", None, True]}, "s": "ü \" \\ \n"}
+    actions = [{"id": "ok", "label": "OK"}, {"id": "no", "label": "No", "style": "danger"}]
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            ids = await store.allocate_ids(conn, 3)
+            rows: list[store.Row] = [
+                (ids[0], "u1", "t", "Title", "", None, {}, "normal", None, None),
+                (ids[1], "u2", "t.x", "Ü", "body", "https://x.example/a", data, "high",
+                 later, actions),
+                (ids[2], "u1", "t", "T", "b", None, data, "low", None, []),
+            ]
+            built = await store.insert_rows(conn, rows)
+        stored = {item["id"]: item for item in await store.by_ids(pool, ids)}
+        assert built == [stored[i] for i in ids]
+        assert [list(item) for item in built] == [list(stored[i]) for i in ids]
+        assert built[1]["expires_at"] == later and built[1]["expires_at"].tzinfo == UTC
+        assert built[0]["created_at"] == built[1]["created_at"] == stored[ids[0]]["created_at"]
+    finally:
+        await pool.close()
