@@ -76,6 +76,15 @@ class Session:
     reason: str = ""
     probe_seen: float = field(default_factory=time.monotonic)  # its probe's last echo
     probe_failed: bool = False  # the last probe publish failed
+    dispatch: Callable[[dict[str, Any]], None] | None = None  # set by ``read``
+
+    def __post_init__(self) -> None:
+        # redis-py hands each message its hiredis parser reads as a push to this handler
+        # (once the connection opens) and returns what the handler returns to
+        # get_message; None skips its per-message bookkeeping (a message dict, metrics,
+        # a debug line formatted whatever the log level), most of redis-py's cost per
+        # message. Parsers that do not report pushes take the way through get_message.
+        self.pubsub.push_handler_func = self._pushed
 
     def expect(self) -> asyncio.Future[bool]:
         """A future that the next confirmation not yet expected resolves."""
@@ -107,9 +116,24 @@ class Session:
         fresh = time.monotonic() - self.probe_seen <= probe_limit
         return self.live and fresh and not self.probe_failed
 
+    async def _pushed(self, response: list[Any]) -> None:
+        """A message as the parser read it, ``[type, channel, data]``, to ``dispatch``
+        in the shape get_message gives; an unsubscribed channel leaves the PubSub's
+        books, as get_message would have done it."""
+        kind = response[0].decode() if isinstance(response[0], bytes) else str(response[0])
+        if kind in _UNSUBSCRIBED:
+            pending, channels = _UNSUBSCRIBED[kind]
+            if response[1] in getattr(self.pubsub, pending):
+                getattr(self.pubsub, pending).remove(response[1])
+                getattr(self.pubsub, channels).pop(response[1], None)
+        if self.dispatch is not None:
+            self.dispatch({"type": kind, "channel": response[1],
+                           "data": response[2] if len(response) > 2 else None})
+
     async def read(self, dispatch: Callable[[dict[str, Any]], None]) -> None:
         """Hand every message to ``dispatch`` until the connection fails (or the task is
         cancelled); then the session is closing and its waiters learn it is gone."""
+        self.dispatch = dispatch
         try:
             while True:
                 message = await self.pubsub.get_message(timeout=None)
@@ -119,6 +143,13 @@ class Session:
             self.closing, self.live = True, False
             self.settle(confirmed=False)
 
+
+#: The PubSub's books of a channel being unsubscribed, by confirmation type: its pending
+#: set, and the channels it remembers to subscribe again on a reconnect.
+_UNSUBSCRIBED = {
+    "unsubscribe": ("pending_unsubscribe_channels", "channels"),
+    "sunsubscribe": ("pending_unsubscribe_shard_channels", "shard_channels"),
+}
 
 #: A command on the wire: its session and the future its confirmation resolves.
 Sent = tuple[Session, asyncio.Future[bool]]

@@ -114,3 +114,23 @@ async def test_without_scripting_rights_a_burst_is_published_with_pipelined_spub
         for port in redis_cluster.procs:
             async with Redis(host="127.0.0.1", port=port) as node:
                 await node.execute_command("ACL", "DELUSER", user)
+
+
+async def test_unsubscribed_shard_channels_leave_no_trace_in_the_subscriber_connections(
+    started: StartBroker, redis_cluster_url: str, redis_prefix: str
+) -> None:
+    hub = await started(redis_cluster_url, redis_prefix)
+    for n in range(60):
+        await hub.broker.subscribe(f"user:u{n}")
+    for n in range(60):
+        if n != 7:
+            await hub.broker.unsubscribe(f"user:u{n}")
+    link = hub.broker._link
+    assert link is not None and len(link) == 3
+    kept = set()
+    for shard in link.values():
+        assert shard.session.pubsub.pending_unsubscribe_shard_channels == set()
+        kept |= set(shard.session.pubsub.shard_channels) - {shard.probe}
+    assert kept == {f"{redis_prefix}user:u7".encode()}
+    await hub.broker.publish("user:u7", b"still here")
+    assert await hub.next() == ("user:u7", b"still here")

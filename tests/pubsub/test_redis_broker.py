@@ -69,6 +69,27 @@ async def test_two_brokers_on_one_redis_see_each_others_publishes(
         assert await harness.next() == ("user:alice", b"from two")
 
 
+async def test_unsubscribed_channels_leave_no_trace_in_the_subscriber_connection(
+    started: StartBroker, redis_url: str, redis_prefix: str
+) -> None:
+    """Messages skip redis-py's per-message handling (pubsub.session); its books of
+    unsubscribed channels are kept by hand, so user churn does not grow them."""
+    hub = await started(redis_url, redis_prefix)
+    for n in range(200):
+        await hub.broker.subscribe(f"user:u{n}")
+    for n in range(200):
+        if n != 7:
+            await hub.broker.unsubscribe(f"user:u{n}")
+    session = hub.broker._session
+    assert session is not None
+    assert session.pubsub.pending_unsubscribe_channels == set()
+    assert set(session.pubsub.channels) == {
+        hub.broker._probe_wire, f"{redis_prefix}user:u7".encode()
+    }
+    await hub.broker.publish("user:u7", b"still here")
+    assert await hub.next() == ("user:u7", b"still here")
+
+
 async def test_prefixes_isolate_brokers(started: StartBroker, redis_url: str) -> None:
     a, b = await started(redis_url, new_prefix()), await started(redis_url, new_prefix())
     for harness in (a, b):
