@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import asyncpg
@@ -11,6 +12,23 @@ from db.pool import Conn
 from db.queries import load
 
 Q = load("events")
+
+
+#: Where ``Q.append`` takes its events, and its first CTE reads them.
+_EVENTS = "FROM unnest($1::text[], $2::text[], $3::jsonb[])"
+
+
+@cache
+def after(cte: str, params: int, *, reads: str = "") -> str:
+    """``Q.append`` run after ``cte`` (``name AS (...)``) in one statement: ``cte``
+    takes the first ``params`` parameters, the events the next three. ``reads``: the
+    name of ``cte``, when the events must wait for it (its rows are read first)."""
+    cte = "\n".join(line for line in cte.splitlines() if not line.startswith("--"))
+    head, found, tail = Q.append.partition("WITH e AS (")
+    assert found and tail.count(_EVENTS) == 1, "append changed: update events.after"
+    moved = f"${params + 1}::text[], ${params + 2}::text[], ${params + 3}::jsonb[])"
+    source = f"FROM {reads + ', ' if reads else ''}unnest({moved}"
+    return f"{head}WITH {cte},\ne AS ({tail.replace(_EVENTS, source)}"
 
 
 async def append(
@@ -30,11 +48,20 @@ async def append(
         if deciding is not None:
             await deliveries.decide_with(conn, deciding)
         return []
-    columns = [e[0] for e in events], [e[1] for e in events], [e[2] for e in events]
     if deciding is None:
-        rows = await conn.fetch(Q.append, *columns)
-    else:
-        rows = await conn.fetch(Q.append_deciding, *columns, *deciding)
+        return await append_after(conn, "", [], events)
+    return await append_after(conn, Q.decided, deciding, events, reads="decided")
+
+
+async def append_after(
+    conn: asyncpg.Connection, cte: str, params: list[Any],
+    events: list[tuple[str, str, dict[str, Any]]], *, reads: str = "",
+) -> list[tuple[str, int, str, dict[str, Any]]]:
+    """``append`` in one statement after ``cte`` with its ``params`` (``after``); no
+    ``cte``: alone."""
+    columns = [e[0] for e in events], [e[1] for e in events], [e[2] for e in events]
+    statement = after(cte, len(params), reads=reads) if cte else Q.append
+    rows = await conn.fetch(statement, *params, *columns)
     next_seq: dict[str, int] = {}
     for row in rows:
         user, seq = row["user_id"], row["seq"]

@@ -63,15 +63,27 @@ class Group:
     body: str | None
 
 
-async def allocate_ids(conn: Conn, count: int) -> list[int]:
-    """``count`` new notification ids, ascending (gaps are harmless)."""
+async def allocate_ids(conn: Conn, count: int) -> tuple[list[int], datetime | None]:
+    """``count`` new notification ids, ascending (gaps are harmless), and the
+    transaction's ``now()``, the ``created_at`` of every row it inserts (``inserted``);
+    with ``count`` 0, no ids and None, without a round trip."""
     if count == 0:
-        return []
-    return list(await conn.fetchval(Q.allocate_ids, count))
+        return [], None
+    row = await conn.fetchrow(Q.allocate_ids, count)
+    return list(row["ids"]), row["now"]
+
+
+def _columns(rows: list[Row]) -> list[list[Any]]:
+    """``rows`` as the column arrays of ``insert_rows``."""
+    columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
+    # As text: arrays of arrays must be rectangular.
+    columns[9] = [None if actions is None else dumps(actions) for actions in columns[9]]
+    return columns
 
 
 async def insert_rows(
-    conn: Conn, rows: list[Row], groups: list[Group | None] | None = None
+    conn: Conn, rows: list[Row], groups: list[Group | None] | None = None, *,
+    created_at: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Insert ``rows`` in one statement; return the stored rows, one per row given, in
     that order.
@@ -79,15 +91,15 @@ async def insert_rows(
     A row with a ``Group`` (``groups``, by position; each user and key at most once)
     joins the user's open group with its key if there is one: the row returned is the
     group's (its own id), with ``was_seen`` and ``was_out`` (archived or snoozed) telling
-    how it was before; a row inserted has them None. Without groups, one plain INSERT.
+    how it was before; a row inserted has them None. Without groups, one plain INSERT,
+    whose rows are built (``inserted``) with ``created_at`` from ``allocate_ids``.
     """
     if not rows:
         return []
-    columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
-    # As text: arrays of arrays must be rectangular.
-    columns[9] = [None if actions is None else dumps(actions) for actions in columns[9]]
+    columns = _columns(rows)
     if groups is None or not any(groups):
-        created_at = await conn.fetchval(Q.insert_rows, *columns)
+        assert created_at is not None, "allocate_ids gives created_at with the ids"
+        await conn.execute(Q.insert_rows, *columns)
         return [inserted(row, created_at) for row in rows]
     gs = groups
     extra = [
@@ -100,6 +112,16 @@ async def insert_rows(
     by_group = {(r["user_id"], r["collapse_key"]): r for r in stored if r["collapse_key"]}
     return [by_group[(row[1], g.key)] if g else by_id[row[0]]
             for row, g in zip(rows, gs, strict=True)]
+
+
+async def insert_appending(
+    conn: Connection, rows: list[Row], events: list[tuple[str, str, dict[str, Any]]],
+) -> list[tuple[str, int, str, dict[str, Any]]]:
+    """``insert_rows`` without groups and ``event_log.append`` of ``events`` in one
+    statement, one round trip; the rows are those ``inserted`` builds."""
+    return await event_log.append_after(
+        conn, f"inserted AS ({Q.insert_rows})", _columns(rows), events
+    )
 
 
 async def by_ids(conn: Conn, ids: list[int]) -> list[dict[str, Any]]:

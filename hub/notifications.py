@@ -262,9 +262,10 @@ async def _create_in(
         else:
             replays.append(n)
     # A scheduled request takes one id (its own); a notification one per recipient.
-    ids = iter(await store.allocate_ids(
+    allocated, now = await store.allocate_ids(
         conn, sum(1 if later[p[0]] else len(p[1]) for p in plans)
-    ))
+    )
+    ids = iter(allocated)
     planned = [(n, [next(ids) for _ in (["later"] if later[n] else allowed)], allowed,
                 suppressed, content)
                for n, allowed, suppressed, content in plans]
@@ -321,10 +322,17 @@ async def _create_in(
         strict=True,
     ):
         results[n] = Created([], [], scheduled=item)
-    if any(groups):
+    # Without groups the rows are known before they are stored; without channels they
+    # are stored by the statement that appends their events (one round trip for both).
+    plain = not any(groups)
+    if not plain:
         items, joined = await _insert_grouped(conn, rows, groups)
+    elif channels:  # their deliveries are decided over the stored rows, before the events
+        items, joined = await store.insert_rows(conn, rows, created_at=now), [False] * len(rows)
     else:
-        items, joined = await store.insert_rows(conn, rows), [False] * len(rows)
+        assert now is not None or not rows
+        items = [store.inserted(row, now) for row in rows] if now is not None else []
+        joined = [False] * len(rows)
     new = [item for item, j in zip(items, joined, strict=True) if not j]
     hour, weekday = digest_at
     deciding = delivery_store.decide_args(
@@ -337,8 +345,11 @@ async def _create_in(
         await delivery_store.decide_with(conn, deciding)
         deciding = None
     changes, owner = await _group_events(conn, rows, items, joined)
-    # Otherwise decided by the statement that appends the events: no round trip of its own.
-    events = await event_log.append(conn, changes, deciding=deciding)
+    if plain and not channels and rows:
+        events = await store.insert_appending(conn, rows, changes)
+    else:
+        # Decided by the statement that appends the events: no round trip of its own.
+        events = await event_log.append(conn, changes, deciding=deciding)
     mine: dict[int, list[Event]] = {}  # each event goes to the first row that made it
     for row, event in zip(owner, events, strict=True):
         mine.setdefault(row, []).append(event)

@@ -2,7 +2,8 @@
 -- Append events ($1 users, $2 types, $3 data) in one statement: each user's counter
 -- goes up by their event count (row locks taken in user order, which keeps writers
 -- from deadlocking; the lock orders writers per user, so seq order is commit order),
--- and their events get the seqs after the old value, in the order given.
+-- and their events get the seqs after the old value, in the order given. db/events.py
+-- also runs it after another CTE in the same statement (``after``).
 WITH e AS (
     SELECT u, ty, d, n,
            row_number() OVER (PARTITION BY u ORDER BY n) AS k,
@@ -20,36 +21,20 @@ FROM e JOIN c ON c.user_id = e.u
 ORDER BY e.n
 RETURNING user_id, seq
 
--- name: append_deciding
--- append, deciding the deliveries of the notifications the transaction just inserted in
--- the same statement, so a group-commit batch does not pay a round trip for them: $4-$14
--- are the parameters of deliveries_decide (db/queries/deliveries.sql, "decide"). The
--- function runs in its own snapshot, which sees the transaction's earlier statements
--- (the notifications inserted), not this one's writes (it needs none of them). ``e``
--- reads ``decided``, so the decision is complete before the counters are locked: the
--- lock order of a create (digest jobs, then counters) stays what it is with two
--- statements.
-WITH decided AS MATERIALIZED (
-    SELECT deliveries_decide($4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[],
-                             $9::text[], $10::float8[], $11::timestamptz, $12::text[],
-                             $13::int, $14::int) AS done
-), e AS (
-    SELECT u, ty, d, n,
-           row_number() OVER (PARTITION BY u ORDER BY n) AS k,
-           count(*) OVER (PARTITION BY u) AS cnt
-    FROM decided,
-         unnest($1::text[], $2::text[], $3::jsonb[]) WITH ORDINALITY AS t(u, ty, d, n)
-), c AS (
-    INSERT INTO user_counters AS c (user_id, last_seq)
-    SELECT u, count(*) FROM e GROUP BY u ORDER BY u
-    ON CONFLICT (user_id) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq
-    RETURNING user_id, last_seq
+-- name: decided
+-- A CTE put before append (db/events.py) to decide the deliveries of the notifications
+-- the transaction just inserted in the same statement, so a group-commit batch does not
+-- pay a round trip for them: $1-$11 are the parameters of deliveries_decide
+-- (db/queries/deliveries.sql, "decide"). The function runs in its own snapshot, which
+-- sees the transaction's earlier statements (the notifications inserted), not this
+-- one's writes (it needs none of them). append's ``e`` then reads ``decided``, so the
+-- decision is complete before the counters are locked: the lock order of a create
+-- (digest jobs, then counters) stays what it is with two statements.
+decided AS MATERIALIZED (
+    SELECT deliveries_decide($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::float8[], $8::timestamptz, $9::text[],
+                             $10::int, $11::int) AS done
 )
-INSERT INTO user_events (user_id, seq, type, data)
-SELECT e.u, c.last_seq - e.cnt + e.k, e.ty, e.d
-FROM e JOIN c ON c.user_id = e.u
-ORDER BY e.n
-RETURNING user_id, seq
 
 -- name: since
 SELECT seq, type, data FROM user_events

@@ -1,6 +1,7 @@
 -- name: allocate_ids
--- $1 new notification ids, ascending, for rows inserted later in this transaction.
-SELECT array_agg(nextval('notifications_id_seq') ORDER BY n)
+-- $1 new notification ids, ascending, for rows inserted later in this transaction, and
+-- the transaction's now(): the created_at those rows get.
+SELECT array_agg(nextval('notifications_id_seq') ORDER BY n) AS ids, now() AS now
 FROM generate_series(1, $1::int) AS n
 
 -- name: insert_rows
@@ -8,19 +9,16 @@ FROM generate_series(1, $1::int) AS n
 -- inbox position is its id. $10 actions as JSON text (arrays of arrays would have to be
 -- rectangular): NULL for a notification without any. Nothing is read back: the caller
 -- knows every column but the defaults, and of those only created_at varies, the
--- transaction's now(), which this returns. (Rows with collapse keys go through
--- insert_grouped.)
-WITH inserted AS (
-    INSERT INTO notifications
-        (id, user_id, type, title, body, link, data, priority, expires_at, position,
-         actions)
-    OVERRIDING SYSTEM VALUE
-    SELECT i, u, ty, ti, b, l, d, p, x, i, a::jsonb
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                $6::text[], $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[])
-         AS t(i, u, ty, ti, b, l, d, p, x, a)
-)
-SELECT now()
+-- transaction's now() (allocate_ids gives it). db/notifications.py also runs it as a
+-- CTE before the statement appending the rows' events. (Rows with collapse keys go
+-- through insert_grouped.)
+INSERT INTO notifications
+    (id, user_id, type, title, body, link, data, priority, expires_at, position, actions)
+OVERRIDING SYSTEM VALUE
+SELECT i, u, ty, ti, b, l, d, p, x, i, a::jsonb
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[])
+     AS t(i, u, ty, ti, b, l, d, p, x, a)
 
 -- name: insert_grouped
 -- insert_rows for a batch with collapse keys: one row per array position, with the
