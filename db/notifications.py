@@ -63,14 +63,17 @@ class Group:
     body: str | None
 
 
-async def allocate_ids(conn: Conn, count: int) -> tuple[list[int], datetime | None]:
-    """``count`` new notification ids, ascending (gaps are harmless), and the
-    transaction's ``now()``, the ``created_at`` of every row it inserts (``inserted``);
-    with ``count`` 0, no ids and None, without a round trip."""
-    if count == 0:
-        return [], None
-    row = await conn.fetchrow(Q.allocate_ids, count)
-    return list(row["ids"]), row["now"]
+async def allocate_ids(
+    conn: Conn, count: int, users: list[str] = [],  # noqa: B006 (never mutated)
+) -> tuple[list[int], datetime | None, dict[str, dict[str, Any]]]:
+    """``count`` new notification ids, ascending (gaps are harmless); the transaction's
+    ``now()``, the ``created_at`` of every row it inserts (``inserted``); and the saved
+    preferences of those of ``users`` who saved any, by user. Without ids or users,
+    nothing and no round trip."""
+    if count == 0 and not users:
+        return [], None, {}
+    row = await conn.fetchrow(Q.allocate_ids, count, users)
+    return list(row["ids"] or []), row["now"], row["prefs"] or {}
 
 
 def _columns(rows: list[Row]) -> list[list[Any]]:

@@ -248,7 +248,14 @@ async def _create_in(
         localized[n] = preset
         localized_grouped[n] = due_localized_grouped[n]
     users = sorted({u for rs in recipients for u in rs})
-    prefs = await preferences.load_many(conn, users)
+    # Ids for every recipient (those the preferences suppress leave gaps), the time and
+    # the preferences in one round trip; a scheduled request takes one id (its own).
+    allocated, now, saved = await store.allocate_ids(conn, sum(
+        1 if later[n] else len(recipients[n])
+        for n, content in enumerate(contents) if not isinstance(content, HubError)
+    ), users)
+    ids = iter(allocated)
+    prefs = preferences.loaded(saved)
     results: list[Created | HubError | None] = [None] * len(requests)
     plans: list[tuple[int, list[str], list[str], templates.Content]] = []
     replays: list[int] = []  # refused content with a key: a replay if the key was used
@@ -261,11 +268,6 @@ async def _create_in(
             results[n] = content
         else:
             replays.append(n)
-    # A scheduled request takes one id (its own); a notification one per recipient.
-    allocated, now = await store.allocate_ids(
-        conn, sum(1 if later[p[0]] else len(p[1]) for p in plans)
-    )
-    ids = iter(allocated)
     planned = [(n, [next(ids) for _ in (["later"] if later[n] else allowed)], allowed,
                 suppressed, content)
                for n, allowed, suppressed, content in plans]

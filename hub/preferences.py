@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from db import digests as digest_store
 from db import preferences as prefs_store
 from db.pool import Conn
@@ -80,7 +82,11 @@ async def load_many(
     conn: Conn, user_ids: list[str]
 ) -> dict[str, Preferences]:
     """The saved preferences of those ``user_ids`` that saved any (one query)."""
-    docs = await prefs_store.get_many(conn, user_ids) if user_ids else {}
+    return loaded(await prefs_store.get_many(conn, user_ids) if user_ids else {})
+
+
+def loaded(docs: dict[str, dict[str, Any]]) -> dict[str, Preferences]:
+    """Saved preferences documents, by user, as ``Preferences``."""
     return {user: Preferences.load(doc) for user, doc in docs.items()}
 
 

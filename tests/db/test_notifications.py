@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from db import events
 from db import notifications as store
+from db import preferences
 from db.pool import create_pool
 
 
@@ -17,7 +18,7 @@ async def test_inserted_rows_are_built_exactly_as_the_stored_rows_read_back(data
     actions = [{"id": "ok", "label": "OK"}, {"id": "no", "label": "No", "style": "danger"}]
     try:
         async with pool.acquire() as conn, conn.transaction():
-            ids, now = await store.allocate_ids(conn, 3)
+            ids, now, _ = await store.allocate_ids(conn, 3)
             rows: list[store.Row] = [
                 (ids[0], "u1", "t", "Title", "", None, {}, "normal", None, None),
                 (ids[1], "u2", "t.x", "Ü", "body", "https://x.example/a", data, "high",
@@ -42,7 +43,7 @@ async def test_rows_inserted_with_their_events_in_one_statement_are_stored_and_l
         async with pool.acquire() as conn, conn.transaction():
             await events.append(conn, [("u1", "earlier", {})])
         async with pool.acquire() as conn, conn.transaction():
-            ids, now = await store.allocate_ids(conn, 3)
+            ids, now, _ = await store.allocate_ids(conn, 3)
             assert now is not None
             rows: list[store.Row] = [
                 (ids[n], user, "t", f"T{n}", "", None, {"n": n}, "normal", None, None)
@@ -58,5 +59,24 @@ async def test_rows_inserted_with_their_events_in_one_statement_are_stored_and_l
         logged = await events.since(pool, "u1", 1, 10)
         assert [(r["seq"], r["data"]["id"]) for r in logged] == [(2, ids[0]), (3, ids[2])]
         assert logged[0]["data"]["created_at"] == now.isoformat().replace("+00:00", "Z")
+    finally:
+        await pool.close()
+
+
+async def test_ids_come_with_the_transaction_time_and_the_saved_preferences_of_the_users(
+    database_url,
+):
+    pool = await create_pool(database_url)
+    try:
+        saved = {"types": {"t": {"in_app": False}}}
+        await preferences.put(pool, "u1", saved)
+        async with pool.acquire() as conn, conn.transaction():
+            ids, now, prefs = await store.allocate_ids(conn, 2, ["u1", "u2"])
+            assert now == await conn.fetchval("SELECT now()")
+        assert len(ids) == 2 and ids[0] < ids[1]
+        assert prefs == {"u1": saved}
+        async with pool.acquire() as conn, conn.transaction():
+            assert (await store.allocate_ids(conn, 0, ["u2"]))[::2] == ([], {})
+            assert await store.allocate_ids(conn, 0, []) == ([], None, {})
     finally:
         await pool.close()
