@@ -1,4 +1,5 @@
-"""Smoke test of the capacity scripts ``python -m bench.shard`` and ``bench.eventlog``.
+"""Smoke test of the capacity scripts ``python -m bench.shard`` and ``bench.eventlog``,
+and of the path and floor measures ``bench.paths`` and ``bench.durablefloor``.
 
 Each runs briefly; asserts what they report (every key, every publish delivered, the
 rows they created), never timing.
@@ -50,3 +51,26 @@ def test_eventlog_reports_the_size_of_every_table_a_create_writes() -> None:
     assert tables["user_events"]["rows"] == row["events"] == 220
     assert row["bytes_per_notification"] > 0
     assert row["pruned_events"] == 220 and row["pg_cpu_us_per_pruned_event"] is not None
+
+
+def test_paths_create_stores_every_notification_it_times() -> None:
+    row = run("bench.paths", "PATHS", "create", "--batches", "30", "--recipients", "10")
+    assert row["one"]["batches"] == 30 and row["bulk"]["recipients"] == 10
+    assert row["one"]["cpu_us"]["p50"] > 0 and row["bulk"]["wall_ms"]["p99"] > 0
+    # 20 warm-up batches of each kind; bulk: max(5, 30 // 100) timed batches of 10 users.
+    assert row["stored"] == (30 + 20) + (5 + 20) * 10
+
+
+def test_paths_subscribe_receives_every_published_message() -> None:
+    row = run("bench.paths", "PATHS", "subscribe", "--messages", "2000")
+    assert row["received"] == row["messages"] == 2000
+    assert row["cpu_us_per_message"] > 0
+
+
+def test_durable_floor_times_each_step_and_their_sum() -> None:
+    row = run("bench.durablefloor", "FLOOR", "60")
+    assert row["n"] == 60
+    assert set(row) == {"n", "pg commit", "pg select", "redis xadd", "redis publish",
+                        "xadd + commit"}
+    for name in ("pg commit", "redis xadd", "xadd + commit"):
+        assert 0 < row[name]["p50_ms"] <= row[name]["p99_ms"] <= row[name]["max_ms"]

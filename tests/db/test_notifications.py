@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from db import events
+from db import events, preferences
 from db import notifications as store
-from db import preferences
 from db.pool import create_pool
 
 

@@ -1,0 +1,142 @@
+"""``python -m bench.paths``: the CPU and time of the hub's two hot paths, alone.
+
+Prints one ``PATHS {json}`` line.
+
+``create``: ``hub.notifications.create_many_in`` in a loop, one transaction per batch,
+on a throwaway PostgreSQL (pgserver, commits flushed as in production), with no HTTP,
+no Redis and no clients: the wall time and the process's CPU per batch, median and
+p99, for batches of one create to one user (with an idempotency key, as ingest makes
+them) and of one create to ``--recipients`` users (a bulk create).
+
+``subscribe``: a ``RedisBroker`` subscribed to one channel of a throwaway Redis while
+another process publishes ``--messages`` messages to it (pipelined, 100 at a time):
+the broker process's CPU per message received (reading, parsing, unwiring, handing
+to ``on_message``).
+
+To compare two source trees, run each with ``PYTHONPATH=<tree>`` (``git archive`` copies,
+as ``make bench --hub-src`` does), alternated, back to back (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+from db.migrate import migrate
+from db.pool import create_pool
+from hub.models import NotificationCreate
+from hub.notifications import create_many_in
+from pubsub.redis import RedisBroker
+from tests.servers import PostgresServer, RedisServer
+
+#: The publisher of ``subscribe``, in a process of its own: pipelined PUBLISHes.
+PUBLISHER = """
+import sys, redis
+client, n = redis.Redis.from_url(sys.argv[1]), int(sys.argv[2])
+frame = b'7\\n{"type":"notification.created","seq":7,"data":{"id":1,"title":"hello"}}'
+for start in range(0, n, 100):
+    pipe = client.pipeline(transaction=False)
+    for _ in range(min(100, n - start)):
+        pipe.publish("path:user:u1", frame)
+    pipe.execute()
+"""
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {"p50": round(statistics.median(ordered), 3),
+            "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3)}
+
+
+async def create(dsn: str, batches: int, recipients: int) -> dict[str, Any]:
+    pool = await create_pool(dsn)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        out: dict[str, Any] = {}
+        for label, count, users in (("one", batches, 1), ("bulk", max(5, batches // 100),
+                                                          recipients)):
+            walls, cpus = [], []
+            for n in range(count + 20):  # the first 20 warm up: plans, types, caches
+                request = NotificationCreate(
+                    user_ids=[f"u{(n * users + i) % 2000}" for i in range(users)]
+                    if users > 1 else None,
+                    user_id=f"u{n % 2000}" if users == 1 else None,
+                    type="bench", title="path", data={"n": n, "t0": time.time()},
+                    idempotency_key=f"path:{os.getpid()}:{label}:{n}" if users == 1 else None,
+                )
+                wall, cpu = time.perf_counter(), time.process_time()
+                async with pool.acquire() as conn, conn.transaction():
+                    await create_many_in(conn, [request])
+                if n >= 20:
+                    walls.append((time.perf_counter() - wall) * 1000)
+                    cpus.append((time.process_time() - cpu) * 1e6)
+            out[label] = {"recipients": users, "batches": count, "wall_ms": summary(walls),
+                          "cpu_us": summary(cpus)}
+        out["stored"] = await pool.fetchval("SELECT count(*) FROM notifications")
+        return out
+    finally:
+        await pool.close()
+
+
+async def subscribe(url: str, messages: int) -> dict[str, Any]:
+    got, done, started = 0, asyncio.Event(), [0.0]
+
+    def on_message(channel: str, seq: int | None, message: bytes) -> None:
+        nonlocal got
+        got += 1
+        if got == 1:
+            started[0] = time.process_time()
+        if got == messages:
+            done.set()
+
+    async def on_reconnect() -> None:
+        return None
+
+    broker = RedisBroker(url, "path:")
+    await broker.start(on_message, on_reconnect)
+    try:
+        await broker.subscribe("user:u1")
+        publisher = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PUBLISHER, url, str(messages),
+            stdout=asyncio.subprocess.DEVNULL)
+        await asyncio.wait_for(done.wait(), 120)
+        cpu = time.process_time() - started[0]
+        await publisher.wait()
+        return {"messages": messages, "received": got,
+                "cpu_us_per_message": round(cpu / messages * 1e6, 2)}
+    finally:
+        await broker.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.paths", description=__doc__)
+    p.add_argument("path", choices=("create", "subscribe"))
+    p.add_argument("--batches", type=int, default=2000, help="one-create batches (2000)")
+    p.add_argument("--recipients", type=int, default=1000, help="users of the bulk (1000)")
+    p.add_argument("--messages", type=int, default=100_000, help="published (100000)")
+    args = p.parse_args()
+    if args.path == "create":
+        pg = PostgresServer()
+        try:
+            result = asyncio.run(create(pg.start(), args.batches, args.recipients))
+        finally:
+            pg.close()
+    else:
+        redis = RedisServer()
+        redis.start()
+        try:
+            result = asyncio.run(subscribe(redis.url, args.messages))
+        finally:
+            redis.close()
+    print("PATHS " + json.dumps({"path": args.path, **result}))
+
+
+if __name__ == "__main__":
+    main()
