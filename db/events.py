@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
@@ -16,19 +17,32 @@ Q = load("events")
 
 #: Where ``Q.append`` takes its events, and its first CTE reads them.
 _EVENTS = "FROM unnest($1::text[], $2::text[], $3::jsonb[])"
+#: A CTE's text and the number of its parameters (numbered from $1 in its text).
+Cte = tuple[str, int]
+#: The batch's rows, for the decision to wait for, when an earlier statement stored them.
+_STORED_BEFORE: Cte = ("stored AS (SELECT)", 0)
+
+
+def _renumbered(text: str, by: int) -> str:
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m[1]) + by}", text)
 
 
 @cache
-def after(cte: str, params: int, *, reads: str = "") -> str:
-    """``Q.append`` run after ``cte`` (``name AS (...)``) in one statement: ``cte``
-    takes the first ``params`` parameters, the events the next three. ``reads``: the
-    name of ``cte``, when the events must wait for it (its rows are read first)."""
-    cte = "\n".join(line for line in cte.splitlines() if not line.startswith("--"))
+def after(ctes: tuple[Cte, ...], reads: str = "") -> str:
+    """``Q.append`` run after ``ctes`` (each ``name AS (...)``) in one statement; their
+    parameters are numbered on in order, the events take the three after them.
+    ``reads``: the name of a CTE the events must wait for (its rows are read first)."""
+    parts, used = [], 0
+    for text, params in ctes:
+        body = "\n".join(line for line in text.splitlines() if not line.startswith("--"))
+        parts.append(_renumbered(body, used))
+        used += params
     head, found, tail = Q.append.partition("WITH e AS (")
     assert found and tail.count(_EVENTS) == 1, "append changed: update events.after"
-    moved = f"${params + 1}::text[], ${params + 2}::text[], ${params + 3}::jsonb[])"
+    moved = f"${used + 1}::text[], ${used + 2}::text[], ${used + 3}::jsonb[])"
     source = f"FROM {reads + ', ' if reads else ''}unnest({moved}"
-    return f"{head}WITH {cte},\ne AS ({tail.replace(_EVENTS, source)}"
+    ctes_text = ",\n".join(parts)
+    return f"{head}WITH {ctes_text},\ne AS ({tail.replace(_EVENTS, source)}"
 
 
 async def append(
@@ -48,20 +62,23 @@ async def append(
         if deciding is not None:
             await deliveries.decide_with(conn, deciding)
         return []
-    if deciding is None:
-        return await append_after(conn, "", [], events)
-    return await append_after(conn, Q.decided, deciding, events, reads="decided")
+    ctes: list[tuple[Cte, list[Any]]] = [(_STORED_BEFORE, [])] if deciding is not None else []
+    return await append_after(conn, ctes, events, deciding=deciding)
 
 
 async def append_after(
-    conn: asyncpg.Connection, cte: str, params: list[Any],
-    events: list[tuple[str, str, dict[str, Any]]], *, reads: str = "",
+    conn: asyncpg.Connection, ctes: list[tuple[Cte, list[Any]]],
+    events: list[tuple[str, str, dict[str, Any]]], *, deciding: list[Any] | None = None,
 ) -> list[tuple[str, int, str, dict[str, Any]]]:
-    """``append`` in one statement after ``cte`` with its ``params`` (``after``); no
-    ``cte``: alone."""
+    """``append`` in one statement after ``ctes``, each a CTE and its parameters
+    (``after``); with ``deciding`` (as in ``append``), the deliveries are decided after
+    them, once a CTE named ``stored`` (the new notifications) is done."""
     columns = [e[0] for e in events], [e[1] for e in events], [e[2] for e in events]
-    statement = after(cte, len(params), reads=reads) if cte else Q.append
-    rows = await conn.fetch(statement, *params, *columns)
+    if deciding is not None:
+        ctes = [*ctes, ((Q.decided, len(deciding)), deciding)]
+    statement = (after(tuple(cte for cte, _ in ctes), "decided" if deciding else "")
+                 if ctes else Q.append)
+    rows = await conn.fetch(statement, *(p for _, params in ctes for p in params), *columns)
     next_seq: dict[str, int] = {}
     for row in rows:
         user, seq = row["user_id"], row["seq"]

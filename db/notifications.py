@@ -35,7 +35,7 @@ def item(record: Any) -> dict[str, Any]:
 
 
 def inserted(row: Row, created_at: datetime) -> dict[str, Any]:
-    """``item`` of ``row`` as ``insert_rows`` stored it at ``created_at``, built without
+    """``item`` of ``row`` as ``insert_appending`` stored it at ``created_at``, built without
     reading it back (the same keys in the same order; a row's ``data`` is shared, not
     copied)."""
     id_, user_id, type_, title, body, link, data, priority, expires_at, actions = row
@@ -52,7 +52,7 @@ def inserted(row: Row, created_at: datetime) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Group:
-    """A row's grouping (``insert_rows``): its collapse key, how many creates it folds,
+    """A row's grouping (``insert_grouped``): its collapse key, how many creates it folds,
     their actors (newest first, distinct, at most 5), and the grouped title and body
     patterns (``hub.templates.grouped``; body None: the newest create's body)."""
 
@@ -77,33 +77,28 @@ async def allocate_ids(
 
 
 def _columns(rows: list[Row]) -> list[list[Any]]:
-    """``rows`` as the column arrays of ``insert_rows``."""
+    """``rows`` as the column arrays of ``Q.insert_rows`` (and of ``Q.insert_grouped``)."""
     columns: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
     # As text: arrays of arrays must be rectangular.
     columns[9] = [None if actions is None else dumps(actions) for actions in columns[9]]
     return columns
 
 
-async def insert_rows(
-    conn: Conn, rows: list[Row], groups: list[Group | None] | None = None, *,
-    created_at: datetime | None = None,
+async def insert_grouped(
+    conn: Conn, rows: list[Row], groups: list[Group | None]
 ) -> list[dict[str, Any]]:
-    """Insert ``rows`` in one statement; return the stored rows, one per row given, in
-    that order.
+    """Insert ``rows``, some with a ``Group``, in one statement; return the stored rows,
+    one per row given, in that order.
 
     A row with a ``Group`` (``groups``, by position; each user and key at most once)
     joins the user's open group with its key if there is one: the row returned is the
     group's (its own id), with ``was_seen`` and ``was_out`` (archived or snoozed) telling
-    how it was before; a row inserted has them None. Without groups, one plain INSERT,
-    whose rows are built (``inserted``) with ``created_at`` from ``allocate_ids``.
+    how it was before; a row inserted has them None. (Rows without groups are stored by
+    ``insert_appending``.)
     """
     if not rows:
         return []
     columns = _columns(rows)
-    if groups is None or not any(groups):
-        assert created_at is not None, "allocate_ids gives created_at with the ids"
-        await conn.execute(Q.insert_rows, *columns)
-        return [inserted(row, created_at) for row in rows]
     gs = groups
     extra = [
         [g.key if g else None for g in gs], [g.count if g else 1 for g in gs],
@@ -119,11 +114,14 @@ async def insert_rows(
 
 async def insert_appending(
     conn: Connection, rows: list[Row], events: list[tuple[str, str, dict[str, Any]]],
+    deciding: list[Any] | None = None,
 ) -> list[tuple[str, int, str, dict[str, Any]]]:
-    """``insert_rows`` without groups and ``event_log.append`` of ``events`` in one
-    statement, one round trip; the rows are those ``inserted`` builds."""
+    """The plain insert of ``rows`` and ``event_log.append`` of ``events`` (deciding
+    the rows' deliveries, with ``deciding``) in one statement, one round trip; the rows
+    are those ``inserted`` builds."""
+    stored = f"stored AS ({Q.insert_rows}\nRETURNING id)"
     return await event_log.append_after(
-        conn, f"inserted AS ({Q.insert_rows})", _columns(rows), events
+        conn, [((stored, 10), _columns(rows))], events, deciding=deciding
     )
 
 

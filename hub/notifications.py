@@ -324,17 +324,15 @@ async def _create_in(
         strict=True,
     ):
         results[n] = Created([], [], scheduled=item)
-    # Without groups the rows are known before they are stored; without channels they
-    # are stored by the statement that appends their events (one round trip for both).
+    # Without groups the rows are known before they are stored, and the statement that
+    # appends their events stores them (and decides their deliveries): one round trip.
     plain = not any(groups)
-    if not plain:
-        items, joined = await _insert_grouped(conn, rows, groups)
-    elif channels:  # their deliveries are decided over the stored rows, before the events
-        items, joined = await store.insert_rows(conn, rows, created_at=now), [False] * len(rows)
-    else:
+    if plain:
         assert now is not None or not rows
         items = [store.inserted(row, now) for row in rows] if now is not None else []
         joined = [False] * len(rows)
+    else:
+        items, joined = await _insert_grouped(conn, rows, groups)
     new = [item for item, j in zip(items, joined, strict=True) if not j]
     hour, weekday = digest_at
     deciding = delivery_store.decide_args(
@@ -347,10 +345,11 @@ async def _create_in(
         await delivery_store.decide_with(conn, deciding)
         deciding = None
     changes, owner = await _group_events(conn, rows, items, joined)
-    if plain and not channels and rows:
-        events = await store.insert_appending(conn, rows, changes)
+    # The deliveries are decided by the statement that appends the events: no round trip
+    # of their own.
+    if plain and rows:
+        events = await store.insert_appending(conn, rows, changes, deciding)
     else:
-        # Decided by the statement that appends the events: no round trip of its own.
         events = await event_log.append(conn, changes, deciding=deciding)
     mine: dict[int, list[Event]] = {}  # each event goes to the first row that made it
     for row, event in zip(owner, events, strict=True):
@@ -417,7 +416,7 @@ async def _insert_grouped(
     conn: Connection, rows: list[store.Row], groups: list[store.Group | None],
 ) -> tuple[list[dict[str, Any]], list[bool]]:
     """Insert ``rows`` whose ``groups`` have collapse keys (``db.notifications.
-    insert_rows``): a batch's rows of one user and key fold into one (the first's id,
+    insert_grouped``): a batch's rows of one user and key fold into one (the first's id,
     the newest's content, the count and actors of all), which starts a group or joins
     the open one. Returns each row's notification, and whether the row joined a group
     (an open one before this batch, or an earlier row of it) rather than start one."""
@@ -443,7 +442,7 @@ async def _insert_grouped(
             group.title, group.body,
         )
     order = sorted(folded_rows)
-    stored = await store.insert_rows(
+    stored = await store.insert_grouped(
         conn, [folded_rows[r] for r in order], [folded.get(r) for r in order]
     )
     by_row = dict(zip(order, stored, strict=True))

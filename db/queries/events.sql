@@ -22,18 +22,20 @@ ORDER BY e.n
 RETURNING user_id, seq
 
 -- name: decided
--- A CTE put before append (db/events.py) to decide the deliveries of the notifications
--- the transaction just inserted in the same statement, so a group-commit batch does not
--- pay a round trip for them: $1-$11 are the parameters of deliveries_decide
--- (db/queries/deliveries.sql, "decide"). The function runs in its own snapshot, which
--- sees the transaction's earlier statements (the notifications inserted), not this
--- one's writes (it needs none of them). append's ``e`` then reads ``decided``, so the
--- decision is complete before the counters are locked: the lock order of a create
--- (digest jobs, then counters) stays what it is with two statements.
+-- A CTE put before append (db/events.py) to decide the deliveries of new notifications
+-- in the same statement, so a group-commit batch does not pay a round trip for them:
+-- $1-$11 are the parameters of deliveries_decide (db/queries/deliveries.sql, "decide").
+-- It waits for the CTE ``stored`` (the batch's notifications, when the same statement
+-- inserts them): a function runs its own statements with a fresh snapshot, which sees
+-- the transaction's earlier statements and what this one wrote before it was called,
+-- so it sees those rows (and their foreign keys hold). append's ``e`` then reads
+-- ``decided``, so the decision is complete before the counters are locked: the lock
+-- order of a create (digest jobs, then counters) stays what it is with two statements.
 decided AS MATERIALIZED (
     SELECT deliveries_decide($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
                              $6::text[], $7::float8[], $8::timestamptz, $9::text[],
                              $10::int, $11::int) AS done
+    FROM (SELECT count(*) FROM stored) AS waited
 )
 
 -- name: since

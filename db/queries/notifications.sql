@@ -14,9 +14,9 @@ SELECT (SELECT array_agg(nextval('notifications_id_seq') ORDER BY n)
 -- inbox position is its id. $10 actions as JSON text (arrays of arrays would have to be
 -- rectangular): NULL for a notification without any. Nothing is read back: the caller
 -- knows every column but the defaults, and of those only created_at varies, the
--- transaction's now() (allocate_ids gives it). db/notifications.py also runs it as a
--- CTE before the statement appending the rows' events. (Rows with collapse keys go
--- through insert_grouped.)
+-- transaction's now() (allocate_ids gives it). db/notifications.py runs it as a CTE
+-- of the statement that appends the rows' events (insert_appending). (Rows with
+-- collapse keys go through insert_grouped.)
 INSERT INTO notifications
     (id, user_id, type, title, body, link, data, priority, expires_at, position, actions)
 OVERRIDING SYSTEM VALUE
@@ -26,8 +26,8 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::te
      AS t(i, u, ty, ti, b, l, d, p, x, a)
 
 -- name: insert_grouped
--- insert_rows for a batch with collapse keys: one row per array position, with the
--- ids allocate_ids gave and its actions $10 (as in insert_rows); a new notification's
+-- insert_rows for a batch with collapse keys, read back: one row per array position,
+-- with the ids allocate_ids gave and its actions $10 (as in insert_rows); a new notification's
 -- inbox position is its id. A row with a collapse key $11 (the batch's creates of one
 -- user and key already folded into it: $12 creates, actors $13 newest first as a JSON
 -- array, the grouped title and body patterns $14, $15) joins the user's open group with that key

@@ -24,7 +24,9 @@ async def test_inserted_rows_are_built_exactly_as_the_stored_rows_read_back(data
                  later, actions),
                 (ids[2], "u1", "t", "T", "b", None, data, "low", None, []),
             ]
-            built = await store.insert_rows(conn, rows, created_at=now)
+            assert now is not None
+            built = [store.inserted(row, now) for row in rows]
+            await store.insert_appending(conn, rows, [(row[1], "t", {}) for row in rows])
         stored = {item["id"]: item for item in await store.by_ids(pool, ids)}
         assert built == [stored[i] for i in ids]
         assert [list(item) for item in built] == [list(stored[i]) for i in ids]

@@ -15,7 +15,7 @@ from redis.crc import key_slot
 
 from pubsub.cluster import ClusterBroker, tag_for_slot
 from tests.pubsub.test_brokers import Harness
-from tests.pubsub.test_redis_broker import wait_until
+from tests.pubsub.test_redis_broker import churn, wait_until
 from tests.servers import RedisClusterServers
 
 #: Starts a ClusterBroker: (url, prefix, **options) -> its Harness.
@@ -120,11 +120,7 @@ async def test_unsubscribed_shard_channels_leave_no_trace_in_the_subscriber_conn
     started: StartBroker, redis_cluster_url: str, redis_prefix: str
 ) -> None:
     hub = await started(redis_cluster_url, redis_prefix)
-    for n in range(60):
-        await hub.broker.subscribe(f"user:u{n}")
-    for n in range(60):
-        if n != 7:
-            await hub.broker.unsubscribe(f"user:u{n}")
+    await churn(hub, 60)
     link = hub.broker._link
     assert link is not None and len(link) == 3
     kept = set()

@@ -75,11 +75,7 @@ async def test_unsubscribed_channels_leave_no_trace_in_the_subscriber_connection
     """Messages skip redis-py's per-message handling (pubsub.session); its books of
     unsubscribed channels are kept by hand, so user churn does not grow them."""
     hub = await started(redis_url, redis_prefix)
-    for n in range(200):
-        await hub.broker.subscribe(f"user:u{n}")
-    for n in range(200):
-        if n != 7:
-            await hub.broker.unsubscribe(f"user:u{n}")
+    await churn(hub, 200)
     session = hub.broker._session
     assert session is not None
     assert session.pubsub.pending_unsubscribe_channels == set()
@@ -88,6 +84,15 @@ async def test_unsubscribed_channels_leave_no_trace_in_the_subscriber_connection
     }
     await hub.broker.publish("user:u7", b"still here")
     assert await hub.next() == ("user:u7", b"still here")
+
+
+async def churn(hub: Harness, users: int) -> None:
+    """Subscribe ``users`` users' channels, then unsubscribe all but ``user:u7``'s."""
+    for n in range(users):
+        await hub.broker.subscribe(f"user:u{n}")
+    for n in range(users):
+        if n != 7:
+            await hub.broker.unsubscribe(f"user:u{n}")
 
 
 async def test_prefixes_isolate_brokers(started: StartBroker, redis_url: str) -> None:
