@@ -41,8 +41,3 @@ async def merge_many(conn: Conn, contacts: dict[str, dict[str, Any]]) -> None:
 async def time_zones(conn: Conn) -> frozenset[str]:
     """Every time zone name PostgreSQL knows (slow: read it once)."""
     return frozenset(r["name"] for r in await conn.fetch(Q.time_zones))
-
-
-async def locales(conn: Conn, user_ids: list[str]) -> dict[str, str]:
-    """The contact locale of those ``user_ids`` that have one."""
-    return {r["user_id"]: r["locale"] for r in await conn.fetch(Q.locales, user_ids)}

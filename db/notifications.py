@@ -20,7 +20,7 @@ def like_pattern(text: str) -> str:
 
 
 #: A notification to insert: ``(id, user_id, type, title, body, link, data, priority,
-#: expires_at, actions)``, its id from ``allocate_ids``; ``actions`` None: it has none.
+#: expires_at, actions)``, its id from ``read_batch``; ``actions`` None: it has none.
 Row = tuple[int, str, str, str, str, str | None, dict[str, Any], str, datetime | None,
             list[dict[str, Any]] | None]
 
@@ -63,17 +63,29 @@ class Group:
     body: str | None
 
 
-async def allocate_ids(
-    conn: Conn, count: int, users: list[str] = [],  # noqa: B006 (never mutated)
-) -> tuple[list[int], datetime | None, dict[str, dict[str, Any]]]:
-    """``count`` new notification ids, ascending (gaps are harmless); the transaction's
-    ``now()``, the ``created_at`` of every row it inserts (``inserted``); and the saved
-    preferences of those of ``users`` who saved any, by user. Without ids or users,
-    nothing and no round trip."""
-    if count == 0 and not users:
-        return [], None, {}
-    row = await conn.fetchrow(Q.allocate_ids, count, users)
-    return list(row["ids"] or []), row["now"], row["prefs"] or {}
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a create batch reads before it builds its rows (``read_batch``)."""
+
+    ids: list[int]  # new notification ids, ascending
+    now: datetime | None  # the transaction's now(): every inserted row's created_at
+    prefs: dict[str, dict[str, Any]]  # saved preferences documents, by user
+    templates: dict[str, dict[str, Any]]  # the stored templates named, by key
+    locales: dict[str, str]  # contact locales, by user (read only for variants)
+
+
+async def read_batch(
+    conn: Conn, count: int, users: list[str], templates: list[str], locale_users: list[str],
+) -> Batch:
+    """``count`` new notification ids (gaps are harmless), the transaction's ``now()``,
+    the saved preferences of ``users``, the stored ``templates`` and, when one of them
+    has locale variants, the contact locales of ``locale_users``: one round trip, none
+    when there is nothing to read."""
+    if count == 0 and not users and not templates:
+        return Batch([], None, {}, {}, {})
+    row = await conn.fetchrow(Q.read_batch, count, users, templates, locale_users)
+    return Batch(list(row["ids"] or []), row["now"], row["prefs"] or {},
+                 row["templates"] or {}, row["locales"] or {})
 
 
 def _columns(rows: list[Row]) -> list[list[Any]]:

@@ -19,11 +19,6 @@ async def get(conn: Conn, key: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-async def get_many(conn: Conn, keys: list[str]) -> dict[str, dict[str, Any]]:
-    """The stored templates among ``keys``, by key."""
-    return {r["key"]: dict(r) for r in await conn.fetch(Q.get_many, keys)}
-
-
 async def put(
     conn: Conn, key: str, type_: str, title: str, body: str, link: str | None,
     locales: dict[str, dict[str, Any]], grouped: dict[str, Any] | None = None,

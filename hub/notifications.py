@@ -228,7 +228,21 @@ async def _create_in(
     content, ``due_grouped`` its grouped patterns and ``due_localized_grouped`` those of
     its localized recipients. A ``Due`` one's ``expires_at`` was checked when it was
     scheduled."""
-    contents, stored = await templates.contents(conn, requests)
+    horizon = datetime.now(UTC) + timedelta(seconds=NOW_SECONDS)
+    later = [r.send_at is not None and r.send_at > horizon for r in requests]
+    recipients = [[] if later[n] else r.recipients() for n, r in enumerate(requests)]
+    users = sorted({u for rs in recipients for u in rs})
+    names = templates.named(requests)
+    # One round trip: ids for every recipient (those the preferences suppress, and
+    # requests refused below, leave gaps; a scheduled request takes one id, its own),
+    # the time, the preferences, the templates and, for their variants, the locales.
+    batch = await store.read_batch(
+        conn, sum(1 if later[n] else len(recipients[n]) for n in range(len(requests))),
+        users, names,
+        sorted({u for r in requests if r.template is not None for u in r.recipients()}),
+    )
+    ids, now, stored = iter(batch.ids), batch.now, batch.templates
+    contents = templates.contents(requests, stored)
     contents = _check_grouped(requests, contents, stored, due_grouped)
     if zones is not None:
         contents = [_check_zone(r, c, zones) for r, c in zip(requests, contents, strict=True)]
@@ -237,25 +251,14 @@ async def _create_in(
     ):
         checked = _check_expiry(requests, contents, expiry_days)
         contents = [c if n in due else checked[n] for n, c in enumerate(contents)]
-    horizon = datetime.now(UTC) + timedelta(seconds=NOW_SECONDS)
-    later = [r.send_at is not None and r.send_at > horizon for r in requests]
-    recipients = [[] if later[n] else r.recipients() for n, r in enumerate(requests)]
     # Localized now for a scheduled one too: its row keeps what each recipient gets.
-    contents, localized, localized_grouped = await templates.localize(
-        conn, requests, [r.recipients() for r in requests], contents, stored
+    contents, localized, localized_grouped = templates.localize(
+        requests, [r.recipients() for r in requests], contents, stored, batch.locales
     )
     for n, preset in localized_due.items():
         localized[n] = preset
         localized_grouped[n] = due_localized_grouped[n]
-    users = sorted({u for rs in recipients for u in rs})
-    # Ids for every recipient (those the preferences suppress leave gaps), the time and
-    # the preferences in one round trip; a scheduled request takes one id (its own).
-    allocated, now, saved = await store.allocate_ids(conn, sum(
-        1 if later[n] else len(recipients[n])
-        for n, content in enumerate(contents) if not isinstance(content, HubError)
-    ), users)
-    ids = iter(allocated)
-    prefs = preferences.loaded(saved)
+    prefs = preferences.loaded(batch.prefs)
     results: list[Created | HubError | None] = [None] * len(requests)
     plans: list[tuple[int, list[str], list[str], templates.Content]] = []
     replays: list[int] = []  # refused content with a key: a replay if the key was used

@@ -7,9 +7,7 @@ import re
 import string
 from typing import Any
 
-from db import contacts as contact_store
 from db import templates as store
-from db.pool import Conn
 from hub.errors import HubError, InvalidInput, NotFound
 from hub.models import NotificationCreate, TemplatePut, TemplateVariant, safe_link
 from hub.services import Services
@@ -109,11 +107,6 @@ async def get(svc: Services, key: str) -> dict[str, Any]:
     return row
 
 
-async def load_many(conn: Conn, keys: list[str]) -> dict[str, Any]:
-    """The stored templates among ``keys``, by key (missing ones are absent)."""
-    return await store.get_many(conn, keys)
-
-
 def pick_locale(variants: dict[str, Any], locale: str | None) -> str | None:
     """The key of the variant of ``variants`` that serves ``locale`` (a BCP 47 tag), or
     None for the template's own text: the tag itself, else the tag with its last subtags
@@ -136,33 +129,37 @@ Content = tuple[str, str, str | None]
 Patterns = tuple[str, str | None]
 
 
-async def contents(
-    conn: Conn, requests: list[NotificationCreate]
-) -> tuple[list[Content | HubError], dict[str, dict[str, Any]]]:
+def named(requests: list[NotificationCreate]) -> list[str]:
+    """The templates ``requests`` name, sorted: what ``contents`` needs stored."""
+    return sorted({r.template for r in requests if r.template is not None})
+
+
+def contents(
+    requests: list[NotificationCreate], stored: dict[str, dict[str, Any]]
+) -> list[Content | HubError]:
     """Title, body and link of each request (explicit fields win over its template),
-    and the stored templates the requests name."""
-    names = sorted({r.template for r in requests if r.template is not None})
-    stored = await load_many(conn, names) if names else {}
+    from the ``stored`` templates they name (``named``)."""
     out: list[Content | HubError] = []
     for request in requests:
         try:
             out.append(content(request, stored))
         except HubError as exc:
             out.append(exc)
-    return out, stored
+    return out
 
 
-async def localize(
-    conn: Conn, requests: list[NotificationCreate], recipients: list[list[str]],
+def localize(
+    requests: list[NotificationCreate], recipients: list[list[str]],
     rendered: list[Content | HubError], stored: dict[str, dict[str, Any]],
+    locales: dict[str, str],
 ) -> tuple[list[Content | HubError], list[dict[str, Content]], list[dict[str, Patterns]]]:
     """Per request, the content of each of its ``recipients`` whose locale picks one of
     its template's locale variants (docs/api.md, "Localized templates"), and, for a
     request with a ``collapse_key``, their grouped patterns in that variant (``grouped``);
     the others get the request's own ``rendered`` content. The locales are the
-    recipients' contacts' (the request's inline contact first), read in one query, and
-    only when a template has variants. A variant that does not render refuses its
-    request, as the template's own text would."""
+    recipients' contacts' ``locales`` (the request's inline contact first; the create
+    reads them with its ids, only when a template has variants). A variant that does
+    not render refuses its request, as the template's own text would."""
     localized: list[dict[str, Content]] = [{} for _ in requests]
     patterns: list[dict[str, Patterns]] = [{} for _ in requests]
     wanted = [
@@ -172,9 +169,6 @@ async def localize(
     ]
     if not wanted:
         return rendered, localized, patterns
-    locales = await contact_store.locales(
-        conn, sorted({u for n in wanted for u in recipients[n]})
-    )
     rendered = list(rendered)
     for n in wanted:
         request = requests[n]

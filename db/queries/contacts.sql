@@ -24,11 +24,6 @@ ON CONFLICT (user_id) DO UPDATE SET
     locale = coalesce(EXCLUDED.locale, c.locale),
     time_zone = coalesce(EXCLUDED.time_zone, c.time_zone), updated_at = now()
 
--- name: locales
--- The locale of those users $1 whose contact has one.
-SELECT user_id, locale FROM contacts
-WHERE user_id = ANY($1::text[]) AND locale IS NOT NULL
-
 -- name: time_zones
 -- The time zone names PostgreSQL knows (it reads its whole tz database: ~30 ms).
 SELECT name FROM pg_timezone_names

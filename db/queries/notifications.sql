@@ -1,20 +1,31 @@
--- name: allocate_ids
--- $1 new notification ids, ascending, for rows inserted later in this transaction; the
--- transaction's now(), the created_at those rows get; and the saved preferences of the
--- users $2 as one object {user_id: prefs}, without those who saved none: what a create
--- batch reads before it builds its rows, in one round trip.
+-- name: read_batch
+-- What a create batch reads before it builds its rows, in one round trip: $1 new
+-- notification ids, ascending, for rows inserted later in this transaction; the
+-- transaction's now(), the created_at those rows get; the saved preferences of the
+-- users $2 as one object {user_id: prefs}, without those who saved none; the templates
+-- named $3 as one object {key: template}; and, only when one of those templates has
+-- locale variants, the contact locales of the users $4 {user_id: locale}, without
+-- those who have none.
 SELECT (SELECT array_agg(nextval('notifications_id_seq') ORDER BY n)
         FROM generate_series(1, $1::int) AS n) AS ids,
        now() AS now,
        (SELECT jsonb_object_agg(user_id, prefs) FROM preferences
-        WHERE user_id = ANY($2::text[])) AS prefs
+        WHERE user_id = ANY($2::text[])) AS prefs,
+       (SELECT jsonb_object_agg(key, jsonb_build_object(
+                   'key', key, 'type', type, 'title', title, 'body', body, 'link', link,
+                   'locales', locales, 'grouped', grouped))
+        FROM templates WHERE key = ANY($3::text[])) AS templates,
+       (SELECT jsonb_object_agg(user_id, locale) FROM contacts
+        WHERE user_id = ANY($4::text[]) AND locale IS NOT NULL
+          AND EXISTS (SELECT FROM templates WHERE key = ANY($3::text[])
+                      AND locales IS NOT NULL AND locales <> '{}'::jsonb)) AS locales
 
 -- name: insert_rows
--- One row per array position, with the ids allocate_ids gave. A new notification's
+-- One row per array position, with the ids read_batch gave. A new notification's
 -- inbox position is its id. $10 actions as JSON text (arrays of arrays would have to be
 -- rectangular): NULL for a notification without any. Nothing is read back: the caller
 -- knows every column but the defaults, and of those only created_at varies, the
--- transaction's now() (allocate_ids gives it). db/notifications.py runs it as a CTE
+-- transaction's now() (read_batch gives it). db/notifications.py runs it as a CTE
 -- of the statement that appends the rows' events (insert_appending). (Rows with
 -- collapse keys go through insert_grouped.)
 INSERT INTO notifications
@@ -27,7 +38,7 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::te
 
 -- name: insert_grouped
 -- insert_rows for a batch with collapse keys, read back: one row per array position,
--- with the ids allocate_ids gave and its actions $10 (as in insert_rows); a new notification's
+-- with the ids read_batch gave and its actions $10 (as in insert_rows); a new notification's
 -- inbox position is its id. A row with a collapse key $11 (the batch's creates of one
 -- user and key already folded into it: $12 creates, actors $13 newest first as a JSON
 -- array, the grouped title and body patterns $14, $15) joins the user's open group with that key

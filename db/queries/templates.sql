@@ -12,6 +12,3 @@ SET type = EXCLUDED.type, title = EXCLUDED.title, body = EXCLUDED.body,
     link = EXCLUDED.link, locales = EXCLUDED.locales, grouped = EXCLUDED.grouped,
     updated_at = now()
 RETURNING key, type, title, body, link, locales, grouped
-
--- name: get_many
-SELECT key, type, title, body, link, locales, grouped FROM templates WHERE key = ANY($1::text[])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from db import events, preferences
+from db import contacts, events, preferences, templates
 from db import notifications as store
 from db.pool import create_pool
 
@@ -17,7 +17,8 @@ async def test_inserted_rows_are_built_exactly_as_the_stored_rows_read_back(data
     actions = [{"id": "ok", "label": "OK"}, {"id": "no", "label": "No", "style": "danger"}]
     try:
         async with pool.acquire() as conn, conn.transaction():
-            ids, now, _ = await store.allocate_ids(conn, 3)
+            batch = await store.read_batch(conn, 3, [], [], [])
+            ids, now = batch.ids, batch.now
             rows: list[store.Row] = [
                 (ids[0], "u1", "t", "Title", "", None, {}, "normal", None, None),
                 (ids[1], "u2", "t.x", "Ü", "body", "https://x.example/a", data, "high",
@@ -44,7 +45,8 @@ async def test_rows_inserted_with_their_events_in_one_statement_are_stored_and_l
         async with pool.acquire() as conn, conn.transaction():
             await events.append(conn, [("u1", "earlier", {})])
         async with pool.acquire() as conn, conn.transaction():
-            ids, now, _ = await store.allocate_ids(conn, 3)
+            batch = await store.read_batch(conn, 3, [], [], [])
+            ids, now = batch.ids, batch.now
             assert now is not None
             rows: list[store.Row] = [
                 (ids[n], user, "t", f"T{n}", "", None, {"n": n}, "normal", None, None)
@@ -64,20 +66,33 @@ async def test_rows_inserted_with_their_events_in_one_statement_are_stored_and_l
         await pool.close()
 
 
-async def test_ids_come_with_the_transaction_time_and_the_saved_preferences_of_the_users(
+async def test_a_batch_reads_its_ids_time_preferences_templates_and_locales_at_once(
     database_url,
 ):
     pool = await create_pool(database_url)
     try:
         saved = {"types": {"t": {"in_app": False}}}
         await preferences.put(pool, "u1", saved)
+        await contacts.put(pool, "u1", {"locale": "fr"})
+        await contacts.put(pool, "u3", {"email": "u3@example.com"})
+        await templates.put(pool, "plain", "t", "Hi {name}", "", None, {})
         async with pool.acquire() as conn, conn.transaction():
-            ids, now, prefs = await store.allocate_ids(conn, 2, ["u1", "u2"])
-            assert now == await conn.fetchval("SELECT now()")
-        assert len(ids) == 2 and ids[0] < ids[1]
-        assert prefs == {"u1": saved}
+            batch = await store.read_batch(conn, 2, ["u1", "u2"], ["plain", "nope"], ["u1"])
+            assert batch.now == await conn.fetchval("SELECT now()")
+        assert len(batch.ids) == 2 and batch.ids[0] < batch.ids[1]
+        assert batch.prefs == {"u1": saved}
+        assert batch.templates == {"plain": {
+            "key": "plain", "type": "t", "title": "Hi {name}", "body": "", "link": None,
+            "locales": {}, "grouped": None,
+        }}
+        assert batch.locales == {}  # no template named has variants: not read
+        await templates.put(pool, "fr", "t", "Hi", "", None, {"fr": {"title": "Salut"}})
         async with pool.acquire() as conn, conn.transaction():
-            assert (await store.allocate_ids(conn, 0, ["u2"]))[::2] == ([], {})
-            assert await store.allocate_ids(conn, 0, []) == ([], None, {})
+            batch = await store.read_batch(conn, 0, [], ["fr"], ["u1", "u2", "u3"])
+        assert batch.ids == [] and batch.locales == {"u1": "fr"}
+        assert batch.templates["fr"]["locales"] == {"fr": {"title": "Salut"}}
+        async with pool.acquire() as conn, conn.transaction():
+            assert await store.read_batch(conn, 0, [], [], []) == store.Batch(
+                [], None, {}, {}, {})
     finally:
         await pool.close()
