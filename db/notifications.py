@@ -36,8 +36,10 @@ def item(record: Any) -> dict[str, Any]:
 
 def inserted(row: Row, created_at: datetime) -> dict[str, Any]:
     """``item`` of ``row`` as ``insert_appending`` stored it at ``created_at``, built without
-    reading it back (the same keys in the same order; a row's ``data`` is shared, not
-    copied)."""
+    reading it back: the same keys in the same order, and equal values, but nested
+    objects (``data``, ``actions``) keep the caller's key order where a read gives
+    jsonb's (shorter keys first), and a ``-0.0`` stays one. A row's ``data`` is shared,
+    not copied."""
     id_, user_id, type_, title, body, link, data, priority, expires_at, actions = row
     return {
         "id": id_, "user_id": user_id, "type": type_, "title": title, "body": body,

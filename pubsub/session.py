@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisClusterException, RedisError
+from redis.utils import HIREDIS_AVAILABLE, check_protocol_version
 
 from pubsub.broker import MessageHandler, ReconnectHandler
 
@@ -79,12 +80,15 @@ class Session:
     dispatch: Callable[[dict[str, Any]], None] | None = None  # set by ``read``
 
     def __post_init__(self) -> None:
-        # redis-py hands each message its hiredis parser reads as a push to this handler
-        # (once the connection opens) and returns what the handler returns to
-        # get_message; None skips its per-message bookkeeping (a message dict, metrics,
-        # a debug line formatted whatever the log level), most of redis-py's cost per
-        # message. Parsers that do not report pushes take the way through get_message.
-        self.pubsub.push_handler_func = self._pushed
+        # redis-py hands each message its parser reads as a push (RESP3, or hiredis) to
+        # this handler once the connection opens, and returns what the handler returns
+        # to get_message; None skips its per-message bookkeeping (a message dict,
+        # metrics, a debug line formatted whatever the log level), most of redis-py's
+        # cost per message. Its pure-Python RESP2 parser (``?protocol=2`` without
+        # hiredis) takes no handler: its messages take the way through get_message.
+        protocol = self.pubsub.connection_pool.connection_kwargs.get("protocol")
+        if HIREDIS_AVAILABLE or check_protocol_version(protocol, 3):
+            self.pubsub.push_handler_func = self._pushed
 
     def expect(self) -> asyncio.Future[bool]:
         """A future that the next confirmation not yet expected resolves."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,6 +96,43 @@ async def churn(hub: Harness, users: int) -> None:
     for n in range(users):
         if n != 7:
             await hub.broker.unsubscribe(f"user:u{n}")
+
+
+#: A broker in a process without hiredis (redis-py's own parsers): receives one message,
+#: and after unsubscribing keeps only its probe channel.
+WITHOUT_HIREDIS = """
+import asyncio, sys
+sys.modules["hiredis"] = None  # as if it were not installed
+from pubsub.redis import RedisBroker
+
+async def main(url, prefix):
+    got = asyncio.Queue()
+    async def on_reconnect():
+        return None
+    broker = RedisBroker(url, prefix)
+    await broker.start(lambda c, s, m: got.put_nowait((c, s, m)), on_reconnect)
+    await broker.subscribe("user:a")
+    await broker.publish("user:a", b"hi", 3)
+    print(await asyncio.wait_for(got.get(), 10))
+    await broker.unsubscribe("user:a")
+    print(sorted(broker._session.pubsub.channels) == [broker._probe_wire])
+    await broker.stop()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("query", ["", "?protocol=2", "?protocol=3"])
+async def test_without_hiredis_each_protocol_still_delivers(
+    redis_url: str, redis_prefix: str, query: str
+) -> None:
+    """redis-py's pure-Python RESP2 parser takes no push handler (pubsub.session)."""
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", WITHOUT_HIREDIS, redis_url + query, redis_prefix],
+        capture_output=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().split("\n")[:2] == ["('user:a', 3, b'hi')", "True"]
 
 
 async def test_prefixes_isolate_brokers(started: StartBroker, redis_url: str) -> None:
