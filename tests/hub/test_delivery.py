@@ -55,6 +55,14 @@ async def create(app: Any, **body: Any) -> dict[str, Any]:
     return r.json()
 
 
+async def with_emails(app: Any, *users: str) -> None:
+    """Give each of ``users`` the contact email ``<user>@example.com``."""
+    for user in users:
+        r = await app.state.client.put(f"/api/users/{user}/contact",
+                                       json={"email": f"{user}@example.com"}, headers=SERVICE)
+        assert r.status_code == 200, r.text
+
+
 async def deliveries_of(app: Any, notification_id: int) -> list[dict[str, Any]]:
     r = await app.state.client.get(
         f"/api/notifications/{notification_id}/deliveries", headers=SERVICE
@@ -73,12 +81,7 @@ async def test_deliveries_are_decided_at_commit_by_preferences_and_address(
 ):
     async with hub(settings_env, delivery_workers=0) as app:
         svc = app.state.services
-        for user in ("ann", "cid", "dee"):
-            r = await app.state.client.put(
-                f"/api/users/{user}/contact", json={"email": f"{user}@example.com"},
-                headers=SERVICE,
-            )
-            assert r.status_code == 200, r.text
+        await with_emails(app, "ann", "cid", "dee")
         await preferences.put(svc, "cid", Preferences.load({"channels": {"email": False}}))
         await preferences.put(svc, "dee", Preferences.load(
             {"types": {"grade_posted": {"email": False}}}
@@ -191,9 +194,7 @@ async def test_two_hubs_never_send_the_same_attempt_twice(settings_env, recorder
     recorder.delay = 0.005
     async with hub(settings_env) as one, hub(settings_env) as two:
         users = [f"u{k}" for k in range(120)]
-        for user in users:
-            await one.state.client.put(f"/api/users/{user}/contact",
-                                       json={"email": f"{user}@example.com"}, headers=SERVICE)
+        await with_emails(one, *users)
         # Both hubs create, so both workers are woken; they race for the same rows.
         await asyncio.gather(
             create(one, user_ids=users[:60]), create(two, user_ids=users[60:]),
@@ -311,11 +312,7 @@ async def test_deciding_deliveries_adds_no_statement_to_a_create_batch(settings_
     one without channels."""
     async with hub(settings_env, delivery_workers=0) as app:
         svc = app.state.services
-        for user in ("ann", "bob"):
-            r = await app.state.client.put(f"/api/users/{user}/contact",
-                                           json={"email": f"{user}@example.com"},
-                                           headers=SERVICE)
-            assert r.status_code == 200, r.text
+        await with_emails(app, "ann", "bob")
         batch = [NotificationCreate(user_ids=["ann", "bob"], type="grade_posted", title="A"),
                  NotificationCreate(user_id="ann", type="friend_request", title="B")]
         async with svc.pool.acquire() as conn:
@@ -339,11 +336,7 @@ async def test_a_batch_that_joins_a_group_still_decides_its_new_notifications(
     deliveries are then decided by a statement of their own, before that."""
     async with hub(settings_env, delivery_workers=0) as app:
         svc = app.state.services
-        for user in ("ann", "bob"):
-            r = await app.state.client.put(f"/api/users/{user}/contact",
-                                           json={"email": f"{user}@example.com"},
-                                           headers=SERVICE)
-            assert r.status_code == 200, r.text
+        await with_emails(app, "ann", "bob")
         await preferences.put(svc, "bob", Preferences.load({"digest": "daily"}))
         like = {"type": "like", "title": "Ada liked it", "collapse_key": "post:1"}
         async with svc.pool.acquire() as conn:
