@@ -13,8 +13,10 @@ another process publishes ``--messages`` messages to it (pipelined, 100 at a tim
 the broker process's CPU per message received (reading, parsing, unwiring, handing
 to ``on_message``).
 
-To compare two source trees, run each with ``PYTHONPATH=<tree>`` (``git archive`` copies,
-as ``make bench --hub-src`` does), alternated, back to back (docs/benchmarks.md).
+To compare two source trees (``git archive`` copies, as ``make bench --hub-src`` takes),
+run it from inside each, ``cd <tree> && PYTHONPATH=<tree> python -m bench.paths ...``
+(copying this file into a tree older than it), alternated, back to back
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
