@@ -195,16 +195,28 @@ class StreamIngest(Runner):
                 continue
             cursor = "0" if own_pending else ">"
             block = None if own_pending else min(self.block_ms, int(self.claim_interval * 1000))
-            with self._delivering():
-                async with asyncio.timeout((block or 0) / 1000 + 10):  # a half-open socket
-                    reply = await self._redis.xreadgroup(
-                        GROUP, self.consumer, {self.key: cursor}, count=self.batch, block=block
-                    )
-            entries = _entries(reply)
+            entries = await self._read(cursor, block)
+            if block is not None and 0 < len(entries) < self.batch and not self.stopping:
+                # A blocked read returns as soon as the first entry of a burst is there
+                # (Redis answers it right after the first XADD of a pipeline): take what
+                # else has arrived by now, rather than leave it a whole batch behind.
+                entries += await self._read(">", None, self.batch - len(entries))
             if own_pending and not entries:
                 own_pending = False
             elif entries:
                 await self._handle(entries, redelivered=own_pending)
+
+    async def _read(self, cursor: str, block: int | None,
+                    count: int | None = None) -> list[RawEntry]:
+        """One XREADGROUP from ``cursor`` (``>``: new entries; ``0``: this consumer's
+        pending ones), blocking up to ``block`` ms (None: not at all)."""
+        with self._delivering():
+            async with asyncio.timeout((block or 0) / 1000 + 10):  # a half-open socket
+                reply = await self._redis.xreadgroup(
+                    GROUP, self.consumer, {self.key: cursor}, count=count or self.batch,
+                    block=block,
+                )
+        return _entries(reply)
 
     async def _takeover(self) -> None:
         """Claim entries a dead consumer left idle; bounded per tick so reads go on."""

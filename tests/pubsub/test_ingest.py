@@ -145,6 +145,26 @@ async def test_a_burst_is_applied_in_batches(r: redis.Redis, redis_url: str,
     assert max(len(batch) for batch in apply.batches) == 100
 
 
+async def _reader_blocked(r: redis.Redis) -> bool:
+    return any(c["cmd"] == "xreadgroup" and "b" in c["flags"] for c in await r.client_list())
+
+
+async def test_a_pipelined_burst_reaching_a_blocked_reader_is_applied_as_one_batch(
+    r: redis.Redis, redis_url: str, redis_prefix: str
+) -> None:
+    # Redis answers a blocked XREADGROUP right after the burst's first XADD; the rest
+    # must not wait for that one entry to be applied and acknowledged.
+    apply = Recorder()
+    async with running(stream(redis_url, redis_prefix, apply, claim_idle_ms=30_000)):
+        await eventually(lambda: _reader_blocked(r))
+        async with r.pipeline(transaction=False) as pipe:
+            for n in range(5):
+                pipe.xadd(f"{redis_prefix}ingest", {"payload": str(n).encode()})
+            await asyncio.wait_for(pipe.execute(), TIMEOUT)
+        await eventually(lambda: len(apply.payloads) == 5)
+    assert [len(batch) for batch in apply.batches] == [5]
+
+
 async def test_entries_of_a_dead_consumer_are_taken_over(r: redis.Redis, redis_url: str,
                                                          redis_prefix: str) -> None:
     key = f"{redis_prefix}ingest"
