@@ -8,6 +8,10 @@ no Redis and no clients: the wall time and the process's CPU per batch, median a
 p99, for batches of one create to one user (with an idempotency key, as ingest makes
 them) and of one create to ``--recipients`` users (a bulk create).
 
+``send``: ``hub.messages.send_many_in`` in a loop, one transaction per direct message
+(with a ``client_id``, as chat clients send them; its ``new_message`` notification
+included), on a throwaway PostgreSQL as ``create``: wall time and CPU per send.
+
 ``subscribe``: a ``RedisBroker`` subscribed to one channel of a throwaway Redis while
 another process publishes ``--messages`` messages to it (pipelined, 100 at a time):
 the broker process's CPU per message received (reading, parsing, unwiring, handing
@@ -32,7 +36,8 @@ from typing import Any
 
 from db.migrate import migrate
 from db.pool import create_pool
-from hub.models import NotificationCreate
+from hub.messages import send_many_in
+from hub.models import MessageSend, NotificationCreate
 from hub.notifications import create_many_in
 from pubsub.redis import RedisBroker
 from tests.servers import PostgresServer, RedisServer
@@ -87,6 +92,27 @@ async def create(dsn: str, batches: int, recipients: int) -> dict[str, Any]:
         await pool.close()
 
 
+async def send(dsn: str, sends: int) -> dict[str, Any]:
+    pool = await create_pool(dsn)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        walls, cpus = [], []
+        for n in range(sends + 20):  # the first 20 warm up
+            job = (f"a{n % 50}", MessageSend(recipient_id=f"b{n % 50}", body=f"hello {n}",
+                                             client_id=f"path:{os.getpid()}:{n}"))
+            wall, cpu = time.perf_counter(), time.process_time()
+            async with pool.acquire() as conn, conn.transaction():
+                await send_many_in(conn, [job])
+            if n >= 20:
+                walls.append((time.perf_counter() - wall) * 1000)
+                cpus.append((time.process_time() - cpu) * 1e6)
+        return {"sends": sends, "wall_ms": summary(walls), "cpu_us": summary(cpus),
+                "stored": await pool.fetchval("SELECT count(*) FROM direct_messages")}
+    finally:
+        await pool.close()
+
+
 async def subscribe(url: str, messages: int) -> dict[str, Any]:
     got, done, started = 0, asyncio.Event(), [0.0]
 
@@ -119,15 +145,18 @@ async def subscribe(url: str, messages: int) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.paths", description=__doc__)
-    p.add_argument("path", choices=("create", "subscribe"))
+    p.add_argument("path", choices=("create", "send", "subscribe"))
     p.add_argument("--batches", type=int, default=2000, help="one-create batches (2000)")
     p.add_argument("--recipients", type=int, default=1000, help="users of the bulk (1000)")
     p.add_argument("--messages", type=int, default=100_000, help="published (100000)")
+    p.add_argument("--sends", type=int, default=2000, help="direct messages sent (2000)")
     args = p.parse_args()
-    if args.path == "create":
+    if args.path in ("create", "send"):
         pg = PostgresServer()
         try:
-            result = asyncio.run(create(pg.start(), args.batches, args.recipients))
+            result = asyncio.run(
+                create(pg.start(), args.batches, args.recipients) if args.path == "create"
+                else send(pg.start(), args.sends))
         finally:
             pg.close()
     else:

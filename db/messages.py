@@ -12,22 +12,19 @@ Q = load("messages")
 MESSAGE_FIELDS = ("id", "sender_id", "recipient_id", "body", "client_id", "created_at", "read_at")
 
 
-#: A message to insert: ``(id, sender_id, recipient_id, body, client_id)``.
-Row = tuple[int, str, str, str, str | None]
+#: A message to insert: ``(sender_id, recipient_id, body, client_id)``.
+Row = tuple[str, str, str, str | None]
 
 
-async def allocate_ids(conn: Conn, count: int) -> list[int]:
-    """``count`` new message ids, ascending (gaps are harmless)."""
-    return list(await conn.fetchval(Q.allocate_ids, count)) if count else []
-
-
-async def insert_many(conn: Conn, rows: list[Row]) -> dict[int, dict[str, Any]]:
-    """Store ``rows`` in one statement; the stored ones by id (a row whose sender already
-    used its client_id is not stored: see ``by_client_ids``)."""
+async def insert_many(conn: Conn, rows: list[Row]) -> list[dict[str, Any] | None]:
+    """Store ``rows`` with new ids (ascending in their order), in one statement; one
+    result per row: the stored message, or None when its sender already used its
+    client_id (see ``by_client_ids``)."""
     if not rows:
-        return {}
+        return []
     columns = [list(column) for column in zip(*rows, strict=True)]
-    return {r["id"]: dict(r) for r in await conn.fetch(Q.insert_many, *columns)}
+    return [None if r["id"] is None else dict(r)
+            for r in await conn.fetch(Q.insert_many, *columns)]
 
 
 async def by_client_ids(

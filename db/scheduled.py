@@ -12,7 +12,7 @@ Q = load("scheduled")
 
 #: A scheduled notification to store: ``(id, send_at, user_ids, type, title, body, link,
 #: data, priority, expires_at, idempotency_key, localized, actions, collapse_key, actor,
-#: grouped_title, grouped_body)``, its id from ``notifications.allocate_ids``;
+#: grouped_title, grouped_body)``, its id from ``notifications.read_batch``;
 #: ``localized``: ``{user: (title, body, link)}`` of the recipients whose locale picked a
 #: template variant, followed by their grouped title and body patterns when the
 #: notification has a collapse key; ``actions`` None: it has none; the grouped patterns

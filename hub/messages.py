@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from db import events as event_log
 from db import messages as store
 from db.errors import DatabaseUnavailable
 from db.pool import Connection
 from hub import notifications
 from hub.errors import Conflict, Forbidden, HubError, InvalidInput, NotFound
 from hub.models import MessageSend, NotificationCreate
-from hub.services import Event, Services
+from hub.services import Change, Event, Services
 from hub.writer import GroupCommit
 
 log = logging.getLogger("notifyhub")
@@ -99,18 +98,19 @@ async def _publish(svc: Services, results: list[Sent | BaseException]) -> None:
 async def send_many_in(conn: Connection, jobs: list[Send]) -> list[Sent | Exception]:
     """Store ``(sender_id, body)`` sends inside the caller's transaction, set-based.
 
-    One result per send, in order. ``(sender, client_id)`` pairs must be distinct. Lock
-    order: the message rows (a repeated client_id waits for its first insert), then
-    every party's counter in sorted order (``event_log.append``), then the
-    notifications (whose counters are held already).
+    One result per send, in order. ``(sender, client_id)`` pairs must be distinct. Three
+    round trips: the messages, then what their ``new_message`` notifications read
+    (``notifications.create_logging_in``), then one statement that stores the
+    notifications and logs every event, the messages' first. Lock order: the message
+    rows (a repeated client_id waits for its first insert), then every party's counter
+    in sorted order (``db.events.append``, after the new notifications are stored in
+    the same statement).
     """
-    ids = await store.allocate_ids(conn, len(jobs))
     stored = await store.insert_many(conn, [
-        (i, sender, body.recipient_id, body.body, body.client_id)
-        for i, (sender, body) in zip(ids, jobs, strict=True)
+        (sender, body.recipient_id, body.body, body.client_id) for sender, body in jobs
     ])
     results: list[Sent | Exception | None] = [None] * len(jobs)
-    repeated = [n for n, i in enumerate(ids) if i not in stored]
+    repeated = [n for n, message in enumerate(stored) if message is None]
     if repeated:
         originals = await store.by_client_ids(
             conn, [(jobs[n][0], jobs[n][1].client_id or "") for n in repeated]
@@ -124,13 +124,12 @@ async def send_many_in(conn: Connection, jobs: list[Send]) -> list[Sent | Except
                 results[n] = Conflict("this client_id was already used for a different message")
             else:
                 results[n] = Sent(original, False)
-    new = [(n, stored[i]) for n, i in enumerate(ids) if i in stored]
+    new = [(n, message) for n, message in enumerate(stored) if message is not None]
     messages = [message for _, message in new]
-    events = await event_log.append(conn, [
+    events, notes = await _notify(conn, messages, [
         (m[party], "message.created", m) for m in messages
         for party in ("sender_id", "recipient_id")
     ])
-    notes = await _notify(conn, messages)
     for k, ((n, message), note) in enumerate(zip(new, notes, strict=True)):
         results[n] = Sent(message, True, events[2 * k:2 * k + 2] + note.events, note)
     return [r for r in results if r is not None]
@@ -147,15 +146,17 @@ def _check(sender_id: str, body: MessageSend) -> None:
 
 
 async def _notify(
-    conn: Connection, messages: list[dict[str, Any]]
-) -> list[notifications.Created]:
-    """Each recipient's ``new_message`` notification (possibly suppressed by preferences).
+    conn: Connection, messages: list[dict[str, Any]], changes: list[Change],
+) -> tuple[list[Event], list[notifications.Created]]:
+    """Each recipient's ``new_message`` notification (possibly suppressed by
+    preferences), with ``changes`` (the messages' own) logged before their events: the
+    events of ``changes``, in order, and one ``Created`` per message.
 
     A broken ``new_message`` template (an admin may edit it) must not make chat fail,
     so a send whose rendering fails falls back to fixed wording.
     """
     requests = [_new_message(m) for m in messages]
-    results = await notifications.create_many_in(conn, requests)
+    events, results = await notifications.create_logging_in(conn, requests, first=changes)
     failed = [k for k, result in enumerate(results) if isinstance(result, HubError)]
     if failed:
         log.warning("the new_message template failed to render (%s); using fixed wording",
@@ -170,7 +171,7 @@ async def _notify(
         if isinstance(result, HubError):  # fixed wording cannot fail to render
             raise result
         created.append(result)
-    return created
+    return events, created
 
 
 def _new_message(message: dict[str, Any]) -> NotificationCreate:

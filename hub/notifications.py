@@ -23,7 +23,7 @@ from db.pool import Connection
 from hub import contacts, preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
 from hub.models import NotificationCreate, Preferences, stored_actions
-from hub.services import Event, Services
+from hub.services import Change, Event, Services
 from hub.settings import WEEKDAYS
 from hub.writer import GroupCommit
 
@@ -152,12 +152,31 @@ async def create_many_in(
     expiry_days: int | None = None, digest_at: tuple[int, int] = (8, 1),
     zones: frozenset[str] | None = None,
 ) -> list[Created | HubError]:
+    """``create_logging_in`` with nothing else to log: the results alone."""
+    _, results = await create_logging_in(
+        conn, jobs, channels=channels, quiet_bypass_high=quiet_bypass_high,
+        escalate=escalate, expiry_days=expiry_days, digest_at=digest_at, zones=zones,
+    )
+    return results
+
+
+async def create_logging_in(
+    conn: Connection, jobs: Sequence[Job], *, first: Sequence[Change] = (),
+    channels: tuple[str, ...] = (), quiet_bypass_high: bool = True,
+    escalate: tuple[frozenset[str], float] = (frozenset(), 0.0),
+    expiry_days: int | None = None, digest_at: tuple[int, int] = (8, 1),
+    zones: frozenset[str] | None = None,
+) -> tuple[list[Event], list[Created | HubError]]:
     """Create ``jobs`` inside the caller's transaction with set-based statements.
 
     One result per job, in order: what it created, or why it was refused (an unknown
     template, a missing template variable). Idempotency keys must be distinct; a key
     used before replays what its first request created. The caller publishes the events
     of every ``Created``.
+
+    ``first``: other changes ``(user_id, type, data)`` of the transaction, logged before
+    the notifications' events by the statement that appends theirs (no round trip of
+    their own); returned as events, in order, beside the results.
 
     A request whose ``send_at`` is more than ``NOW_SECONDS`` ahead is rendered, claims
     its key and stores its contact as any other, and is stored in
@@ -198,7 +217,7 @@ async def create_many_in(
     results: list[Created | HubError] = [Created([], []) for _ in jobs]
     live = [n for n, job in enumerate(jobs)
             if not isinstance(job, Due) or taken.pop(job.id, False)]
-    made = await _create_in(
+    logged, made = await _create_in(
         conn, [_request(jobs[n]) for n in live],
         {at: job.key for at, n in enumerate(live) if isinstance(job := jobs[n], Due)},
         {at: job.localized for at, n in enumerate(live) if isinstance(job := jobs[n], Due)},
@@ -207,11 +226,11 @@ async def create_many_in(
         {at: job.localized_grouped for at, n in enumerate(live)
          if isinstance(job := jobs[n], Due)},
         channels=channels, quiet_bypass_high=quiet_bypass_high, escalate=escalate,
-        expiry_days=expiry_days, digest_at=digest_at, zones=zones,
+        expiry_days=expiry_days, digest_at=digest_at, zones=zones, first=first,
     )
     for n, result in zip(live, made, strict=True):
         results[n] = result
-    return results
+    return logged, results
 
 
 async def _create_in(
@@ -221,9 +240,9 @@ async def _create_in(
     due_localized_grouped: dict[int, dict[str, templates.Patterns]], *,
     channels: tuple[str, ...], quiet_bypass_high: bool,
     escalate: tuple[frozenset[str], float], expiry_days: int | None,
-    digest_at: tuple[int, int], zones: frozenset[str] | None,
-) -> list[Created | HubError]:
-    """``create_many_in`` for ``requests``; ``due``: the key of each that is ``Due`` (by
+    digest_at: tuple[int, int], zones: frozenset[str] | None, first: Sequence[Change],
+) -> tuple[list[Event], list[Created | HubError]]:
+    """``create_logging_in`` for ``requests``; ``due``: the key of each that is ``Due`` (by
     position), to point at what it creates, ``localized_due`` its recipients' localized
     content, ``due_grouped`` its grouped patterns and ``due_localized_grouped`` those of
     its localized recipients. A ``Due`` one's ``expires_at`` was checked when it was
@@ -350,10 +369,12 @@ async def _create_in(
     changes, owner = await _group_events(conn, rows, items, joined)
     # The deliveries are decided by the statement that appends the events: no round trip
     # of their own.
+    changes = [*first, *changes]
     if plain and rows:
         events = await store.insert_appending(conn, rows, changes, deciding)
     else:
         events = await event_log.append(conn, changes, deciding=deciding)
+    logged, events = events[:len(first)], events[len(first):]
     mine: dict[int, list[Event]] = {}  # each event goes to the first row that made it
     for row, event in zip(owner, events, strict=True):
         mine.setdefault(row, []).append(event)
@@ -372,7 +393,7 @@ async def _create_in(
         )
     if replays:
         await _replay(conn, requests, sorted(replays), contents, results)
-    return [r for r in results if r is not None]
+    return logged, [r for r in results if r is not None]
 
 
 def _check_zone(

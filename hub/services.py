@@ -29,6 +29,8 @@ PUBLISH_DEADLINE = 2.0
 
 #: A committed change of one user's state: ``(user_id, seq, type, data)``.
 Event = tuple[str, int, str, Any]
+#: A change to log, before it has its ``seq``: ``(user_id, type, data)``.
+Change = tuple[str, str, Any]
 
 
 class UnitOfWork:
@@ -38,7 +40,7 @@ class UnitOfWork:
         self.conn = conn
         self.events: list[Event] = []
 
-    async def append(self, changes: list[tuple[str, str, Any]]) -> list[Event]:
+    async def append(self, changes: list[Change]) -> list[Event]:
         """Log ``(user_id, type, data)`` changes; they are published after the commit."""
         events = await event_log.append(self.conn, changes)
         self.events.extend(events)

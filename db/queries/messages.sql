@@ -1,17 +1,23 @@
--- name: allocate_ids
--- $1 new message ids, ascending, for rows inserted later in this transaction.
-SELECT array_agg(nextval('direct_messages_id_seq') ORDER BY n)
-FROM generate_series(1, $1::int) AS n
-
 -- name: insert_many
--- Rows with ids from allocate_ids; a row whose sender already used its client_id is
--- skipped (the caller reads the original). A concurrent insert of the same pair waits
--- for the first to commit (or roll back) before deciding.
-INSERT INTO direct_messages (id, sender_id, recipient_id, body, client_id)
-OVERRIDING SYSTEM VALUE
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
-ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
-RETURNING id, sender_id, recipient_id, body, client_id, created_at, read_at
+-- Rows ($1 senders, $2 recipients, $3 bodies, $4 client_ids) get new ids, ascending in
+-- their order; a row whose sender already used its client_id is skipped (the caller
+-- reads the original). A concurrent insert of the same pair waits for the first to
+-- commit (or roll back) before deciding. One row per row given, in order: the stored
+-- message, or NULLs for a skipped one.
+WITH given AS (
+    SELECT nextval('direct_messages_id_seq') AS id, t.*
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
+        AS t(sender_id, recipient_id, body, client_id, n)
+), stored AS (
+    INSERT INTO direct_messages (id, sender_id, recipient_id, body, client_id)
+    OVERRIDING SYSTEM VALUE
+    SELECT id, sender_id, recipient_id, body, client_id FROM given ORDER BY n
+    ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+    RETURNING id, sender_id, recipient_id, body, client_id, created_at, read_at
+)
+SELECT s.id, s.sender_id, s.recipient_id, s.body, s.client_id, s.created_at, s.read_at
+FROM given g LEFT JOIN stored s ON s.id = g.id
+ORDER BY g.n
 
 -- name: by_client_ids
 SELECT m.id, m.sender_id, m.recipient_id, m.body, m.client_id, m.created_at, m.read_at

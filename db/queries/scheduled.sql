@@ -3,7 +3,7 @@
 -- notifications deletes it (take), so it is sent once however many instances run.
 
 -- name: insert_rows
--- One row per array position ($1 ids from allocate_ids), returned in that order.
+-- One row per array position ($1 ids from notifications.read_batch), returned in that order.
 INSERT INTO scheduled_notifications
     (id, send_at, user_ids, type, title, body, link, data, priority, expires_at,
      idempotency_key, localized, actions, collapse_key, actor, grouped_title, grouped_body)

@@ -9,10 +9,7 @@ from db.pool import create_pool
 async def send(pool, rows: list[tuple[str, str]]) -> None:
     """Store a message ``sender -> recipient`` for each pair, in order."""
     async with pool.acquire() as conn, conn.transaction():
-        ids = await messages.allocate_ids(conn, len(rows))
-        await messages.insert_many(
-            conn, [(i, s, r, "hi", None) for i, (s, r) in zip(ids, rows, strict=True)]
-        )
+        await messages.insert_many(conn, [(s, r, "hi", None) for s, r in rows])
 
 
 async def test_partners_are_the_most_recent_both_ways_within_the_bounds(database_url):

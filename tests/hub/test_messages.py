@@ -110,6 +110,34 @@ async def test_concurrent_sends_commit_together_with_gapless_seqs_in_send_order(
         assert bodies == sorted(bodies, key=lambda b: int(b[1:]))
 
 
+async def test_a_send_stores_its_message_notification_and_events_in_three_statements(
+    svc: Services, published: Published
+) -> None:
+    """Ids come with the message insert, and the messages' events are logged by the
+    statement that stores the notification and logs its event."""
+    sent: list[str] = []
+
+    def logged(record: Any) -> None:
+        sent.append(record.query)
+    async with svc.pool.acquire() as conn:
+        for n in range(2):  # the second time, asyncpg knows every type it meets
+            sent.clear()
+            conn.add_query_logger(logged)
+            try:
+                async with conn.transaction():
+                    [result] = await messages.send_many_in(conn, [("u1", msg("u2", f"m{n}"))])
+            finally:
+                conn.remove_query_logger(logged)
+    assert isinstance(result, messages.Sent) and result.created
+    assert [(e[0], e[2]) for e in result.events] == [
+        ("u1", "message.created"), ("u2", "message.created"), ("u2", "notification.created"),
+    ]
+    assert [e[1] for e in result.events if e[0] == "u2"] == [3, 4]  # after the first send's
+    statements = [q for q in sent if q not in ("BEGIN;", "COMMIT;")]
+    assert len(statements) == 3
+    assert "user_events" in statements[-1] and "INSERT INTO notifications" in statements[-1]
+
+
 async def test_reusing_a_client_id_for_other_content_is_a_conflict(svc: Services) -> None:
     await send(svc, "u1", msg("u2", "a", "c-1"))
     with pytest.raises(Conflict):
