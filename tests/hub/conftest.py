@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from db.pool import create_pool
 from hub.services import Services
@@ -34,3 +36,20 @@ async def listening_services(
     finally:
         await broker.stop()
         await pool.close()
+
+
+@asynccontextmanager
+async def statements(conn: Any) -> AsyncIterator[list[str]]:
+    """The statements ``conn`` runs inside the block, in order, BEGIN and COMMIT left out
+    (the round trips a write costs besides its transaction's own two)."""
+    sent: list[str] = []
+
+    def logged(record: Any) -> None:
+        if record.query not in ("BEGIN;", "COMMIT;"):
+            sent.append(record.query)
+    conn.add_query_logger(logged)
+    try:
+        yield sent
+        await asyncio.sleep(0)  # asyncpg calls the loggers soon after, not at once
+    finally:
+        conn.remove_query_logger(logged)

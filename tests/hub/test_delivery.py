@@ -19,6 +19,7 @@ from db import deliveries as store
 from hub import delivery, notifications, preferences
 from hub.models import NotificationCreate, Preferences
 from tests.conftest import SERVICE, running_app
+from tests.hub.conftest import statements
 from tests.hub.recording_channel import Recorder
 from tests.waiting import eventually
 
@@ -292,17 +293,9 @@ async def test_a_receivers_retry_after_lengthens_the_backoff(settings_env, monke
 async def _create_in(conn: Any, requests: list[NotificationCreate],
                      channels: tuple[str, ...]) -> tuple[list[Any], list[str]]:
     """``create_many_in`` in a transaction of its own on ``conn``: its results and the
-    statements the batch sent (BEGIN and COMMIT included)."""
-    sent: list[str] = []
-
-    def logged(record: Any) -> None:
-        sent.append(record.query)
-    conn.add_query_logger(logged)
-    try:
-        async with conn.transaction():
-            results = await notifications.create_many_in(conn, requests, channels=channels)
-    finally:
-        conn.remove_query_logger(logged)
+    statements the batch sent."""
+    async with statements(conn) as sent, conn.transaction():
+        results = await notifications.create_many_in(conn, requests, channels=channels)
     return list(results), sent
 
 

@@ -13,7 +13,7 @@ from hub import messages
 from hub.errors import Conflict, InvalidInput, NotFound
 from hub.models import MessageSend
 from hub.services import Services
-from tests.hub.conftest import listening_services
+from tests.hub.conftest import listening_services, statements
 
 TIMEOUT = 10
 
@@ -115,27 +115,17 @@ async def test_a_send_stores_its_message_notification_and_events_in_three_statem
 ) -> None:
     """Ids come with the message insert, and the messages' events are logged by the
     statement that stores the notification and logs its event."""
-    sent: list[str] = []
-
-    def logged(record: Any) -> None:
-        sent.append(record.query)
     async with svc.pool.acquire() as conn:
         for n in range(2):  # the second time, asyncpg knows every type it meets
-            sent.clear()
-            conn.add_query_logger(logged)
-            try:
-                async with conn.transaction():
-                    [result] = await messages.send_many_in(conn, [("u1", msg("u2", f"m{n}"))])
-            finally:
-                conn.remove_query_logger(logged)
+            async with statements(conn) as sent, conn.transaction():
+                [result] = await messages.send_many_in(conn, [("u1", msg("u2", f"m{n}"))])
     assert isinstance(result, messages.Sent) and result.created
     assert [(e[0], e[2]) for e in result.events] == [
         ("u1", "message.created"), ("u2", "message.created"), ("u2", "notification.created"),
     ]
     assert [e[1] for e in result.events if e[0] == "u2"] == [3, 4]  # after the first send's
-    statements = [q for q in sent if q not in ("BEGIN;", "COMMIT;")]
-    assert len(statements) == 3
-    assert "user_events" in statements[-1] and "INSERT INTO notifications" in statements[-1]
+    assert len(sent) == 3
+    assert "user_events" in sent[-1] and "INSERT INTO notifications" in sent[-1]
 
 
 async def test_reusing_a_client_id_for_other_content_is_a_conflict(svc: Services) -> None:
