@@ -47,26 +47,22 @@ def after(ctes: tuple[Cte, ...], reads: str = "") -> str:
 
 async def append(
     conn: asyncpg.Connection, events: list[tuple[str, str, dict[str, Any]]],
-    deciding: list[Any] | None = None, before: list[tuple[Cte, list[Any]]] | None = None,
+    deciding: list[Any] | None = None,
 ) -> list[tuple[str, int, str, dict[str, Any]]]:
     """Append ``(user_id, type, data)`` events inside the caller's transaction.
 
     Returns ``(user_id, seq, type, data)`` in the order given; each user's events get
-    consecutive seqs following that user's last one. One round trip (none when there is
-    nothing to do).
+    consecutive seqs following that user's last one. One round trip.
 
     ``deciding``: the parameters of ``db.deliveries.decide`` (``decide_args``) for
     notifications inserted earlier in the transaction, decided in the same statement,
-    before the counters are locked. ``before``: other CTEs run by the same statement
-    (``append_after``), even when there are no events.
+    before the counters are locked.
     """
-    if not events and not before:
+    if not events:
         if deciding is not None:
             await deliveries.decide_with(conn, deciding)
         return []
-    ctes = list(before or [])
-    if deciding is not None:
-        ctes.append((_STORED_BEFORE, []))
+    ctes: list[tuple[Cte, list[Any]]] = [(_STORED_BEFORE, [])] if deciding is not None else []
     return await append_after(conn, ctes, events, deciding=deciding)
 
 

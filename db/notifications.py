@@ -74,42 +74,20 @@ class Batch:
     prefs: dict[str, dict[str, Any]]  # saved preferences documents, by user
     templates: dict[str, dict[str, Any]]  # the stored templates named, by key
     locales: dict[str, str]  # contact locales, by user (read only for variants)
-    claimed: set[str]  # the idempotency keys claimed, those that were free
 
 
 async def read_batch(
     conn: Conn, count: int, users: list[str], templates: list[str], locale_users: list[str],
-    keys: list[str],
 ) -> Batch:
     """``count`` new notification ids (gaps are harmless), the transaction's ``now()``,
-    the saved preferences of ``users``, the stored ``templates``, when one of them has
-    locale variants the contact locales of ``locale_users``, and the idempotency
-    ``keys`` claimed in this transaction (those that were free; a key another
-    transaction claimed and has not committed yet is waited for): one round trip, none
-    when there is nothing to read. What a claimed key's request created is recorded by
-    the statement that stores the rows (``requests``)."""
-    if count == 0 and not users and not templates and not keys:
-        return Batch([], None, {}, {}, {}, set())
-    row = await conn.fetchrow(Q.read_batch, count, users, templates, locale_users, keys)
+    the saved preferences of ``users``, the stored ``templates`` and, when one of them
+    has locale variants, the contact locales of ``locale_users``: one round trip, none
+    when there is nothing to read."""
+    if count == 0 and not users and not templates:
+        return Batch([], None, {}, {}, {})
+    row = await conn.fetchrow(Q.read_batch, count, users, templates, locale_users)
     return Batch(list(row["ids"] or []), row["now"], row["prefs"] or {},
-                 row["templates"] or {}, row["locales"] or {}, set(row["claimed"] or ()))
-
-
-def requests(
-    filled: list[tuple[str, list[int], list[str]]], dropped: list[str],
-) -> list[tuple[event_log.Cte, list[Any]]]:
-    """The CTEs (for ``insert_appending`` or ``db.events.append``) that record what each
-    claimed request created, ``(key, notification ids, suppressed users)``, and let go
-    of the ``dropped`` keys' claims (their requests were refused)."""
-    ctes: list[tuple[event_log.Cte, list[Any]]] = []
-    if filled:
-        ctes.append(((Q.fill_requests, 3), [
-            [key for key, _, _ in filled], [dumps(ids) for _, ids, _ in filled],
-            [dumps(suppressed) for _, _, suppressed in filled],
-        ]))
-    if dropped:
-        ctes.append(((Q.drop_requests, 1), [dropped]))
-    return ctes
+                 row["templates"] or {}, row["locales"] or {})
 
 
 def _columns(rows: list[Row]) -> list[list[Any]]:
@@ -151,15 +129,13 @@ async def insert_grouped(
 async def insert_appending(
     conn: Connection, rows: list[Row], events: list[tuple[str, str, dict[str, Any]]],
     deciding: list[Any] | None = None,
-    before: list[tuple[event_log.Cte, list[Any]]] | None = None,
 ) -> list[tuple[str, int, str, dict[str, Any]]]:
     """The plain insert of ``rows`` and ``event_log.append`` of ``events`` (deciding
-    the rows' deliveries, with ``deciding``; after the CTEs ``before``, such as
-    ``requests``) in one statement, one round trip; the rows are those ``inserted``
-    builds."""
+    the rows' deliveries, with ``deciding``) in one statement, one round trip; the rows
+    are those ``inserted`` builds."""
     stored = f"stored AS ({Q.insert_rows}\nRETURNING id)"
     return await event_log.append_after(
-        conn, [*(before or []), ((stored, 10), _columns(rows))], events, deciding=deciding
+        conn, [((stored, 10), _columns(rows))], events, deciding=deciding
     )
 
 
@@ -276,6 +252,25 @@ async def counts_locked(conn: Connection, user_ids: list[str]) -> dict[str, tupl
 async def delete_for_message(conn: Conn, user_id: str, message_id: int) -> list[int]:
     """Delete ``user_id``'s ``new_message`` notifications about ``message_id``; their ids."""
     return [r["id"] for r in await conn.fetch(Q.delete_for_message, user_id, message_id)]
+
+
+async def claim_requests(
+    conn: Conn, claims: list[tuple[str, list[int], list[str]]]
+) -> set[str]:
+    """Claim each ``(key, notification ids, suppressed users)`` in this transaction,
+    recording what its request creates; returns the keys that were free.
+
+    A concurrent claim of the same key waits for this transaction and then finds it used.
+    """
+    if not claims:
+        return set()
+    rows = await conn.fetch(
+        Q.claim_requests,
+        [key for key, _, _ in claims],
+        [dumps(ids) for _, ids, _ in claims],
+        [dumps(suppressed) for _, _, suppressed in claims],
+    )
+    return {r["idempotency_key"] for r in rows}
 
 
 async def resolve_requests(

@@ -254,13 +254,11 @@ async def _create_in(
     names = templates.named(requests)
     # One round trip: ids for every recipient (those the preferences suppress, and
     # requests refused below, leave gaps; a scheduled request takes one id, its own),
-    # the time, the preferences, the templates and, for their variants, the locales;
-    # and the idempotency keys are claimed (a key used before: the request replays).
+    # the time, the preferences, the templates and, for their variants, the locales.
     batch = await store.read_batch(
         conn, sum(1 if later[n] else len(recipients[n]) for n in range(len(requests))),
         users, names,
         sorted({u for r in requests if r.template is not None for u in r.recipients()}),
-        [key for r in requests if (key := r.idempotency_key) is not None],
     )
     ids, now, stored = iter(batch.ids), batch.now, batch.templates
     contents = templates.contents(requests, stored)
@@ -282,33 +280,32 @@ async def _create_in(
     prefs = preferences.loaded(batch.prefs)
     results: list[Created | HubError | None] = [None] * len(requests)
     plans: list[tuple[int, list[str], list[str], templates.Content]] = []
-    replays: list[int] = []  # keys used before: what their first request made
-    dropped: list[str] = []  # claims let go: their requests are refused
+    replays: list[int] = []  # refused content with a key: a replay if the key was used
     for n, request in enumerate(requests):
-        content, key = contents[n], request.idempotency_key
-        if key is not None and key not in batch.claimed:
-            replays.append(n)
-        elif not isinstance(content, HubError):
+        content = contents[n]
+        if not isinstance(content, HubError):
             allowed, suppressed = preferences.split(prefs, recipients[n], request.type)
             plans.append((n, allowed, suppressed, content))
-        else:
+        elif request.idempotency_key is None:
             results[n] = content
-            if key is not None:
-                dropped.append(key)
+        else:
+            replays.append(n)
     planned = [(n, [next(ids) for _ in (["later"] if later[n] else allowed)], allowed,
                 suppressed, content)
                for n, allowed, suppressed, content in plans]
-    # Recorded by the statement that stores the rows: no round trip of their own.
-    claims = store.requests([
+    claimed = await store.claim_requests(conn, [
         (key, own, suppressed) for n, own, _, suppressed, _ in planned
         if (key := requests[n].idempotency_key) is not None
-    ], dropped)
+    ])
     rows: list[store.Row] = []
     groups: list[store.Group | None] = []  # each row's, if it has a collapse key
     fresh: list[tuple[int, int, list[str]]] = []  # (request, rows, suppressed)
     scheduled: list[tuple[int, scheduled_store.Row]] = []
     for n, own, allowed, suppressed, content in planned:
         request = requests[n]
+        if request.idempotency_key is not None and request.idempotency_key not in claimed:
+            replays.append(n)
+            continue
         if later[n]:
             assert request.send_at is not None
             patterns = (_patterns(request, stored, content[0], due_grouped.get(n))
@@ -374,9 +371,9 @@ async def _create_in(
     # of their own.
     changes = [*first, *changes]
     if plain and rows:
-        events = await store.insert_appending(conn, rows, changes, deciding, claims)
+        events = await store.insert_appending(conn, rows, changes, deciding)
     else:
-        events = await event_log.append(conn, changes, deciding=deciding, before=claims)
+        events = await event_log.append(conn, changes, deciding=deciding)
     logged, events = events[:len(first)], events[len(first):]
     mine: dict[int, list[Event]] = {}  # each event goes to the first row that made it
     for row, event in zip(owner, events, strict=True):

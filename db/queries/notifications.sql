@@ -3,20 +3,9 @@
 -- notification ids, ascending, for rows inserted later in this transaction; the
 -- transaction's now(), the created_at those rows get; the saved preferences of the
 -- users $2 as one object {user_id: prefs}, without those who saved none; the templates
--- named $3 as one object {key: template}; only when one of those templates has
+-- named $3 as one object {key: template}; and, only when one of those templates has
 -- locale variants, the contact locales of the users $4 {user_id: locale}, without
--- those who have none; and the idempotency keys $5 it claimed, those that were free.
--- Keys are claimed in sorted order, so two transactions claiming overlapping keys
--- queue up rather than deadlock; a key that another transaction claimed and has not
--- committed yet waits for it. A claim records nothing yet: the statement that stores
--- the batch's rows records what each request created (fill_requests), or drops the
--- claim of a request that was refused (drop_requests).
-WITH claimed AS (
-    INSERT INTO notification_requests (idempotency_key)
-    SELECT k FROM unnest($5::text[]) AS k ORDER BY k
-    ON CONFLICT DO NOTHING
-    RETURNING idempotency_key
-)
+-- those who have none.
 SELECT (SELECT array_agg(nextval('notifications_id_seq') ORDER BY n)
         FROM generate_series(1, $1::int) AS n) AS ids,
        now() AS now,
@@ -29,8 +18,7 @@ SELECT (SELECT array_agg(nextval('notifications_id_seq') ORDER BY n)
        (SELECT jsonb_object_agg(user_id, locale) FROM contacts
         WHERE user_id = ANY($4::text[]) AND locale IS NOT NULL
           AND EXISTS (SELECT FROM templates WHERE key = ANY($3::text[])
-                      AND locales IS NOT NULL AND locales <> '{}'::jsonb)) AS locales,
-       (SELECT array_agg(idempotency_key) FROM claimed) AS claimed
+                      AND locales IS NOT NULL AND locales <> '{}'::jsonb)) AS locales
 
 -- name: insert_rows
 -- One row per array position, with the ids read_batch gave. A new notification's
@@ -214,26 +202,19 @@ SELECT id, user_id, type, title, body, link, data, priority,
        group_count, actors
 FROM notifications WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)
 
--- name: fill_requests
--- A CTE (filled) of the statement that stores a batch's rows (db/notifications.py):
--- the keys $1 that read_batch claimed now name what each request created, ids $2 and
--- suppressed users $3 (one JSON array as text per key: arrays of arrays would have to
--- be rectangular).
-filled AS (
-    UPDATE notification_requests r
-    SET notification_ids = ARRAY(SELECT jsonb_array_elements_text(t.ids::jsonb)::bigint),
-        suppressed = ARRAY(SELECT jsonb_array_elements_text(t.sup::jsonb))
-    FROM unnest($1::text[], $2::text[], $3::text[]) AS t(k, ids, sup)
-    WHERE r.idempotency_key = t.k
-)
-
--- name: drop_requests
--- A CTE (dropped) as fill_requests: the claims of keys $1, whose requests were refused
--- (a template that does not render, say), are let go; a later request with the key is
--- then a first one.
-dropped AS (
-    DELETE FROM notification_requests WHERE idempotency_key = ANY($1::text[])
-)
+-- name: claim_requests
+-- Claim keys $1 with what each request creates: ids $2 and suppressed users $3 (one
+-- JSON array as text per key: arrays of arrays would have to be rectangular). Returns
+-- the keys that were free. Keys are claimed in sorted order, so two transactions
+-- claiming overlapping keys queue up rather than deadlock; a key that another
+-- transaction claimed and has not committed yet waits for it.
+INSERT INTO notification_requests (idempotency_key, notification_ids, suppressed)
+SELECT k, ARRAY(SELECT jsonb_array_elements_text(ids::jsonb)::bigint),
+       ARRAY(SELECT jsonb_array_elements_text(sup::jsonb))
+FROM unnest($1::text[], $2::text[], $3::text[]) AS t(k, ids, sup)
+ORDER BY k
+ON CONFLICT DO NOTHING
+RETURNING idempotency_key
 
 -- name: get_requests
 SELECT idempotency_key, notification_ids, suppressed FROM notification_requests
@@ -254,7 +235,7 @@ WHERE created_at < now() - make_interval(days => $1)
 
 -- name: resolve_requests
 -- A scheduled create's keys $1 now name what it created at send_at: ids $2 and
--- suppressed users $3 (JSON arrays as text, as in fill_requests); kept from now on for
+-- suppressed users $3 (JSON arrays as text, as in claim_requests); kept from now on for
 -- HUB_HISTORY_DAYS.
 UPDATE notification_requests r
 SET notification_ids = ARRAY(SELECT jsonb_array_elements_text(t.ids::jsonb)::bigint),

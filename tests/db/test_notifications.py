@@ -17,7 +17,7 @@ async def test_inserted_rows_are_built_exactly_as_the_stored_rows_read_back(data
     actions = [{"id": "ok", "label": "OK"}, {"id": "no", "label": "No", "style": "danger"}]
     try:
         async with pool.acquire() as conn, conn.transaction():
-            batch = await store.read_batch(conn, 3, [], [], [], [])
+            batch = await store.read_batch(conn, 3, [], [], [])
             ids, now = batch.ids, batch.now
             rows: list[store.Row] = [
                 (ids[0], "u1", "t", "Title", "", None, {}, "normal", None, None),
@@ -45,7 +45,7 @@ async def test_rows_inserted_with_their_events_in_one_statement_are_stored_and_l
         async with pool.acquire() as conn, conn.transaction():
             await events.append(conn, [("u1", "earlier", {})])
         async with pool.acquire() as conn, conn.transaction():
-            batch = await store.read_batch(conn, 3, [], [], [], [])
+            batch = await store.read_batch(conn, 3, [], [], [])
             ids, now = batch.ids, batch.now
             assert now is not None
             rows: list[store.Row] = [
@@ -66,7 +66,7 @@ async def test_rows_inserted_with_their_events_in_one_statement_are_stored_and_l
         await pool.close()
 
 
-async def test_a_batch_reads_its_ids_time_preferences_templates_locales_and_claims_at_once(
+async def test_a_batch_reads_its_ids_time_preferences_templates_and_locales_at_once(
     database_url,
 ):
     pool = await create_pool(database_url)
@@ -77,10 +77,7 @@ async def test_a_batch_reads_its_ids_time_preferences_templates_locales_and_clai
         await contacts.put(pool, "u3", {"email": "u3@example.com"})
         await templates.put(pool, "plain", "t", "Hi {name}", "", None, {})
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO notification_requests (idempotency_key) VALUES ('used')")
-            batch = await store.read_batch(conn, 2, ["u1", "u2"], ["plain", "nope"], ["u1"],
-                                           ["new", "used"])
+            batch = await store.read_batch(conn, 2, ["u1", "u2"], ["plain", "nope"], ["u1"])
             assert batch.now == await conn.fetchval("SELECT now()")
         assert len(batch.ids) == 2 and batch.ids[0] < batch.ids[1]
         assert batch.prefs == {"u1": saved}
@@ -89,14 +86,13 @@ async def test_a_batch_reads_its_ids_time_preferences_templates_locales_and_clai
             "locales": {}, "grouped": None,
         }}
         assert batch.locales == {}  # no template named has variants: not read
-        assert batch.claimed == {"new"}  # "used" was claimed before
         await templates.put(pool, "fr", "t", "Hi", "", None, {"fr": {"title": "Salut"}})
         async with pool.acquire() as conn, conn.transaction():
-            batch = await store.read_batch(conn, 0, [], ["fr"], ["u1", "u2", "u3"], [])
+            batch = await store.read_batch(conn, 0, [], ["fr"], ["u1", "u2", "u3"])
         assert batch.ids == [] and batch.locales == {"u1": "fr"}
         assert batch.templates["fr"]["locales"] == {"fr": {"title": "Salut"}}
         async with pool.acquire() as conn, conn.transaction():
-            assert await store.read_batch(conn, 0, [], [], [], []) == store.Batch(
-                [], None, {}, {}, {}, set())
+            assert await store.read_batch(conn, 0, [], [], []) == store.Batch(
+                [], None, {}, {}, {})
     finally:
         await pool.close()

@@ -15,7 +15,7 @@ from hub import notifications
 from hub.errors import InvalidInput
 from hub.models import NotificationCreate
 from hub.services import Services
-from tests.hub.conftest import listening_services, statements
+from tests.hub.conftest import listening_services
 
 TIMEOUT = 15
 USERS = [f"u{n}" for n in range(10)]
@@ -127,25 +127,6 @@ async def test_a_replayed_key_returns_the_first_result_even_if_its_template_is_g
     assert await svc.pool.fetchval(
         "SELECT count(*) FROM notification_requests WHERE idempotency_key = 'k-3'"
     ) == 0
-
-
-async def test_an_idempotency_key_adds_no_statement_to_a_create(svc: Services) -> None:
-    """The key is claimed by the statement that reads the batch, and what its request
-    created is recorded by the one that stores the rows."""
-    counts = {}
-    async with svc.pool.acquire() as conn:
-        for n in range(4):  # the last two times, asyncpg knows every type it meets
-            key = f"k-{n}" if n % 2 else None
-            async with statements(conn) as sent, conn.transaction():
-                [made] = await notifications.create_many_in(conn, [NotificationCreate(
-                    user_id="u5", type="t", title=f"n{n}", idempotency_key=key)])
-            counts[key is not None] = len(sent)
-    assert counts == {False: 2, True: 2}
-    stored = await svc.pool.fetchrow(
-        "SELECT notification_ids, suppressed FROM notification_requests "
-        "WHERE idempotency_key = 'k-3'")
-    assert (list(stored["notification_ids"]), list(stored["suppressed"])) == (
-        [made.items[0]["id"]], [])
 
 
 async def test_metrics_count_transactions_and_the_creates_in_them(svc: Services) -> None:
