@@ -127,15 +127,16 @@ async def insert_grouped(
 
 
 async def insert_appending(
-    conn: Connection, rows: list[Row], events: list[tuple[str, str, dict[str, Any]]],
-    deciding: list[Any] | None = None,
+    conn: Connection, rows: list[Row], created_at: datetime,
+    events: list[tuple[str, str, dict[str, Any]]], deciding: list[Any] | None = None,
 ) -> list[tuple[str, int, str, dict[str, Any]]]:
-    """The plain insert of ``rows`` and ``event_log.append`` of ``events`` (deciding
-    the rows' deliveries, with ``deciding``) in one statement, one round trip; the rows
-    are those ``inserted`` builds."""
+    """The plain insert of ``rows`` created at ``created_at`` (``read_batch``'s now) and
+    ``event_log.append`` of ``events`` (deciding the rows' deliveries, with ``deciding``)
+    in one statement, one round trip; the rows are those ``inserted`` builds. Being one
+    statement, it is atomic outside a transaction too."""
     stored = f"stored AS ({Q.insert_rows}\nRETURNING id)"
     return await event_log.append_after(
-        conn, [((stored, 10), _columns(rows))], events, deciding=deciding
+        conn, [((stored, 11), [*_columns(rows), created_at])], events, deciding=deciding
     )
 
 

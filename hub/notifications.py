@@ -7,6 +7,7 @@ to the broker after commit (docs/live.md): creates through the group commit
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -115,13 +116,29 @@ def _request(job: Job) -> NotificationCreate:
     return job.request if isinstance(job, Due) else job
 
 
+def _one_write(jobs: list[Job]) -> bool:
+    """Whether a batch's only write is the statement that stores its rows, logs their
+    events and decides their deliveries: plain creates, none with an idempotency key (a
+    claim), a collapse key (a group to join), an inline contact (stored first) or
+    ``send_at``, and no scheduled create being sent."""
+    return all(
+        isinstance(job, NotificationCreate) and job.idempotency_key is None
+        and job.collapse_key is None and job.contact is None and job.send_at is None
+        for job in jobs
+    )
+
+
 async def _commit(svc: Services, jobs: list[Job]) -> list[Created | BaseException]:
-    """One transaction for a batch of creates."""
+    """One transaction for a batch of creates; none of its own when its only write is
+    one statement (``_one_write``), which is atomic alone: then the batch reads (ids,
+    preferences, templates) and writes in two round trips, without BEGIN and COMMIT."""
     zones = await contacts.zones(svc) if any(
         (contact := _request(job).contact) is not None and contact.time_zone is not None
         for job in jobs
     ) else None
-    async with svc.pool.acquire() as conn, conn.transaction():
+    async with svc.pool.acquire() as conn, (
+        contextlib.nullcontext() if _one_write(jobs) else conn.transaction()
+    ):
         results = await create_many_in(
             conn, jobs, channels=svc.delivery_channels, zones=zones,
             quiet_bypass_high=svc.settings.quiet_hours_bypass_high,
@@ -371,7 +388,8 @@ async def _create_in(
     # of their own.
     changes = [*first, *changes]
     if plain and rows:
-        events = await store.insert_appending(conn, rows, changes, deciding)
+        assert now is not None
+        events = await store.insert_appending(conn, rows, now, changes, deciding)
     else:
         events = await event_log.append(conn, changes, deciding=deciding)
     logged, events = events[:len(first)], events[len(first):]

@@ -23,15 +23,17 @@ SELECT (SELECT array_agg(nextval('notifications_id_seq') ORDER BY n)
 -- name: insert_rows
 -- One row per array position, with the ids read_batch gave. A new notification's
 -- inbox position is its id. $10 actions as JSON text (arrays of arrays would have to be
--- rectangular): NULL for a notification without any. Nothing is read back: the caller
--- knows every column but the defaults, and of those only created_at varies, the
--- transaction's now() (read_batch gives it). db/notifications.py runs it as a CTE
--- of the statement that appends the rows' events (insert_appending). (Rows with
+-- rectangular): NULL for a notification without any. $11 every row's created_at (the
+-- now() read_batch gave, which need not be this statement's: a batch with nothing else
+-- to write runs it outside a transaction). Nothing is read back: the caller knows
+-- every column but the defaults, which do not vary. db/notifications.py runs it as a
+-- CTE of the statement that appends the rows' events (insert_appending). (Rows with
 -- collapse keys go through insert_grouped.)
 INSERT INTO notifications
-    (id, user_id, type, title, body, link, data, priority, expires_at, position, actions)
+    (id, user_id, type, title, body, link, data, priority, expires_at, position, actions,
+     created_at)
 OVERRIDING SYSTEM VALUE
-SELECT i, u, ty, ti, b, l, d, p, x, i, a::jsonb
+SELECT i, u, ty, ti, b, l, d, p, x, i, a::jsonb, $11::timestamptz
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[])
      AS t(i, u, ty, ti, b, l, d, p, x, a)

@@ -27,7 +27,7 @@ async def test_inserted_rows_are_built_exactly_as_the_stored_rows_read_back(data
             ]
             assert now is not None
             built = [store.inserted(row, now) for row in rows]
-            await store.insert_appending(conn, rows, [(row[1], "t", {}) for row in rows])
+            await store.insert_appending(conn, rows, now, [(row[1], "t", {}) for row in rows])
         stored = {item["id"]: item for item in await store.by_ids(pool, ids)}
         assert built == [stored[i] for i in ids]
         assert [list(item) for item in built] == [list(stored[i]) for i in ids]
@@ -54,7 +54,7 @@ async def test_rows_inserted_with_their_events_in_one_statement_are_stored_and_l
             ]
             items = [store.inserted(row, now) for row in rows]
             appended = await store.insert_appending(
-                conn, rows, [(item["user_id"], "notification.created", item) for item in items]
+                conn, rows, now, [(item["user_id"], "notification.created", item) for item in items]
             )
         assert [(user, seq) for user, seq, _, _ in appended] == [("u1", 2), ("u2", 1), ("u1", 3)]
         stored = {item["id"]: item for item in await store.by_ids(pool, ids)}

@@ -18,11 +18,13 @@ from tests.conftest import SECRET
 
 @asynccontextmanager
 async def listening_services(
-    database_url: str, data_dir: Path, on_message: MessageHandler, users: Iterable[str]
+    database_url: str, data_dir: Path, on_message: MessageHandler, users: Iterable[str],
+    connections: int = 6,
 ) -> AsyncIterator[Services]:
-    """Services whose in-memory broker hands ``users``' events to ``on_message``."""
+    """Services whose in-memory broker hands ``users``' events to ``on_message``, with a
+    pool of at most ``connections``."""
     settings = Settings(database_url=database_url, data_dir=data_dir, jwt_secret=SECRET)
-    pool = await create_pool(database_url, 1, 6)
+    pool = await create_pool(database_url, 1, connections)
     broker = MemoryBroker()
 
     async def nothing() -> None:

@@ -129,6 +129,33 @@ async def test_a_replayed_key_returns_the_first_result_even_if_its_template_is_g
     ) == 0
 
 
+async def test_a_plain_batch_writes_in_one_statement_without_a_transaction_of_its_own(
+    database_url: str, tmp_path: Any
+) -> None:
+    """Ids, preferences and templates are read, then one statement stores the rows and
+    logs their events: atomic alone, so no BEGIN and COMMIT. A key's claim is a second
+    write: that batch has its transaction."""
+    sent: list[str] = []
+    async with listening_services(database_url, tmp_path, lambda *_: None, ["u1"],
+                                  connections=1) as svc:
+        async with svc.pool.acquire() as conn:  # the pool's only connection
+            conn.add_query_logger(lambda record: sent.append(record.query))
+        runs = {}
+        for key in (None, "k-0", None, "k-1"):  # the first two teach asyncpg the types
+            sent.clear()
+            made = await asyncio.wait_for(notifications.create(svc, NotificationCreate(
+                user_id="u1", type="t", title="plain", idempotency_key=key)), TIMEOUT)
+            await asyncio.sleep(0)  # asyncpg calls the loggers soon after, not at once
+            runs[key and "keyed"] = list(sent)
+            # Stored as answered: created_at is the time the batch read, not its write's.
+            assert await svc.pool.fetchval(
+                "SELECT created_at FROM notifications WHERE id = $1", made.items[0]["id"]
+            ) == made.items[0]["created_at"]
+    assert len(runs[None]) == 2 and "BEGIN;" not in runs[None]
+    assert "INSERT INTO notifications" in runs[None][1] and "user_events" in runs[None][1]
+    assert runs["keyed"][0] == "BEGIN;" and runs["keyed"][-1] == "COMMIT;"
+
+
 async def test_metrics_count_transactions_and_the_creates_in_them(svc: Services) -> None:
     tasks = [create(svc, USERS[n % 10], f"n{n}") for n in range(50)]
     await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
