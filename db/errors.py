@@ -5,6 +5,8 @@
     │                         resources: the database's fault; retry later, whole
     ├── DatabaseRejected      it refused what one statement wrote (a constraint, a value
     │                         it cannot store): the fault of what was written
+    ├── ClaimTaken            a statement that claims idempotency keys met one used
+    │                         before, and wrote nothing: make it again in a transaction
     └── SchemaMissing         the notifyhub tables are not there: migrations never ran
 
 ``translate(exc)`` names a driver exception; ``translating()`` (and the pool, ``connect``
@@ -31,6 +33,15 @@ class DatabaseUnavailable(DatabaseError):
 
 class DatabaseRejected(DatabaseError):
     """The database refused one statement's data: retrying the same data fails again."""
+
+
+class ClaimTaken(DatabaseError):
+    """A statement that claims idempotency keys (``db.notifications.insert_appending``)
+    found one claimed before: it stopped, and wrote nothing."""
+
+
+#: The SQLSTATE with which such a statement stops (migration 0016).
+CLAIM_TAKEN = "NH001"
 
 
 class SchemaMissing(DatabaseError):
@@ -67,6 +78,8 @@ def translate(exc: BaseException) -> DatabaseError | None:
         return DatabaseRejected(_describe(exc))
     if isinstance(exc, asyncpg.UndefinedTableError):
         return SchemaMissing(_describe(exc))
+    if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == CLAIM_TAKEN:
+        return ClaimTaken(_describe(exc))
     return None
 
 

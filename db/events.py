@@ -31,7 +31,8 @@ def _renumbered(text: str, by: int) -> str:
 def after(ctes: tuple[Cte, ...], reads: str = "") -> str:
     """``Q.append`` run after ``ctes`` (each ``name AS (...)``) in one statement; their
     parameters are numbered on in order, the events take the three after them.
-    ``reads``: the name of a CTE the events must wait for (its rows are read first)."""
+    ``reads``: the CTEs the events must wait for, comma-separated (their rows are read
+    first)."""
     parts, used = [], 0
     for text, params in ctes:
         body = "\n".join(line for line in text.splitlines() if not line.startswith("--"))
@@ -69,15 +70,17 @@ async def append(
 async def append_after(
     conn: asyncpg.Connection, ctes: list[tuple[Cte, list[Any]]],
     events: list[tuple[str, str, dict[str, Any]]], *, deciding: list[Any] | None = None,
+    reads: tuple[str, ...] = (),
 ) -> list[tuple[str, int, str, dict[str, Any]]]:
     """``append`` in one statement after ``ctes``, each a CTE and its parameters
     (``after``); with ``deciding`` (as in ``append``), the deliveries are decided after
-    them, once a CTE named ``stored`` (the new notifications) is done."""
+    them, once a CTE named ``stored`` (the new notifications) is done. ``reads``: the
+    names of other CTEs the events read first (one row each)."""
     columns = [e[0] for e in events], [e[1] for e in events], [e[2] for e in events]
     if deciding is not None:
         ctes = [*ctes, ((Q.decided, len(deciding)), deciding)]
-    statement = (after(tuple(cte for cte, _ in ctes), "decided" if deciding else "")
-                 if ctes else Q.append)
+        reads = (*reads, "decided")
+    statement = after(tuple(cte for cte, _ in ctes), ", ".join(reads)) if ctes else Q.append
     rows = await conn.fetch(statement, *(p for _, params in ctes for p in params), *columns)
     next_seq: dict[str, int] = {}
     for row in rows:

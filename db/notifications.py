@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from db import events as event_log
+from db.errors import translating
 from db.pool import Conn, Connection, dumps
 from db.queries import load
 
@@ -129,15 +130,25 @@ async def insert_grouped(
 async def insert_appending(
     conn: Connection, rows: list[Row], created_at: datetime,
     events: list[tuple[str, str, dict[str, Any]]], deciding: list[Any] | None = None,
+    claims: list[tuple[str, list[int], list[str]]] | None = None,
 ) -> list[tuple[str, int, str, dict[str, Any]]]:
     """The plain insert of ``rows`` created at ``created_at`` (``read_batch``'s now) and
-    ``event_log.append`` of ``events`` (deciding the rows' deliveries, with ``deciding``)
-    in one statement, one round trip; the rows are those ``inserted`` builds. Being one
-    statement, it is atomic outside a transaction too."""
+    ``event_log.append`` of ``events`` (one at least; deciding the rows' deliveries,
+    with ``deciding``) in one statement, one round trip; the rows are those ``inserted``
+    builds. Being one statement, it is atomic outside a transaction too.
+
+    ``claims``: as ``claim_requests`` takes them, claimed by this statement, which
+    raises ``ClaimTaken`` (and writes nothing) unless every key was free.
+    """
     stored = f"stored AS ({Q.insert_rows}\nRETURNING id)"
-    return await event_log.append_after(
-        conn, [((stored, 11), [*_columns(rows), created_at])], events, deciding=deciding
-    )
+    ctes: list[tuple[event_log.Cte, list[Any]]] = [((stored, 11), [*_columns(rows), created_at])]
+    if not claims:
+        return await event_log.append_after(conn, ctes, events, deciding=deciding)
+    checked = f"claimed AS ({Q.claim_requests}),\n{Q.claims_checked}"
+    ctes.insert(0, ((checked, 3), _claim_columns(claims)))
+    with translating():  # ClaimTaken, from the SQLSTATE the check stops it with
+        return await event_log.append_after(
+            conn, ctes, events, deciding=deciding, reads=("checked",))
 
 
 async def by_ids(conn: Conn, ids: list[int]) -> list[dict[str, Any]]:
@@ -265,13 +276,14 @@ async def claim_requests(
     """
     if not claims:
         return set()
-    rows = await conn.fetch(
-        Q.claim_requests,
-        [key for key, _, _ in claims],
-        [dumps(ids) for _, ids, _ in claims],
-        [dumps(suppressed) for _, _, suppressed in claims],
-    )
+    rows = await conn.fetch(Q.claim_requests, *_claim_columns(claims))
     return {r["idempotency_key"] for r in rows}
+
+
+def _claim_columns(claims: list[tuple[str, list[int], list[str]]]) -> list[list[Any]]:
+    """``claims`` as the three arrays of ``Q.claim_requests``."""
+    return [[key for key, _, _ in claims], [dumps(ids) for _, ids, _ in claims],
+            [dumps(suppressed) for _, _, suppressed in claims]]
 
 
 async def resolve_requests(

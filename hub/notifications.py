@@ -19,7 +19,7 @@ from db import deliveries as delivery_store
 from db import events as event_log
 from db import notifications as store
 from db import scheduled as scheduled_store
-from db.errors import DatabaseUnavailable
+from db.errors import ClaimTaken, DatabaseUnavailable
 from db.pool import Connection
 from hub import contacts, preferences, templates
 from hub.errors import Conflict, HubError, InvalidInput, NotFound
@@ -116,14 +116,19 @@ def _request(job: Job) -> NotificationCreate:
     return job.request if isinstance(job, Due) else job
 
 
+class _Transactional(Exception):
+    """A batch made without a transaction of its own needs one after all (it wrote
+    nothing): make it again in one."""
+
+
 def _one_write(jobs: list[Job]) -> bool:
-    """Whether a batch's only write is the statement that stores its rows, logs their
-    events and decides their deliveries: plain creates, none with an idempotency key (a
-    claim), a collapse key (a group to join), an inline contact (stored first) or
+    """Whether a batch's only write can be the statement that stores its rows, claims
+    their keys, logs their events and decides their deliveries: plain creates, none
+    with a collapse key (a group to join), an inline contact (stored first) or
     ``send_at``, and no scheduled create being sent."""
     return all(
-        isinstance(job, NotificationCreate) and job.idempotency_key is None
-        and job.collapse_key is None and job.contact is None and job.send_at is None
+        isinstance(job, NotificationCreate) and job.collapse_key is None
+        and job.contact is None and job.send_at is None
         for job in jobs
     )
 
@@ -131,21 +136,29 @@ def _one_write(jobs: list[Job]) -> bool:
 async def _commit(svc: Services, jobs: list[Job]) -> list[Created | BaseException]:
     """One transaction for a batch of creates; none of its own when its only write is
     one statement (``_one_write``), which is atomic alone: then the batch reads (ids,
-    preferences, templates) and writes in two round trips, without BEGIN and COMMIT."""
+    preferences, templates) and writes in two round trips, without BEGIN and COMMIT.
+    Should that statement find an idempotency key used before (a replay), or have no
+    rows to claim keys with, it writes nothing, and the batch is made again in a
+    transaction."""
     zones = await contacts.zones(svc) if any(
         (contact := _request(job).contact) is not None and contact.time_zone is not None
         for job in jobs
     ) else None
-    async with svc.pool.acquire() as conn, (
-        contextlib.nullcontext() if _one_write(jobs) else conn.transaction()
-    ):
-        results = await create_many_in(
-            conn, jobs, channels=svc.delivery_channels, zones=zones,
-            quiet_bypass_high=svc.settings.quiet_hours_bypass_high,
-            escalate=_escalation(svc),
-            expiry_days=svc.settings.retention_days,
-            digest_at=_digest_clock(svc),
-        )
+    create = partial(
+        create_many_in, jobs=jobs, channels=svc.delivery_channels, zones=zones,
+        quiet_bypass_high=svc.settings.quiet_hours_bypass_high,
+        escalate=_escalation(svc),
+        expiry_days=svc.settings.retention_days,
+        digest_at=_digest_clock(svc),
+    )
+    async with svc.pool.acquire() as conn:
+        results: list[Created | HubError] | None = None
+        if _one_write(jobs):
+            with contextlib.suppress(ClaimTaken, _Transactional):
+                results = await create(conn)
+        if results is None:
+            async with conn.transaction():
+                results = await create(conn)
     if svc.delivery_channels:
         svc.deliveries_due.set()  # after the commit: the workers see the new rows
     if any(isinstance(r, Created) and r.scheduled and not r.replayed for r in results):
@@ -310,10 +323,13 @@ async def _create_in(
     planned = [(n, [next(ids) for _ in (["later"] if later[n] else allowed)], allowed,
                 suppressed, content)
                for n, allowed, suppressed, content in plans]
-    claimed = await store.claim_requests(conn, [
-        (key, own, suppressed) for n, own, _, suppressed, _ in planned
-        if (key := requests[n].idempotency_key) is not None
-    ])
+    claims = [(key, own, suppressed) for n, own, _, suppressed, _ in planned
+              if (key := requests[n].idempotency_key) is not None]
+    # Without a transaction (the caller's ``_one_write`` batch), the statement that
+    # stores the rows claims the keys, and stops unless all were free (``ClaimTaken``).
+    alone = not conn.is_in_transaction()
+    claimed = ({key for key, _, _ in claims} if alone
+               else await store.claim_requests(conn, claims))
     rows: list[store.Row] = []
     groups: list[store.Group | None] = []  # each row's, if it has a collapse key
     fresh: list[tuple[int, int, list[str]]] = []  # (request, rows, suppressed)
@@ -389,7 +405,10 @@ async def _create_in(
     changes = [*first, *changes]
     if plain and rows:
         assert now is not None
-        events = await store.insert_appending(conn, rows, now, changes, deciding)
+        events = await store.insert_appending(conn, rows, now, changes, deciding,
+                                              claims if alone else None)
+    elif alone and claims:
+        raise _Transactional("keys to claim and no rows to store them with")
     else:
         events = await event_log.append(conn, changes, deciding=deciding)
     logged, events = events[:len(first)], events[len(first):]

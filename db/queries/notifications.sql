@@ -218,6 +218,16 @@ ORDER BY k
 ON CONFLICT DO NOTHING
 RETURNING idempotency_key
 
+-- name: claims_checked
+-- A CTE after ``claimed AS (claim_requests)`` in the one statement of a batch without
+-- a transaction of its own (db/notifications.py, insert_appending): with every key $1
+-- claim_requests took, it stops the statement (SQLSTATE NH001, migration 0016) unless
+-- all of them were free. The statement's events read it, so it runs before any commit.
+checked AS MATERIALIZED (
+    SELECT notification_claims_checked(cardinality($1::text[]),
+                                       (SELECT count(*) FROM claimed)) AS ok
+)
+
 -- name: get_requests
 SELECT idempotency_key, notification_ids, suppressed FROM notification_requests
 WHERE idempotency_key = ANY($1::text[])

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
+
 from db import contacts, events, preferences, templates
 from db import notifications as store
+from db.errors import ClaimTaken
 from db.pool import create_pool
 
 
@@ -94,5 +97,31 @@ async def test_a_batch_reads_its_ids_time_preferences_templates_and_locales_at_o
         async with pool.acquire() as conn, conn.transaction():
             assert await store.read_batch(conn, 0, [], [], []) == store.Batch(
                 [], None, {}, {}, {})
+    finally:
+        await pool.close()
+
+
+async def test_an_insert_that_claims_a_key_used_before_writes_nothing(database_url):
+    pool = await create_pool(database_url)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await store.claim_requests(conn, [("used", [], [])])
+        async with pool.acquire() as conn:  # no transaction: the statement alone
+            batch = await store.read_batch(conn, 2, [], [], [])
+            assert batch.now is not None
+            rows: list[store.Row] = [
+                (i, "u1", "t", "T", "", None, {}, "normal", None, None) for i in batch.ids]
+            changes = [("u1", "notification.created", {"id": i}) for i in batch.ids]
+            with pytest.raises(ClaimTaken):
+                await store.insert_appending(conn, rows, batch.now, changes,
+                                             claims=[("new", [batch.ids[0]], []),
+                                                     ("used", [batch.ids[1]], [])])
+            assert await conn.fetchval("SELECT count(*) FROM notifications") == 0
+            assert await conn.fetchval("SELECT count(*) FROM user_events") == 0
+            assert await store.get_requests(conn, ["new", "used"]) == {"used": ([], [])}
+            appended = await store.insert_appending(
+                conn, rows[:1], batch.now, changes[:1], claims=[("new", [batch.ids[0]], [])])
+        assert [(user, seq) for user, seq, _, _ in appended] == [("u1", 1)]
+        assert await store.get_requests(pool, ["new"]) == {"new": ([batch.ids[0]], [])}
     finally:
         await pool.close()

@@ -132,28 +132,47 @@ async def test_a_replayed_key_returns_the_first_result_even_if_its_template_is_g
 async def test_a_plain_batch_writes_in_one_statement_without_a_transaction_of_its_own(
     database_url: str, tmp_path: Any
 ) -> None:
-    """Ids, preferences and templates are read, then one statement stores the rows and
-    logs their events: atomic alone, so no BEGIN and COMMIT. A key's claim is a second
-    write: that batch has its transaction."""
+    """Ids, preferences and templates are read, then one statement claims the keys,
+    stores the rows and logs their events: atomic alone, so no BEGIN and COMMIT. When
+    a key was used before, or there are keys but no rows, that statement writes
+    nothing and the batch is made again in a transaction, where the key replays."""
     sent: list[str] = []
     async with listening_services(database_url, tmp_path, lambda *_: None, ["u1"],
                                   connections=1) as svc:
         async with svc.pool.acquire() as conn:  # the pool's only connection
             conn.add_query_logger(lambda record: sent.append(record.query))
-        runs = {}
-        for key in (None, "k-0", None, "k-1"):  # the first two teach asyncpg the types
+        await svc.pool.execute(
+            "INSERT INTO preferences (user_id, prefs) VALUES ('muted', $1)", {"muted": True})
+
+        async def run(user: str, key: str | None) -> tuple[Any, list[str]]:
             sent.clear()
             made = await asyncio.wait_for(notifications.create(svc, NotificationCreate(
-                user_id="u1", type="t", title="plain", idempotency_key=key)), TIMEOUT)
+                user_id=user, type="t", title="plain", idempotency_key=key)), TIMEOUT)
             await asyncio.sleep(0)  # asyncpg calls the loggers soon after, not at once
-            runs[key and "keyed"] = list(sent)
-            # Stored as answered: created_at is the time the batch read, not its write's.
-            assert await svc.pool.fetchval(
-                "SELECT created_at FROM notifications WHERE id = $1", made.items[0]["id"]
-            ) == made.items[0]["created_at"]
-    assert len(runs[None]) == 2 and "BEGIN;" not in runs[None]
-    assert "INSERT INTO notifications" in runs[None][1] and "user_events" in runs[None][1]
-    assert runs["keyed"][0] == "BEGIN;" and runs["keyed"][-1] == "COMMIT;"
+            return made, list(sent)
+
+        for key in (None, "k-0"):  # teach asyncpg the types first
+            await run("u1", key)
+        _, plain = await run("u1", None)
+        fresh, keyed = await run("u1", "k-1")
+        again, replayed = await run("u1", "k-1")
+        muted, suppressed = await run("muted", "k-2")
+        # Stored as answered: created_at is the time the batch read, not its write's.
+        assert await svc.pool.fetchval(
+            "SELECT created_at FROM notifications WHERE id = $1", fresh.items[0]["id"]
+        ) == fresh.items[0]["created_at"]
+        assert await svc.pool.fetchval(
+            "SELECT notification_ids FROM notification_requests WHERE idempotency_key = 'k-1'"
+        ) == [fresh.items[0]["id"]]
+        assert await svc.pool.fetchval("SELECT count(*) FROM notifications") == 4
+    for statements in (plain, keyed):
+        assert len(statements) == 2 and "BEGIN;" not in statements
+        assert "INSERT INTO notifications" in statements[1] and "user_events" in statements[1]
+    assert "notification_requests" in keyed[1]
+    assert again.replayed and again.items == fresh.items
+    assert (muted.items, muted.suppressed) == ([], ["muted"])
+    for statements in (replayed, suppressed):
+        assert "BEGIN;" in statements and statements[-1] == "COMMIT;"
 
 
 async def test_metrics_count_transactions_and_the_creates_in_them(svc: Services) -> None:
