@@ -2,8 +2,11 @@
 
 Prints one ``PATHS {json}`` line.
 
-``create``: ``hub.notifications.create_many_in`` in a loop, one transaction per batch,
-on a throwaway PostgreSQL (pgserver, commits flushed as in production), with no HTTP,
+``create``: ``hub.notifications.create_many_in`` in a loop, one transaction per batch
+(the way a batch with collapse keys or inline contacts is written; most batches are
+written in one statement without a transaction, docs/api.md, which this path does not
+time, so that it runs unchanged on older trees), on a throwaway PostgreSQL (pgserver,
+commits flushed as in production), with no HTTP,
 no Redis and no clients: the wall time and the process's CPU per batch, median and
 p99, for batches of one create to one user (with an idempotency key, as ingest makes
 them) and of one create to ``--recipients`` users (a bulk create).

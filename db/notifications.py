@@ -140,15 +140,19 @@ async def insert_appending(
     ``claims``: as ``claim_requests`` takes them, claimed by this statement, which
     raises ``ClaimTaken`` (and writes nothing) unless every key was free.
     """
-    stored = f"stored AS ({Q.insert_rows}\nRETURNING id)"
-    ctes: list[tuple[event_log.Cte, list[Any]]] = [((stored, 11), [*_columns(rows), created_at])]
+    values = [*_columns(rows), created_at]
     if not claims:
-        return await event_log.append_after(conn, ctes, events, deciding=deciding)
+        stored = f"stored AS ({Q.insert_rows}\nRETURNING id)"
+        return await event_log.append_after(conn, [((stored, 11), values)], events,
+                                            deciding=deciding)
+    # The rows wait for the check (a one-time filter), so the claims come first, before
+    # the rows, the deliveries' digest jobs and the counters: the hub's lock order.
     checked = f"claimed AS ({Q.claim_requests}),\n{Q.claims_checked}"
-    ctes.insert(0, ((checked, 3), _claim_columns(claims)))
+    stored = f"stored AS ({Q.insert_rows}\nWHERE (SELECT ok FROM checked)\nRETURNING id)"
     with translating():  # ClaimTaken, from the SQLSTATE the check stops it with
         return await event_log.append_after(
-            conn, ctes, events, deciding=deciding, reads=("checked",))
+            conn, [((checked, 3), _claim_columns(claims)), ((stored, 11), values)], events,
+            deciding=deciding, reads=("checked",))
 
 
 async def by_ids(conn: Conn, ids: list[int]) -> list[dict[str, Any]]:

@@ -28,7 +28,8 @@ class Metrics:
         )
         self.write_batches = Counter(
             "notifyhub_write_batches_total",
-            "Transactions committed by the group-commit writer", registry=r,
+            "Batches committed by the group-commit writer (each in one transaction, or "
+            "in one statement)", registry=r,
         )
         self.write_batch_jobs = Counter(
             "notifyhub_write_batch_jobs_total",

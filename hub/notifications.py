@@ -155,7 +155,7 @@ async def _commit(svc: Services, jobs: list[Job]) -> list[Created | BaseExceptio
         results: list[Created | HubError] | None = None
         if _one_write(jobs):
             with contextlib.suppress(ClaimTaken, _Transactional):
-                results = await create(conn)
+                results = await create(conn, alone=True)
         if results is None:
             async with conn.transaction():
                 results = await create(conn)
@@ -180,12 +180,19 @@ async def create_many_in(
     conn: Connection, jobs: Sequence[Job], *, channels: tuple[str, ...] = (),
     quiet_bypass_high: bool = True, escalate: tuple[frozenset[str], float] = (frozenset(), 0.0),
     expiry_days: int | None = None, digest_at: tuple[int, int] = (8, 1),
-    zones: frozenset[str] | None = None,
+    zones: frozenset[str] | None = None, alone: bool = False,
 ) -> list[Created | HubError]:
-    """``create_logging_in`` with nothing else to log: the results alone."""
+    """``create_logging_in`` with nothing else to log: the results alone.
+
+    ``alone``: ``conn`` is in no transaction, and ``jobs`` pass ``_one_write``: the
+    batch writes in one statement, which claims the keys too. It raises ``ClaimTaken``
+    or ``_Transactional``, having written nothing, when it needs a transaction after
+    all (``_commit``).
+    """
     _, results = await create_logging_in(
         conn, jobs, channels=channels, quiet_bypass_high=quiet_bypass_high,
         escalate=escalate, expiry_days=expiry_days, digest_at=digest_at, zones=zones,
+        alone=alone,
     )
     return results
 
@@ -195,7 +202,7 @@ async def create_logging_in(
     channels: tuple[str, ...] = (), quiet_bypass_high: bool = True,
     escalate: tuple[frozenset[str], float] = (frozenset(), 0.0),
     expiry_days: int | None = None, digest_at: tuple[int, int] = (8, 1),
-    zones: frozenset[str] | None = None,
+    zones: frozenset[str] | None = None, alone: bool = False,
 ) -> tuple[list[Event], list[Created | HubError]]:
     """Create ``jobs`` inside the caller's transaction with set-based statements.
 
@@ -257,6 +264,7 @@ async def create_logging_in(
          if isinstance(job := jobs[n], Due)},
         channels=channels, quiet_bypass_high=quiet_bypass_high, escalate=escalate,
         expiry_days=expiry_days, digest_at=digest_at, zones=zones, first=first,
+        alone=alone,
     )
     for n, result in zip(live, made, strict=True):
         results[n] = result
@@ -271,12 +279,16 @@ async def _create_in(
     channels: tuple[str, ...], quiet_bypass_high: bool,
     escalate: tuple[frozenset[str], float], expiry_days: int | None,
     digest_at: tuple[int, int], zones: frozenset[str] | None, first: Sequence[Change],
+    alone: bool,
 ) -> tuple[list[Event], list[Created | HubError]]:
     """``create_logging_in`` for ``requests``; ``due``: the key of each that is ``Due`` (by
     position), to point at what it creates, ``localized_due`` its recipients' localized
     content, ``due_grouped`` its grouped patterns and ``due_localized_grouped`` those of
     its localized recipients. A ``Due`` one's ``expires_at`` was checked when it was
     scheduled."""
+    assert not alone or not (due or first or any(
+        r.collapse_key is not None or r.contact is not None or r.send_at is not None
+        for r in requests)), "a batch written alone passes _one_write"
     horizon = datetime.now(UTC) + timedelta(seconds=NOW_SECONDS)
     later = [r.send_at is not None and r.send_at > horizon for r in requests]
     recipients = [[] if later[n] else r.recipients() for n, r in enumerate(requests)]
@@ -325,9 +337,12 @@ async def _create_in(
                for n, allowed, suppressed, content in plans]
     claims = [(key, own, suppressed) for n, own, _, suppressed, _ in planned
               if (key := requests[n].idempotency_key) is not None]
-    # Without a transaction (the caller's ``_one_write`` batch), the statement that
-    # stores the rows claims the keys, and stops unless all were free (``ClaimTaken``).
-    alone = not conn.is_in_transaction()
+    # Without a transaction (``alone``), the statement that stores the rows claims the
+    # keys, and stops unless all were free (``ClaimTaken``); nothing may run after it,
+    # so a refused request whose key may have been used before (a replay to read) needs
+    # a transaction.
+    if alone and replays:
+        raise _Transactional("a refused request's key to look up")
     claimed = ({key for key, _, _ in claims} if alone
                else await store.claim_requests(conn, claims))
     rows: list[store.Row] = []
@@ -391,7 +406,7 @@ async def _create_in(
     new = [item for item, j in zip(items, joined, strict=True) if not j]
     hour, weekday = digest_at
     deciding = delivery_store.decide_args(
-        _candidates(new, prefs, channels, quiet_bypass_high, escalate),
+        _candidates(new, prefs, channels, quiet_bypass_high, escalate), now,
         digest_hour=hour, digest_weekday=weekday,
     ) if channels else None
     if deciding is not None and any(joined):

@@ -200,6 +200,9 @@ class StreamIngest(Runner):
                 # A blocked read returns as soon as the first entry of a burst is there
                 # (Redis answers it right after the first XADD of a pipeline): take what
                 # else has arrived by now, rather than leave it a whole batch behind.
+                # Held meanwhile: should that read fail, a reconnect (or a stop) settles
+                # them without reading them again.
+                self._held = (entries, None)
                 entries += await self._read(">", None, self.batch - len(entries))
             if own_pending and not entries:
                 own_pending = False

@@ -222,7 +222,8 @@ RETURNING idempotency_key
 -- A CTE after ``claimed AS (claim_requests)`` in the one statement of a batch without
 -- a transaction of its own (db/notifications.py, insert_appending): with every key $1
 -- claim_requests took, it stops the statement (SQLSTATE NH001, migration 0016) unless
--- all of them were free. The statement's events read it, so it runs before any commit.
+-- all of them were free. The rows' insert waits for it (WHERE (SELECT ok FROM checked)),
+-- and so do the statement's events.
 checked AS MATERIALIZED (
     SELECT notification_claims_checked(cardinality($1::text[]),
                                        (SELECT count(*) FROM claimed)) AS ok

@@ -3,6 +3,7 @@ insert that appends its rows' events in the same statement."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -123,5 +124,28 @@ async def test_an_insert_that_claims_a_key_used_before_writes_nothing(database_u
                 conn, rows[:1], batch.now, changes[:1], claims=[("new", [batch.ids[0]], [])])
         assert [(user, seq) for user, seq, _, _ in appended] == [("u1", 1)]
         assert await store.get_requests(pool, ["new"]) == {"new": ([batch.ids[0]], [])}
+    finally:
+        await pool.close()
+
+
+async def test_a_claim_of_a_key_another_transaction_holds_waits_then_writes_nothing(
+    database_url,
+):
+    pool = await create_pool(database_url)
+    try:
+        async with pool.acquire() as holder, pool.acquire() as conn:
+            batch = await store.read_batch(conn, 1, [], [], [])
+            assert batch.now is not None
+            row: store.Row = (batch.ids[0], "u2", "t", "T", "", None, {}, "normal", None, None)
+            async with holder.transaction():
+                await store.claim_requests(holder, [("both", [], [])])
+                alone = asyncio.create_task(store.insert_appending(
+                    conn, [row], batch.now, [("u2", "notification.created", {})],
+                    claims=[("both", [batch.ids[0]], [])]))
+                await asyncio.sleep(0.2)
+                assert not alone.done()  # it waits for the holder's transaction
+            with pytest.raises(ClaimTaken):
+                await asyncio.wait_for(alone, 10)
+            assert await conn.fetchval("SELECT count(*) FROM notifications") == 0
     finally:
         await pool.close()

@@ -322,6 +322,30 @@ async def test_deciding_deliveries_adds_no_statement_to_a_create_batch(settings_
                 == [("email", "scheduled")]
 
 
+async def test_a_keyed_batch_written_alone_claims_decides_and_appends_in_one_statement(
+    settings_env, recorder
+):
+    """Without a transaction, the one statement claims the keys, stores the rows,
+    decides their deliveries (a digest user's included) and logs their events."""
+    async with hub(settings_env, delivery_workers=0) as app:
+        svc = app.state.services
+        await with_emails(app, "ann", "bob")
+        await preferences.put(svc, "bob", Preferences.load({"digest": "daily"}))
+        async with svc.pool.acquire() as conn:
+            for n in range(2):  # the second time, asyncpg knows every type it meets
+                async with statements(conn) as sent:
+                    results = await notifications.create_many_in(conn, [
+                        NotificationCreate(user_ids=["ann", "bob"], type="grade_posted",
+                                           title="A", idempotency_key=f"k-{n}"),
+                    ], channels=("email",), alone=True)
+        assert len(sent) == 2 and "deliveries_decide" in sent[1]
+        assert "notification_requests" in sent[1] and "user_events" in sent[1]
+        by_user = {i["user_id"]: i for i in results[0].items}
+        assert [(d["channel"], d["state"]) for d in await deliveries_of(
+            app, by_user["ann"]["id"])] == [("email", "scheduled")]
+        assert len(await deliveries_of(app, by_user["bob"]["id"])) == 1  # its digest
+
+
 async def test_a_batch_that_joins_a_group_still_decides_its_new_notifications(
     settings_env, recorder
 ):

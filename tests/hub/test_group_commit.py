@@ -175,6 +175,25 @@ async def test_a_plain_batch_writes_in_one_statement_without_a_transaction_of_it
         assert "BEGIN;" in statements and statements[-1] == "COMMIT;"
 
 
+async def test_a_batch_written_alone_needs_a_transaction_to_look_up_a_refused_key(
+    svc: Services,
+) -> None:
+    """A refused request with a key replays if the key was used: that lookup must not
+    follow the write, so the batch writes nothing alone and is made in a transaction."""
+    plain = NotificationCreate(user_id="u6", type="t", title="plain")
+    refused = NotificationCreate(user_id="u6", type="t", template="missing",
+                                 idempotency_key="k-9")
+    async with svc.pool.acquire() as conn:
+        with pytest.raises(notifications._Transactional):
+            await notifications.create_many_in(conn, [plain, refused], alone=True)
+        assert await conn.fetchval("SELECT count(*) FROM notifications") == 0
+    made, failed = await asyncio.wait_for(asyncio.gather(
+        notifications.create(svc, plain), notifications.create(svc, refused),
+        return_exceptions=True), TIMEOUT)
+    assert isinstance(failed, InvalidInput) and made.items[0]["title"] == "plain"
+    assert await svc.pool.fetchval("SELECT count(*) FROM notifications") == 1
+
+
 async def test_metrics_count_transactions_and_the_creates_in_them(svc: Services) -> None:
     tasks = [create(svc, USERS[n % 10], f"n{n}") for n in range(50)]
     await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)

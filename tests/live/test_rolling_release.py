@@ -70,7 +70,7 @@ from tests.live.test_cluster import (
 #: The release this checkout replaces: its commit in this repository's history. Cutting
 #: the next release points this at the commit of the release being replaced
 #: (docs/configuration.md, "Rolling upgrades").
-PREVIOUS_RELEASE = "ed273b65f8e0cb3dbc7a3ab327e39ad7b59fc155"
+PREVIOUS_RELEASE = "8e66716277988ffbbc8e6b03b98c3954e389c5f8"
 
 # One pair of processes for the module (for each pytest-xdist worker that runs some of
 # its tests), so its tests run on the module's event loop.
