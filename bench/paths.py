@@ -35,11 +35,12 @@ import os
 import statistics
 import sys
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from db.migrate import migrate
 from db.pool import create_pool
-from hub.messages import send_many_in
+from hub.messages import Send, send_many_in
 from hub.models import MessageSend, NotificationCreate
 from hub.notifications import create_many_in
 from pubsub.redis import RedisBroker
@@ -58,10 +59,31 @@ for start in range(0, n, 100):
 """
 
 
+J = TypeVar("J")
+
+
 def summary(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {"p50": round(statistics.median(ordered), 3),
             "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3)}
+
+
+async def timed(
+    pool: Any, count: int, make: Callable[[int], J], run: Callable[[Any, J], Awaitable[Any]],
+) -> dict[str, Any]:
+    """The wall time and the process's CPU of ``run(conn, make(n))``, each in a
+    transaction of its own, ``count`` times after 20 that warm up (plans, types,
+    caches): ``{"wall_ms", "cpu_us"}``, median and p99."""
+    walls, cpus = [], []
+    for n in range(count + 20):
+        job = make(n)
+        wall, cpu = time.perf_counter(), time.process_time()
+        async with pool.acquire() as conn, conn.transaction():
+            await run(conn, job)
+        if n >= 20:
+            walls.append((time.perf_counter() - wall) * 1000)
+            cpus.append((time.process_time() - cpu) * 1e6)
+    return {"wall_ms": summary(walls), "cpu_us": summary(cpus)}
 
 
 async def create(dsn: str, batches: int, recipients: int) -> dict[str, Any]:
@@ -72,23 +94,17 @@ async def create(dsn: str, batches: int, recipients: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for label, count, users in (("one", batches, 1), ("bulk", max(5, batches // 100),
                                                           recipients)):
-            walls, cpus = [], []
-            for n in range(count + 20):  # the first 20 warm up: plans, types, caches
-                request = NotificationCreate(
+            def request(n: int, label: str = label, users: int = users) -> NotificationCreate:
+                return NotificationCreate(
                     user_ids=[f"u{(n * users + i) % 2000}" for i in range(users)]
                     if users > 1 else None,
                     user_id=f"u{n % 2000}" if users == 1 else None,
                     type="bench", title="path", data={"n": n, "t0": time.time()},
                     idempotency_key=f"path:{os.getpid()}:{label}:{n}" if users == 1 else None,
                 )
-                wall, cpu = time.perf_counter(), time.process_time()
-                async with pool.acquire() as conn, conn.transaction():
-                    await create_many_in(conn, [request])
-                if n >= 20:
-                    walls.append((time.perf_counter() - wall) * 1000)
-                    cpus.append((time.process_time() - cpu) * 1e6)
-            out[label] = {"recipients": users, "batches": count, "wall_ms": summary(walls),
-                          "cpu_us": summary(cpus)}
+
+            out[label] = {"recipients": users, "batches": count, **await timed(
+                pool, count, request, lambda conn, job: create_many_in(conn, [job]))}
         out["stored"] = await pool.fetchval("SELECT count(*) FROM notifications")
         return out
     finally:
@@ -100,17 +116,13 @@ async def send(dsn: str, sends: int) -> dict[str, Any]:
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
-        walls, cpus = [], []
-        for n in range(sends + 20):  # the first 20 warm up
-            job = (f"a{n % 50}", MessageSend(recipient_id=f"b{n % 50}", body=f"hello {n}",
-                                             client_id=f"path:{os.getpid()}:{n}"))
-            wall, cpu = time.perf_counter(), time.process_time()
-            async with pool.acquire() as conn, conn.transaction():
-                await send_many_in(conn, [job])
-            if n >= 20:
-                walls.append((time.perf_counter() - wall) * 1000)
-                cpus.append((time.process_time() - cpu) * 1e6)
-        return {"sends": sends, "wall_ms": summary(walls), "cpu_us": summary(cpus),
+
+        def message(n: int) -> Send:
+            return (f"a{n % 50}", MessageSend(recipient_id=f"b{n % 50}", body=f"hello {n}",
+                                              client_id=f"path:{os.getpid()}:{n}"))
+
+        return {"sends": sends, **await timed(
+                    pool, sends, message, lambda conn, job: send_many_in(conn, [job])),
                 "stored": await pool.fetchval("SELECT count(*) FROM direct_messages")}
     finally:
         await pool.close()
