@@ -204,7 +204,8 @@ async def create_logging_in(
     expiry_days: int | None = None, digest_at: tuple[int, int] = (8, 1),
     zones: frozenset[str] | None = None, alone: bool = False,
 ) -> tuple[list[Event], list[Created | HubError]]:
-    """Create ``jobs`` inside the caller's transaction with set-based statements.
+    """Create ``jobs`` inside the caller's transaction with set-based statements (with
+    ``alone``, in none: see ``create_many_in``).
 
     One result per job, in order: what it created, or why it was refused (an unknown
     template, a missing template variable). Idempotency keys must be distinct; a key
