@@ -127,6 +127,16 @@ async def insert_grouped(
             for row, g in zip(rows, gs, strict=True)]
 
 
+#: The CTEs of ``insert_appending``, built once: the rows' insert; the claims and their
+#: check; the rows' insert waiting for that check (a one-time filter), so the claims
+#: come first, before the rows, the deliveries' digest jobs and the counters: the hub's
+#: lock order.
+_STORED: event_log.Cte = (f"stored AS ({Q.insert_rows}\nRETURNING id)", 11)
+_CHECKED: event_log.Cte = (f"claimed AS ({Q.claim_requests}),\n{Q.claims_checked}", 3)
+_STORED_CHECKED: event_log.Cte = (
+    f"stored AS ({Q.insert_rows}\nWHERE (SELECT ok FROM checked)\nRETURNING id)", 11)
+
+
 async def insert_appending(
     conn: Connection, rows: list[Row], created_at: datetime,
     events: list[tuple[str, str, dict[str, Any]]], deciding: list[Any] | None = None,
@@ -142,16 +152,11 @@ async def insert_appending(
     """
     values = [*_columns(rows), created_at]
     if not claims:
-        stored = f"stored AS ({Q.insert_rows}\nRETURNING id)"
-        return await event_log.append_after(conn, [((stored, 11), values)], events,
+        return await event_log.append_after(conn, [(_STORED, values)], events,
                                             deciding=deciding)
-    # The rows wait for the check (a one-time filter), so the claims come first, before
-    # the rows, the deliveries' digest jobs and the counters: the hub's lock order.
-    checked = f"claimed AS ({Q.claim_requests}),\n{Q.claims_checked}"
-    stored = f"stored AS ({Q.insert_rows}\nWHERE (SELECT ok FROM checked)\nRETURNING id)"
     with translating():  # ClaimTaken, from the SQLSTATE the check stops it with
         return await event_log.append_after(
-            conn, [((checked, 3), _claim_columns(claims)), ((stored, 11), values)], events,
+            conn, [(_CHECKED, _claim_columns(claims)), (_STORED_CHECKED, values)], events,
             deciding=deciding, reads=("checked",))
 
 

@@ -121,7 +121,7 @@ class _Transactional(Exception):
     nothing): make it again in one."""
 
 
-def _one_write(jobs: list[Job]) -> bool:
+def _one_write(jobs: Sequence[Job]) -> bool:
     """Whether a batch's only write can be the statement that stores its rows, claims
     their keys, logs their events and decides their deliveries: plain creates, none
     with a collapse key (a group to join), an inline contact (stored first) or
@@ -287,9 +287,8 @@ async def _create_in(
     content, ``due_grouped`` its grouped patterns and ``due_localized_grouped`` those of
     its localized recipients. A ``Due`` one's ``expires_at`` was checked when it was
     scheduled."""
-    assert not alone or not (due or first or any(
-        r.collapse_key is not None or r.contact is not None or r.send_at is not None
-        for r in requests)), "a batch written alone passes _one_write"
+    assert not alone or (not due and not first and _one_write(requests)), \
+        "a batch written alone passes _one_write"
     horizon = datetime.now(UTC) + timedelta(seconds=NOW_SECONDS)
     later = [r.send_at is not None and r.send_at > horizon for r in requests]
     recipients = [[] if later[n] else r.recipients() for n, r in enumerate(requests)]
