@@ -13,7 +13,10 @@ them) and of one create to ``--recipients`` users (a bulk create).
 
 ``send``: ``hub.messages.send_many_in`` in a loop, one transaction per direct message
 (with a ``client_id``, as chat clients send them; its ``new_message`` notification
-included), on a throwaway PostgreSQL as ``create``: wall time and CPU per send.
+included), on a throwaway PostgreSQL as ``create``: wall time and CPU per send. With
+``--writer``, ``hub.messages.send`` instead, as the hub runs it: through its group
+commit (a batch of one each time, written the way that tree writes it: since 0.4.0
+without a transaction), then published to an in-memory broker.
 
 ``subscribe``: a ``RedisBroker`` subscribed to one channel of a throwaway Redis while
 another process publishes ``--messages`` messages to it (pipelined, 100 at a time):
@@ -34,15 +37,21 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from db.migrate import migrate
 from db.pool import create_pool
-from hub.messages import Send, send_many_in
+from hub import messages
+from hub.messages import Send
 from hub.models import MessageSend, NotificationCreate
 from hub.notifications import create_many_in
+from hub.services import Services
+from hub.settings import Settings
+from pubsub.memory import MemoryBroker
 from pubsub.redis import RedisBroker
 from tests.servers import PostgresServer, RedisServer
 
@@ -70,16 +79,21 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 async def timed(
     pool: Any, count: int, make: Callable[[int], J], run: Callable[[Any, J], Awaitable[Any]],
+    *, transaction: bool = True,
 ) -> dict[str, Any]:
     """The wall time and the process's CPU of ``run(conn, make(n))``, each in a
-    transaction of its own, ``count`` times after 20 that warm up (plans, types,
-    caches): ``{"wall_ms", "cpu_us"}``, median and p99."""
+    transaction of its own (or none: ``run`` makes its own), ``count`` times after 20
+    that warm up (plans, types, caches): ``{"wall_ms", "cpu_us"}``, median and p99."""
     walls, cpus = [], []
     for n in range(count + 20):
         job = make(n)
         wall, cpu = time.perf_counter(), time.process_time()
-        async with pool.acquire() as conn, conn.transaction():
-            await run(conn, job)
+        async with pool.acquire() as conn:
+            if transaction:
+                async with conn.transaction():
+                    await run(conn, job)
+            else:
+                await run(conn, job)
         if n >= 20:
             walls.append((time.perf_counter() - wall) * 1000)
             cpus.append((time.process_time() - cpu) * 1e6)
@@ -111,7 +125,7 @@ async def create(dsn: str, batches: int, recipients: int) -> dict[str, Any]:
         await pool.close()
 
 
-async def send(dsn: str, sends: int) -> dict[str, Any]:
+async def send(dsn: str, sends: int, writer: bool, data_dir: str) -> dict[str, Any]:
     pool = await create_pool(dsn)
     try:
         async with pool.acquire() as conn:
@@ -121,11 +135,23 @@ async def send(dsn: str, sends: int) -> dict[str, Any]:
             return (f"a{n % 50}", MessageSend(recipient_id=f"b{n % 50}", body=f"hello {n}",
                                               client_id=f"path:{os.getpid()}:{n}"))
 
-        return {"sends": sends, **await timed(
-                    pool, sends, message, lambda conn, job: send_many_in(conn, [job])),
+        if writer:  # the public send: its group commit, then an in-memory publish
+            broker = MemoryBroker()
+            await broker.start(lambda *_: None, _nothing)
+            svc = Services(Settings(database_url=dsn, data_dir=Path(data_dir)), pool, broker)
+            timing = await timed(pool, sends, message,
+                                 lambda _, job: messages.send(svc, *job), transaction=False)
+        else:
+            timing = await timed(pool, sends, message,
+                                 lambda conn, job: messages.send_many_in(conn, [job]))
+        return {"sends": sends, "writer": writer, **timing,
                 "stored": await pool.fetchval("SELECT count(*) FROM direct_messages")}
     finally:
         await pool.close()
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def subscribe(url: str, messages: int) -> dict[str, Any]:
@@ -139,11 +165,8 @@ async def subscribe(url: str, messages: int) -> dict[str, Any]:
         if got == messages:
             done.set()
 
-    async def on_reconnect() -> None:
-        return None
-
     broker = RedisBroker(url, "path:")
-    await broker.start(on_message, on_reconnect)
+    await broker.start(on_message, _nothing)
     try:
         await broker.subscribe("user:u1")
         publisher = await asyncio.create_subprocess_exec(
@@ -165,13 +188,15 @@ def main() -> None:
     p.add_argument("--recipients", type=int, default=1000, help="users of the bulk (1000)")
     p.add_argument("--messages", type=int, default=100_000, help="published (100000)")
     p.add_argument("--sends", type=int, default=2000, help="direct messages sent (2000)")
+    p.add_argument("--writer", action="store_true",
+                   help="send: time hub.messages.send through its group commit")
     args = p.parse_args()
     if args.path in ("create", "send"):
         pg = PostgresServer()
         try:
             result = asyncio.run(
                 create(pg.start(), args.batches, args.recipients) if args.path == "create"
-                else send(pg.start(), args.sends))
+                else send(pg.start(), args.sends, args.writer, tempfile.mkdtemp()))
         finally:
             pg.close()
     else:

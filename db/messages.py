@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from db.events import Cte
 from db.pool import Conn
 from db.queries import load
 
@@ -25,6 +26,22 @@ async def insert_many(conn: Conn, rows: list[Row]) -> list[dict[str, Any] | None
     columns = [list(column) for column in zip(*rows, strict=True)]
     return [None if r["id"] is None else dict(r)
             for r in await conn.fetch(Q.insert_many, *columns)]
+
+
+#: ``Q.insert_checked`` as a CTE of ``db.notifications.insert_appending``.
+_INSERTED: Cte = (Q.insert_checked, 6)
+
+
+def inserting(messages: list[dict[str, Any]]) -> tuple[Cte, list[Any]]:
+    """The CTEs (and their parameters) that store ``messages`` (every field of
+    ``MESSAGE_FIELDS`` but ``read_at``; ids from ``read_batch``, one ``created_at``) in
+    the statement that stores their notifications and logs their events
+    (``db.notifications.insert_appending``, its ``checked``), which they stop with
+    ``ClaimTaken``, having written nothing, unless every message was stored: a sender
+    had used its client_id before (``insert_many`` then tells which)."""
+    columns = [[m[name] for m in messages]
+               for name in ("id", "sender_id", "recipient_id", "body", "client_id")]
+    return _INSERTED, [*columns, messages[0]["created_at"]]
 
 
 async def by_client_ids(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,20 +75,24 @@ class Batch:
     prefs: dict[str, dict[str, Any]]  # saved preferences documents, by user
     templates: dict[str, dict[str, Any]]  # the stored templates named, by key
     locales: dict[str, str]  # contact locales, by user (read only for variants)
+    message_ids: list[int] = field(default_factory=list)  # new message ids, ascending
 
 
 async def read_batch(
     conn: Conn, count: int, users: list[str], templates: list[str], locale_users: list[str],
+    *, messages: int = 0,
 ) -> Batch:
     """``count`` new notification ids (gaps are harmless), the transaction's ``now()``,
     the saved preferences of ``users``, the stored ``templates`` and, when one of them
-    has locale variants, the contact locales of ``locale_users``: one round trip, none
-    when there is nothing to read."""
-    if count == 0 and not users and not templates:
+    has locale variants, the contact locales of ``locale_users``; and ``messages`` new
+    direct-message ids (``db.messages.inserting``): one round trip, none when there is
+    nothing to read."""
+    if count == 0 and not users and not templates and not messages:
         return Batch([], None, {}, {}, {})
-    row = await conn.fetchrow(Q.read_batch, count, users, templates, locale_users)
+    row = await conn.fetchrow(Q.read_batch, count, users, templates, locale_users, messages)
     return Batch(list(row["ids"] or []), row["now"], row["prefs"] or {},
-                 row["templates"] or {}, row["locales"] or {})
+                 row["templates"] or {}, row["locales"] or {},
+                 list(row["message_ids"] or []))
 
 
 def _columns(rows: list[Row]) -> list[list[Any]]:
@@ -141,22 +145,31 @@ async def insert_appending(
     conn: Connection, rows: list[Row], created_at: datetime,
     events: list[tuple[str, str, dict[str, Any]]], deciding: list[Any] | None = None,
     claims: list[tuple[str, list[int], list[str]]] | None = None,
+    checked: tuple[event_log.Cte, list[Any]] | None = None,
 ) -> list[tuple[str, int, str, dict[str, Any]]]:
-    """The plain insert of ``rows`` created at ``created_at`` (``read_batch``'s now) and
-    ``event_log.append`` of ``events`` (one at least; deciding the rows' deliveries,
-    with ``deciding``) in one statement, one round trip; the rows are those ``inserted``
-    builds. Being one statement, it is atomic outside a transaction too.
+    """The plain insert of ``rows`` (none at all is allowed) created at ``created_at``
+    (``read_batch``'s now) and ``event_log.append`` of ``events`` (one at least;
+    deciding the rows' deliveries, with ``deciding``) in one statement, one round trip;
+    the rows are those ``inserted`` builds. Being one statement, it is atomic outside a
+    transaction too.
 
     ``claims``: as ``claim_requests`` takes them, claimed by this statement, which
-    raises ``ClaimTaken`` (and writes nothing) unless every key was free.
+    raises ``ClaimTaken`` (and writes nothing) unless every key was free. ``checked``
+    instead: other CTEs and their parameters that write first, the last named
+    ``checked`` (as ``claims_checked``, which stops the statement with ``ClaimTaken``);
+    the rows and the events wait for it (``db.messages.inserting``).
     """
-    values = [*_columns(rows), created_at]
-    if not claims:
+    values = [*_columns(rows), created_at] if rows else [[]] * 10 + [created_at]
+    if checked is None and not claims:
         return await event_log.append_after(conn, [(_STORED, values)], events,
                                             deciding=deciding)
+    if checked is None:
+        checked = (_CHECKED, _claim_columns(claims or []))
+    else:
+        assert not claims, "one check per statement"
     with translating():  # ClaimTaken, from the SQLSTATE the check stops it with
         return await event_log.append_after(
-            conn, [(_CHECKED, _claim_columns(claims)), (_STORED_CHECKED, values)], events,
+            conn, [checked, (_STORED_CHECKED, values)], events,
             deciding=deciding, reads=("checked",))
 
 

@@ -8,6 +8,7 @@ commit (``writer``), the rest through a unit of work (``Services.write``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from db import messages as store
-from db.errors import DatabaseUnavailable
+from db.errors import ClaimTaken, DatabaseUnavailable
 from db.pool import Connection
 from hub import notifications
 from hub.errors import Conflict, Forbidden, HubError, InvalidInput, NotFound
@@ -79,8 +80,16 @@ def writer(svc: Services) -> GroupCommit[Send, Sent]:
 
 
 async def _commit(svc: Services, jobs: list[Send]) -> list[Sent | BaseException]:
-    async with svc.pool.acquire() as conn, conn.transaction():
-        results = await send_many_in(conn, jobs)
+    """One write for a batch of sends, without a transaction (``send_many_alone``);
+    should a sender have used its client_id before, or a notification be refused, that
+    writes nothing and the batch is made again in a transaction (``send_many_in``)."""
+    async with svc.pool.acquire() as conn:
+        results: list[Sent] | list[Sent | Exception] | None = None
+        with contextlib.suppress(ClaimTaken, notifications.Transactional):
+            results = await send_many_alone(conn, jobs)
+        if results is None:
+            async with conn.transaction():
+                results = await send_many_in(conn, jobs)
     new = [r for r in results if isinstance(r, Sent) and r.created]
     svc.metrics.messages_sent.inc(len(new))
     notes = [r.note for r in new if r.note is not None]
@@ -126,13 +135,43 @@ async def send_many_in(conn: Connection, jobs: list[Send]) -> list[Sent | Except
                 results[n] = Sent(original, False)
     new = [(n, message) for n, message in enumerate(stored) if message is not None]
     messages = [message for _, message in new]
-    events, notes = await _notify(conn, messages, [
-        (m[party], "message.created", m) for m in messages
-        for party in ("sender_id", "recipient_id")
-    ])
+    events, notes = await _notify(conn, messages, _created(messages))
     for k, ((n, message), note) in enumerate(zip(new, notes, strict=True)):
         results[n] = Sent(message, True, events[2 * k:2 * k + 2] + note.events, note)
     return [r for r in results if r is not None]
+
+
+async def send_many_alone(conn: Connection, jobs: list[Send]) -> list[Sent]:
+    """``send_many_in`` for sends that are all new, in two round trips and no
+    transaction: what the ``new_message`` notifications read, with the messages' ids and
+    time, then one statement that stores the messages and the notifications and logs
+    every event (``db.messages.inserting``). It raises ``ClaimTaken`` when a sender had
+    used its client_id before, and ``notifications.Transactional`` when a notification
+    is refused (its template failed: the fixed wording is another write), having
+    written nothing."""
+    drafts = [_new_message({"id": 0, "sender_id": sender, "recipient_id": body.recipient_id,
+                            "body": body.body}) for sender, body in jobs]
+    batch = await notifications.read_for(conn, drafts, messages=len(jobs))
+    messages = [
+        {"id": id_, "sender_id": sender, "recipient_id": body.recipient_id,
+         "body": body.body, "client_id": body.client_id, "created_at": batch.now,
+         "read_at": None}
+        for id_, (sender, body) in zip(batch.message_ids, jobs, strict=True)
+    ]
+    events, results = await notifications.create_logging_in(
+        conn, [_new_message(m) for m in messages], first=_created(messages), alone=True,
+        batch=batch, checked=store.inserting(messages),
+    )
+    notes = [r for r in results if isinstance(r, notifications.Created)]
+    assert len(notes) == len(messages), "a refused request raises Transactional"
+    return [Sent(m, True, events[2 * k:2 * k + 2] + note.events, note)
+            for k, (m, note) in enumerate(zip(messages, notes, strict=True))]
+
+
+def _created(messages: list[dict[str, Any]]) -> list[Change]:
+    """Each message's ``message.created``, to its sender then its recipient."""
+    return [(m[party], "message.created", m) for m in messages
+            for party in ("sender_id", "recipient_id")]
 
 
 def _check(sender_id: str, body: MessageSend) -> None:

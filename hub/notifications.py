@@ -116,7 +116,7 @@ def _request(job: Job) -> NotificationCreate:
     return job.request if isinstance(job, Due) else job
 
 
-class _Transactional(Exception):
+class Transactional(Exception):
     """A batch made without a transaction of its own needs one after all (it wrote
     nothing): make it again in one."""
 
@@ -154,7 +154,7 @@ async def _commit(svc: Services, jobs: list[Job]) -> list[Created | BaseExceptio
     async with svc.pool.acquire() as conn:
         results: list[Created | HubError] | None = None
         if _one_write(jobs):
-            with contextlib.suppress(ClaimTaken, _Transactional):
+            with contextlib.suppress(ClaimTaken, Transactional):
                 results = await create(conn, alone=True)
         if results is None:
             async with conn.transaction():
@@ -186,7 +186,7 @@ async def create_many_in(
 
     ``alone``: ``conn`` is in no transaction, and ``jobs`` pass ``_one_write``: the
     batch writes in one statement, which claims the keys too. It raises ``ClaimTaken``
-    or ``_Transactional``, having written nothing, when it needs a transaction after
+    or ``Transactional``, having written nothing, when it needs a transaction after
     all (``_commit``).
     """
     _, results = await create_logging_in(
@@ -203,6 +203,8 @@ async def create_logging_in(
     escalate: tuple[frozenset[str], float] = (frozenset(), 0.0),
     expiry_days: int | None = None, digest_at: tuple[int, int] = (8, 1),
     zones: frozenset[str] | None = None, alone: bool = False,
+    batch: store.Batch | None = None,
+    checked: tuple[event_log.Cte, list[Any]] | None = None,
 ) -> tuple[list[Event], list[Created | HubError]]:
     """Create ``jobs`` inside the caller's transaction with set-based statements (with
     ``alone``, in none: see ``create_many_in``).
@@ -215,6 +217,12 @@ async def create_logging_in(
     ``first``: other changes ``(user_id, type, data)`` of the transaction, logged before
     the notifications' events by the statement that appends theirs (no round trip of
     their own); returned as events, in order, beside the results.
+
+    ``batch``: what ``read_for`` read for ``jobs`` (none ``Due``), so this reads
+    nothing. ``checked``: with ``alone``, the caller's own writes, as CTEs that run
+    first in the one statement, the last a check named ``checked`` that stops it with
+    ``ClaimTaken`` (``db.notifications.insert_appending``); with ``first``, the write
+    is all or nothing: a refused request raises ``Transactional`` before it.
 
     A request whose ``send_at`` is more than ``NOW_SECONDS`` ahead is rendered, claims
     its key and stores its contact as any other, and is stored in
@@ -265,7 +273,7 @@ async def create_logging_in(
          if isinstance(job := jobs[n], Due)},
         channels=channels, quiet_bypass_high=quiet_bypass_high, escalate=escalate,
         expiry_days=expiry_days, digest_at=digest_at, zones=zones, first=first,
-        alone=alone,
+        alone=alone, batch=batch, checked=checked,
     )
     for n, result in zip(live, made, strict=True):
         results[n] = result
@@ -280,28 +288,20 @@ async def _create_in(
     channels: tuple[str, ...], quiet_bypass_high: bool,
     escalate: tuple[frozenset[str], float], expiry_days: int | None,
     digest_at: tuple[int, int], zones: frozenset[str] | None, first: Sequence[Change],
-    alone: bool,
+    alone: bool, batch: store.Batch | None, checked: tuple[event_log.Cte, list[Any]] | None,
 ) -> tuple[list[Event], list[Created | HubError]]:
     """``create_logging_in`` for ``requests``; ``due``: the key of each that is ``Due`` (by
     position), to point at what it creates, ``localized_due`` its recipients' localized
     content, ``due_grouped`` its grouped patterns and ``due_localized_grouped`` those of
     its localized recipients. A ``Due`` one's ``expires_at`` was checked when it was
     scheduled."""
-    assert not alone or (not due and not first and _one_write(requests)), \
+    assert not alone or (not due and _one_write(requests)), \
         "a batch written alone passes _one_write"
-    horizon = datetime.now(UTC) + timedelta(seconds=NOW_SECONDS)
-    later = [r.send_at is not None and r.send_at > horizon for r in requests]
+    assert checked is None or alone, "a check belongs to a batch written alone"
+    later = _later(requests)
     recipients = [[] if later[n] else r.recipients() for n, r in enumerate(requests)]
-    users = sorted({u for rs in recipients for u in rs})
-    names = templates.named(requests)
-    # One round trip: ids for every recipient (those the preferences suppress, and
-    # requests refused below, leave gaps; a scheduled request takes one id, its own),
-    # the time, the preferences, the templates and, for their variants, the locales.
-    batch = await store.read_batch(
-        conn, sum(1 if later[n] else len(recipients[n]) for n in range(len(requests))),
-        users, names,
-        sorted({u for r in requests if r.template is not None for u in r.recipients()}),
-    )
+    if batch is None:
+        batch = await _read(conn, requests, later, recipients)
     ids, now, stored = iter(batch.ids), batch.now, batch.templates
     contents = templates.contents(requests, stored)
     contents = _check_grouped(requests, contents, stored, due_grouped)
@@ -310,8 +310,8 @@ async def _create_in(
     if expiry_days is not None and any(
         r.expires_at is not None and n not in due for n, r in enumerate(requests)
     ):
-        checked = _check_expiry(requests, contents, expiry_days)
-        contents = [c if n in due else checked[n] for n, c in enumerate(contents)]
+        bounded = _check_expiry(requests, contents, expiry_days)
+        contents = [c if n in due else bounded[n] for n, c in enumerate(contents)]
     # Localized now for a scheduled one too: its row keeps what each recipient gets.
     contents, localized, localized_grouped = templates.localize(
         requests, [r.recipients() for r in requests], contents, stored, batch.locales
@@ -328,6 +328,8 @@ async def _create_in(
         if not isinstance(content, HubError):
             allowed, suppressed = preferences.split(prefs, recipients[n], request.type)
             plans.append((n, allowed, suppressed, content))
+        elif alone and first:
+            raise Transactional("a refused request beside the caller's own changes")
         elif request.idempotency_key is None:
             results[n] = content
         else:
@@ -342,7 +344,7 @@ async def _create_in(
     # so a refused request whose key may have been used before (a replay to read) needs
     # a transaction.
     if alone and replays:
-        raise _Transactional("a refused request's key to look up")
+        raise Transactional("a refused request's key to look up")
     claimed = ({key for key, _, _ in claims} if alone
                else await store.claim_requests(conn, claims))
     rows: list[store.Row] = []
@@ -418,12 +420,12 @@ async def _create_in(
     # The deliveries are decided by the statement that appends the events: no round trip
     # of their own.
     changes = [*first, *changes]
-    if plain and rows:
+    if plain and (rows or checked):
         assert now is not None
         events = await store.insert_appending(conn, rows, now, changes, deciding,
-                                              claims if alone else None)
+                                              claims if alone else None, checked)
     elif alone and claims:
-        raise _Transactional("keys to claim and no rows to store them with")
+        raise Transactional("keys to claim and no rows to store them with")
     else:
         events = await event_log.append(conn, changes, deciding=deciding)
     logged, events = events[:len(first)], events[len(first):]
@@ -446,6 +448,38 @@ async def _create_in(
     if replays:
         await _replay(conn, requests, sorted(replays), contents, results)
     return logged, [r for r in results if r is not None]
+
+
+def _later(requests: Sequence[NotificationCreate]) -> list[bool]:
+    """Which of ``requests`` are scheduled (``send_at`` beyond ``NOW_SECONDS``)."""
+    horizon = datetime.now(UTC) + timedelta(seconds=NOW_SECONDS)
+    return [r.send_at is not None and r.send_at > horizon for r in requests]
+
+
+async def read_for(
+    conn: Connection, requests: list[NotificationCreate], *, messages: int = 0,
+) -> store.Batch:
+    """What creating ``requests`` reads (``create_logging_in``'s ``batch``), with
+    ``messages`` new direct-message ids: one round trip."""
+    later = _later(requests)
+    recipients = [[] if later[n] else r.recipients() for n, r in enumerate(requests)]
+    return await _read(conn, requests, later, recipients, messages)
+
+
+async def _read(
+    conn: Connection, requests: list[NotificationCreate], later: list[bool],
+    recipients: list[list[str]], messages: int = 0,
+) -> store.Batch:
+    """One round trip: ids for every recipient (each request's ``recipients``, none when
+    it is ``later``: those the preferences suppress, and requests refused, leave gaps; a
+    scheduled request takes one id, its own), the time, the preferences, the templates
+    and, for their variants, the locales."""
+    return await store.read_batch(
+        conn, sum(1 if later[n] else len(recipients[n]) for n in range(len(requests))),
+        sorted({u for rs in recipients for u in rs}), templates.named(requests),
+        sorted({u for r in requests if r.template is not None for u in r.recipients()}),
+        messages=messages,
+    )
 
 
 def _check_zone(

@@ -19,6 +19,27 @@ SELECT s.id, s.sender_id, s.recipient_id, s.body, s.client_id, s.created_at, s.r
 FROM given g LEFT JOIN stored s ON s.id = g.id
 ORDER BY g.n
 
+-- name: insert_checked
+-- CTEs of the one statement of a send batch without a transaction of its own
+-- (db/messages.py, inserting): store messages with the ids read_batch gave ($1 ids,
+-- $2 senders, $3 recipients, $4 bodies, $5 client_ids; $6 the created_at of all,
+-- read_batch's now()), then stop the statement (SQLSTATE NH001, migration 0016) unless
+-- every one was stored: a sender had used its client_id before. The notifications'
+-- insert waits for the check (WHERE (SELECT ok FROM checked)), and so do the events.
+sent AS (
+    INSERT INTO direct_messages (id, sender_id, recipient_id, body, client_id, created_at)
+    OVERRIDING SYSTEM VALUE
+    SELECT i, s, r, b, c, $6::timestamptz
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
+        AS t(i, s, r, b, c)
+    ORDER BY i
+    ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+    RETURNING id
+), checked AS MATERIALIZED (
+    SELECT notification_claims_checked(cardinality($1::bigint[]),
+                                       (SELECT count(*) FROM sent)) AS ok
+)
+
 -- name: by_client_ids
 SELECT m.id, m.sender_id, m.recipient_id, m.body, m.client_id, m.created_at, m.read_at
 FROM direct_messages m

@@ -5,9 +5,13 @@
 -- users $2 as one object {user_id: prefs}, without those who saved none; the templates
 -- named $3 as one object {key: template}; and, only when one of those templates has
 -- locale variants, the contact locales of the users $4 {user_id: locale}, without
--- those who have none.
+-- those who have none; and $5 new direct-message ids, ascending, for the messages a
+-- send batch stores in the same statement as their notifications (messages.sql,
+-- insert_checked).
 SELECT (SELECT array_agg(nextval('notifications_id_seq') ORDER BY n)
         FROM generate_series(1, $1::int) AS n) AS ids,
+       (SELECT array_agg(nextval('direct_messages_id_seq') ORDER BY n)
+        FROM generate_series(1, $5::int) AS n) AS message_ids,
        now() AS now,
        (SELECT jsonb_object_agg(user_id, prefs) FROM preferences
         WHERE user_id = ANY($2::text[])) AS prefs,

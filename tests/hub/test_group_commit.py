@@ -184,7 +184,7 @@ async def test_a_batch_written_alone_needs_a_transaction_to_look_up_a_refused_ke
     refused = NotificationCreate(user_id="u6", type="t", template="missing",
                                  idempotency_key="k-9")
     async with svc.pool.acquire() as conn:
-        with pytest.raises(notifications._Transactional):
+        with pytest.raises(notifications.Transactional):
             await notifications.create_many_in(conn, [plain, refused], alone=True)
         assert await conn.fetchval("SELECT count(*) FROM notifications") == 0
     made, failed = await asyncio.wait_for(asyncio.gather(

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from db.errors import ClaimTaken
 from hub import messages
 from hub.errors import Conflict, InvalidInput, NotFound
 from hub.models import MessageSend
@@ -126,6 +127,73 @@ async def test_a_send_stores_its_message_notification_and_events_in_three_statem
     assert [e[1] for e in result.events if e[0] == "u2"] == [3, 4]  # after the first send's
     assert len(sent) == 3
     assert "user_events" in sent[-1] and "INSERT INTO notifications" in sent[-1]
+
+
+async def test_a_send_batch_writes_in_one_statement_without_a_transaction_of_its_own(
+    database_url: str, tmp_path: Any
+) -> None:
+    """What the notifications read comes with the messages' ids and time, then one
+    statement stores the messages and notifications and logs every event: no BEGIN
+    and COMMIT. A used client_id, or a template that fails (its fixed wording is
+    another write), makes the batch again in a transaction."""
+    sent: list[str] = []
+    frames = Published()
+    async with listening_services(database_url, tmp_path, frames, ["u1", "u2"],
+                                  connections=1) as svc:
+        async with svc.pool.acquire() as conn:  # the pool's only connection
+            conn.add_query_logger(lambda record: sent.append(record.query))
+        await svc.pool.execute(
+            "INSERT INTO preferences (user_id, prefs) VALUES ('muted', $1)", {"muted": True})
+
+        async def run(recipient: str, body: str, client_id: str | None) -> tuple[Any, list[str]]:
+            sent.clear()
+            made = await send(svc, "u1", msg(recipient, body, client_id))
+            await asyncio.sleep(0)  # asyncpg calls the loggers soon after, not at once
+            return made, list(sent)
+
+        for client_id in (None, "c-0"):  # teach asyncpg the types first
+            await run("u2", "warm", client_id)
+        (fresh, _), alone = await run("u2", "one", "c-1")
+        again, replayed = await run("u2", "one", "c-1")
+        (quiet, _), suppressed = await run("muted", "two", None)
+        await svc.pool.execute("UPDATE templates SET body = '{missing}' WHERE key = 'new_message'")
+        (_, created), broken = await run("u2", "three", None)
+        stored = await svc.pool.fetchrow(
+            "SELECT id, created_at, client_id FROM direct_messages WHERE id = $1", fresh["id"])
+        muted_events = await svc.pool.fetchval(
+            "SELECT count(*) FROM user_events WHERE user_id = 'muted'")
+    for ran in (alone, suppressed):
+        assert len(ran) == 2 and "BEGIN;" not in ran
+        assert "direct_messages_id_seq" in ran[0]
+        assert all(table in ran[1]
+                   for table in ("INSERT INTO direct_messages", "INSERT INTO notifications",
+                                 "user_events"))
+    # Stored as answered and published: created_at is the time the batch read.
+    assert dict(stored) == {"id": fresh["id"], "created_at": fresh["created_at"],
+                            "client_id": "c-1"}
+    assert frames.of("u2")[-2]["data"]["body"] == "three"
+    assert again == (fresh, False)
+    assert quiet["recipient_id"] == "muted" and muted_events == 1
+    assert created
+    for ran in (replayed, broken):
+        assert "BEGIN;" in ran and ran[-1] == "COMMIT;"
+
+
+async def test_a_send_batch_written_alone_writes_nothing_when_a_client_id_was_used(
+    svc: Services,
+) -> None:
+    """The statement stops (``ClaimTaken``) unless every message was stored, so the
+    other sends of its batch are not written without their replayed neighbour."""
+    first, _ = await send(svc, "u1", msg("u2", "a", "c-1"))
+    async with svc.pool.acquire() as conn:
+        with pytest.raises(ClaimTaken):
+            await messages.send_many_alone(conn, [("u3", msg("u2", "b")),
+                                                  ("u1", msg("u2", "a", "c-1"))])
+        assert await conn.fetchval("SELECT count(*) FROM direct_messages") == 1
+        assert await conn.fetchval("SELECT count(*) FROM notifications") == 1
+        assert await conn.fetchval("SELECT count(*) FROM user_events") == 3
+    again, created = await send(svc, "u1", msg("u2", "a", "c-1"))
+    assert (again, created) == (first, False)
 
 
 async def test_reusing_a_client_id_for_other_content_is_a_conflict(svc: Services) -> None:
