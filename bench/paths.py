@@ -15,8 +15,8 @@ them) and of one create to ``--recipients`` users (a bulk create).
 (with a ``client_id``, as chat clients send them; its ``new_message`` notification
 included), on a throwaway PostgreSQL as ``create``: wall time and CPU per send. With
 ``--writer``, ``hub.messages.send`` instead, as the hub runs it: through its group
-commit (a batch of one each time, written the way that tree writes it: since 0.4.0
-without a transaction), then published to an in-memory broker.
+commit (a batch of one each time, written the way that tree writes it: after release
+0.3.0 without a transaction), then published to an in-memory broker.
 
 ``subscribe``: a ``RedisBroker`` subscribed to one channel of a throwaway Redis while
 another process publishes ``--messages`` messages to it (pipelined, 100 at a time):

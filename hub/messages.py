@@ -2,8 +2,9 @@
 
 Transport-free: the REST routes and the WebSocket ``message.send`` frame both call
 ``send``. Every change is recorded in the event logs of the users who see it, in the
-same transaction, and published after commit (docs/live.md): sends through the group
-commit (``writer``), the rest through a unit of work (``Services.write``).
+same write (one statement, or one transaction), and published after it (docs/live.md):
+sends through the group commit (``writer``), the rest through a unit of work
+(``Services.write``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from hub import notifications
 from hub.errors import Conflict, Forbidden, HubError, InvalidInput, NotFound
 from hub.models import MessageSend, NotificationCreate
 from hub.services import Change, Event, Services
-from hub.writer import GroupCommit
+from hub.writer import GroupCommit, after_write
 
 log = logging.getLogger("notifyhub")
 
@@ -162,10 +163,11 @@ async def send_many_alone(conn: Connection, jobs: list[Send]) -> list[Sent]:
         conn, [_new_message(m) for m in messages], first=_created(messages), alone=True,
         batch=batch, checked=store.inserting(messages),
     )
-    notes = [r for r in results if isinstance(r, notifications.Created)]
-    assert len(notes) == len(messages), "a refused request raises Transactional"
-    return [Sent(m, True, events[2 * k:2 * k + 2] + note.events, note)
-            for k, (m, note) in enumerate(zip(messages, notes, strict=True))]
+    with after_write(True):  # stored: never made again
+        notes = [r for r in results if isinstance(r, notifications.Created)]
+        assert len(notes) == len(messages), "a refused request raises Transactional"
+        return [Sent(m, True, events[2 * k:2 * k + 2] + note.events, note)
+                for k, (m, note) in enumerate(zip(messages, notes, strict=True))]
 
 
 def _created(messages: list[dict[str, Any]]) -> list[Change]:

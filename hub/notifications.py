@@ -26,7 +26,7 @@ from hub.errors import Conflict, HubError, InvalidInput, NotFound
 from hub.models import NotificationCreate, Preferences, stored_actions
 from hub.services import Change, Event, Services
 from hub.settings import WEEKDAYS
-from hub.writer import GroupCommit
+from hub.writer import GroupCommit, after_write
 
 #: A batch closes once its creates reach this many recipients, so a burst of large
 #: fan-outs does not hold every recipient's counter lock for long.
@@ -428,26 +428,29 @@ async def _create_in(
         raise Transactional("keys to claim and no rows to store them with")
     else:
         events = await event_log.append(conn, changes, deciding=deciding)
-    logged, events = events[:len(first)], events[len(first):]
-    mine: dict[int, list[Event]] = {}  # each event goes to the first row that made it
-    for row, event in zip(owner, events, strict=True):
-        mine.setdefault(row, []).append(event)
-    if any(joined):  # a key whose request joined a group names the group
-        await store.resolve_requests(conn, [
-            (key, [item["id"] for item in items[at:at + count]], suppressed)
-            for n, count, suppressed, at in _offsets(fresh)
-            if (key := requests[n].idempotency_key or due.get(n)) is not None
-            and any(joined[at:at + count])
-        ])
-    for n, count, suppressed, at in _offsets(fresh):
-        results[n] = Created(
-            items[at:at + count], suppressed,
-            events=[e for r in range(at, at + count) for e in mine.get(r, [])],
-            grouped=any(joined[at:at + count]),
-        )
-    if replays:
-        await _replay(conn, requests, sorted(replays), contents, results)
-    return logged, [r for r in results if r is not None]
+    # Without a transaction, the rows are stored now: an error from here on must not
+    # make the batch again (``Written``).
+    with after_write(alone):
+        logged, events = events[:len(first)], events[len(first):]
+        mine: dict[int, list[Event]] = {}  # each event goes to the first row that made it
+        for row, event in zip(owner, events, strict=True):
+            mine.setdefault(row, []).append(event)
+        if any(joined):  # a key whose request joined a group names the group
+            await store.resolve_requests(conn, [
+                (key, [item["id"] for item in items[at:at + count]], suppressed)
+                for n, count, suppressed, at in _offsets(fresh)
+                if (key := requests[n].idempotency_key or due.get(n)) is not None
+                and any(joined[at:at + count])
+            ])
+        for n, count, suppressed, at in _offsets(fresh):
+            results[n] = Created(
+                items[at:at + count], suppressed,
+                events=[e for r in range(at, at + count) for e in mine.get(r, [])],
+                grouped=any(joined[at:at + count]),
+            )
+        if replays:
+            await _replay(conn, requests, sorted(replays), contents, results)
+        return logged, [r for r in results if r is not None]
 
 
 def _later(requests: Sequence[NotificationCreate]) -> list[bool]:

@@ -13,7 +13,9 @@ fails whole at once: retrying job by job would only hammer a dead database. Any 
 error (a constraint, a value the database or the encoder refuses, a bug one input
 triggers) is blamed on one job: the batch is split in halves and each half committed
 again, down to the job that fails, so a bad job fails alone, never its batch, and the
-good jobs still commit in a few transactions.
+good jobs still commit in a few transactions. An error after the batch was stored
+(``Written``: a write without a transaction of its own is stored once its statement
+returns) fails it whole too: made again, it would be stored twice.
 
 Bounded: at most ``max_queued`` jobs wait; further callers wait for room.
 """
@@ -21,9 +23,10 @@ Bounded: at most ``max_queued`` jobs wait; further callers wait for room.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -41,6 +44,24 @@ After = Callable[[list[R | BaseException]], Awaitable[None]]
 
 async def _nothing(results: list[Any]) -> None:
     return None
+
+
+class Written(Exception):
+    """An error after a batch was written (a write without a transaction of its own
+    stores as it returns): the batch fails whole, never split and made again, which
+    would store its jobs twice."""
+
+
+@contextlib.contextmanager
+def after_write(written: bool) -> Iterator[None]:
+    """Inside, an error is ``Written`` when ``written``: the code after a write that
+    stored without a transaction."""
+    try:
+        yield
+    except Exception as exc:
+        if not written or isinstance(exc, Written):
+            raise
+        raise Written(f"after the batch was stored: {exc!r}") from exc
 
 
 @dataclass(slots=True)
@@ -151,7 +172,8 @@ class GroupCommit(Generic[J, R]):
         try:
             results = await self._commit([p.job for p in batch])
         except BaseException as exc:
-            blame_one = isinstance(exc, Exception) and not isinstance(exc, self._transient)
+            blame_one = isinstance(exc, Exception) and not isinstance(
+                exc, (*self._transient, Written))
             if blame_one and len(batch) > 1:
                 half = len(batch) // 2  # find the job that failed; the others commit
                 return [*await self._commit_batch(batch[:half]),

@@ -2,8 +2,9 @@
 -- Rows ($1 senders, $2 recipients, $3 bodies, $4 client_ids) get new ids, ascending in
 -- their order; a row whose sender already used its client_id is skipped (the caller
 -- reads the original). A concurrent insert of the same pair waits for the first to
--- commit (or roll back) before deciding. One row per row given, in order: the stored
--- message, or NULLs for a skipped one.
+-- commit (or roll back) before deciding; rows are inserted in (sender, client_id)
+-- order, so two batches repeating the same pairs queue up rather than deadlock. One
+-- row per row given, in order: the stored message, or NULLs for a skipped one.
 WITH given AS (
     SELECT nextval('direct_messages_id_seq') AS id, t.*
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
@@ -11,7 +12,8 @@ WITH given AS (
 ), stored AS (
     INSERT INTO direct_messages (id, sender_id, recipient_id, body, client_id)
     OVERRIDING SYSTEM VALUE
-    SELECT id, sender_id, recipient_id, body, client_id FROM given ORDER BY n
+    SELECT id, sender_id, recipient_id, body, client_id FROM given
+    ORDER BY sender_id, client_id
     ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
     RETURNING id, sender_id, recipient_id, body, client_id, created_at, read_at
 )
@@ -32,7 +34,7 @@ sent AS (
     SELECT i, s, r, b, c, $6::timestamptz
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
         AS t(i, s, r, b, c)
-    ORDER BY i
+    ORDER BY s, c  -- as insert_many: batches repeating the same pairs queue up
     ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
     RETURNING id
 ), checked AS MATERIALIZED (

@@ -162,6 +162,11 @@ async def test_a_send_batch_writes_in_one_statement_without_a_transaction_of_its
             "SELECT id, created_at, client_id FROM direct_messages WHERE id = $1", fresh["id"])
         muted_events = await svc.pool.fetchval(
             "SELECT count(*) FROM user_events WHERE user_id = 'muted'")
+        to_muted = await svc.pool.fetchval(
+            "SELECT count(*) FROM direct_messages WHERE recipient_id = 'muted'")
+        fixed = await svc.pool.fetch(
+            "SELECT n.title FROM direct_messages m JOIN notifications n"
+            " ON (n.data->>'message_id')::bigint = m.id WHERE m.body = 'three'")
     for ran in (alone, suppressed):
         assert len(ran) == 2 and "BEGIN;" not in ran
         assert "direct_messages_id_seq" in ran[0]
@@ -173,8 +178,8 @@ async def test_a_send_batch_writes_in_one_statement_without_a_transaction_of_its
                             "client_id": "c-1"}
     assert frames.of("u2")[-2]["data"]["body"] == "three"
     assert again == (fresh, False)
-    assert quiet["recipient_id"] == "muted" and muted_events == 1
-    assert created
+    assert quiet["recipient_id"] == "muted" and (to_muted, muted_events) == (1, 1)
+    assert created and [r["title"] for r in fixed] == ["New message from u1"]
     for ran in (replayed, broken):
         assert "BEGIN;" in ran and ran[-1] == "COMMIT;"
 

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from hub.writer import GroupCommit
+from hub.writer import GroupCommit, Written, after_write
 
 TIMEOUT = 10
 
@@ -89,6 +89,31 @@ async def test_a_transient_error_fails_the_whole_batch_without_retries() -> None
     )
     assert results == [down, down, down]
     assert commit.batches == [["a", "b", "c"]]  # no job-by-job retry against a dead database
+
+
+async def test_an_error_after_the_batch_was_stored_fails_it_whole_without_retries() -> None:
+    """A write without a transaction is stored when its statement returns: made again
+    job by job, the batch would be stored twice."""
+    hold = asyncio.Event()
+
+    async def commit(jobs: list[str]) -> list[str | BaseException]:
+        await hold.wait()
+        batches.append(list(jobs))
+        with after_write(True):
+            raise Bad("building the results")
+
+    batches: list[list[str]] = []
+    writer: GroupCommit[str, str] = GroupCommit(commit)
+    tasks = [asyncio.create_task(writer.submit(job)) for job in "abc"]
+    await asyncio.sleep(0)
+    hold.set()
+    results = await asyncio.wait_for(
+        asyncio.gather(*tasks, return_exceptions=True), TIMEOUT
+    )
+    assert all(isinstance(r, Written) and isinstance(r.__cause__, Bad) for r in results)
+    assert batches == [["a", "b", "c"]]
+    with pytest.raises(Bad), after_write(False):  # nothing stored yet: blamed on a job
+        raise Bad("before the write")
 
 
 async def test_jobs_with_the_same_key_never_share_a_batch_and_keep_their_order() -> None:
