@@ -216,6 +216,11 @@ class HttpProtocol(HttpToolsProtocol):
             self._header_timer.cancel()
             self._header_timer = None
         super().handle_websocket_upgrade()
+        # connection_lost would drop the parser, which holds this protocol's callbacks: a
+        # cycle, so this protocol (~2.5 KiB with its parser, deques and event) would wait
+        # for the cyclic collector, which runs rarely (``api.server.GC_THRESHOLD``) and
+        # often only after it was promoted. Nothing parses HTTP here after an upgrade.
+        self.parser = None  # type: ignore[assignment]
 
     def _check_headers(self) -> None:
         self._header_timer = None

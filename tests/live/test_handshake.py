@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import os
 import struct
 from typing import Any
@@ -16,6 +17,7 @@ from websockets.protocol import Protocol
 from websockets.server import ServerProtocol
 
 from api.server import WebSocketProtocol, _restart_parser
+from api.transport import HttpProtocol
 from tests.conftest import make_token
 from tests.live.conftest import LiveHub, T, closed_code, live_hub, ws_connect
 
@@ -81,6 +83,22 @@ async def test_an_admitted_connection_keeps_no_handshake_headers(hub: LiveHub) -
         # The connection still answers frames through the fresh parser.
         await ws.send(orjson.dumps({"type": "ping"}).decode())
         assert orjson.loads(await asyncio.wait_for(ws.recv(), T))["type"] == "pong"
+
+
+async def test_the_upgraded_http_protocol_is_freed_without_the_cyclic_collector(
+    hub: LiveHub,
+) -> None:
+    gc.disable()
+    try:
+        async with ws_connect(hub.ws_url("u1")) as ws:
+            assert orjson.loads(await asyncio.wait_for(ws.recv(), T))["type"] == "hello"
+            [protocol] = _protocols(hub)
+            # gc.get_objects also lists garbage the collector has not freed yet.
+            upgraded = [o for o in gc.get_objects()
+                        if isinstance(o, HttpProtocol) and o.transport is protocol.transport]
+            assert upgraded == []
+    finally:
+        gc.enable()
 
 
 def _opened(sent_with_request: bytes) -> ServerProtocol:
