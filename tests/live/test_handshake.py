@@ -80,6 +80,8 @@ async def test_an_admitted_connection_keeps_no_handshake_headers(hub: LiveHub) -
         assert protocol.request is None and protocol.response is None
         assert protocol.conn.parser.gi_code is Protocol.parse.__code__
         assert protocol.scope["headers"] == [] and protocol.scope["query_string"] == b""
+        # Every attribute uvicorn set is a slot: no instance dict per connection.
+        assert vars(protocol) == {}
         # The connection still answers frames through the fresh parser.
         await ws.send(orjson.dumps({"type": "ping"}).decode())
         assert orjson.loads(await asyncio.wait_for(ws.recv(), T))["type"] == "pong"
