@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from starlette.applications import Starlette
@@ -44,22 +44,29 @@ class Hub(Starlette):
     (~5 KiB per idle connection). None of them acts on a WebSocket scope except
     ``LoopbackHosts`` (demo mode), so that one check is made here, as it does it:
     a close before accept, 4403. The address budget is spent in ``ws.live`` itself.
+
+    For the same reason ``__call__`` is not a coroutine function: it returns the
+    coroutine to await (``ws.live``'s, Starlette's), so no frame of its own stays
+    with the connection. uvicorn is told the interface (``api.server``), since it
+    would take a plain ``__call__`` for ASGI 2.
     """
 
     def __init__(self, *args: Any, loopback_only: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loopback_only = loopback_only
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
         if scope["type"] == "websocket" and _route_path(scope) == ws.PATH:
             scope["app"] = self
             host = ops.host_name(Headers(scope=scope).get("host", ""))
             if self.loopback_only and host not in ops.LOOPBACK_HOSTS:
-                await send({"type": "websocket.close", "code": 4403})
-                return
-            await ws.live(WebSocket(scope, receive, send))
-            return
-        await super().__call__(scope, receive, send)
+                return _refuse_host(send)
+            return ws.live(WebSocket(scope, receive, send))
+        return super().__call__(scope, receive, send)
+
+
+async def _refuse_host(send: Send) -> None:
+    await send({"type": "websocket.close", "code": 4403})
 
 
 def _route_path(scope: Scope) -> str:

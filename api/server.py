@@ -21,7 +21,7 @@ import logging
 import signal
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -230,6 +230,8 @@ def server_config(
         "host": host,
         "port": port,
         "lifespan": "on",
+        # Not detected: the app's __call__ returns its coroutine (see GuardedLifespan).
+        "interface": "asgi3",
         "http": http_protocol(limits),
         # Only after a response; a connection's first request has the header deadline.
         "timeout_keep_alive": settings.keepalive_seconds,
@@ -314,17 +316,23 @@ class HubServer(uvicorn.Server):
 
 
 class GuardedLifespan:
-    """Wraps the app so a failing startup or shutdown is kept for one line, no traceback."""
+    """Wraps the app so a failing startup or shutdown is kept for one line, no traceback.
+
+    Other scopes go to the app as they are: ``__call__`` returns the app's awaitable
+    rather than awaiting it, so no frame of this wrapper stays with every live
+    connection (``server_config`` tells uvicorn it is ASGI 3).
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.error: BaseException | None = None
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
         if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._lifespan(scope, receive, send)
 
+    async def _lifespan(self, scope: Any, receive: Any, send: Any) -> None:
         async def send_without_traceback(message: Any) -> None:
             # Starlette puts the formatted traceback in the message and uvicorn logs it.
             if message["type"].endswith(".failed"):
