@@ -113,6 +113,19 @@ def _opened(sent_with_request: bytes) -> ServerProtocol:
     return conn
 
 
+async def test_a_trusted_proxy_s_forwarded_client_and_scheme_reach_the_ws_scope(
+    hub: LiveHub,
+) -> None:
+    # uvicorn's proxy headers middleware still runs in front of the app, which now
+    # returns its coroutine rather than awaiting it (GuardedLifespan, Hub).
+    forwarded = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    async with ws_connect(hub.ws_url("u1"), additional_headers=forwarded) as ws:
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), T))["type"] == "hello"
+        [protocol] = _protocols(hub)
+        assert protocol.scope["client"] == ("203.0.113.7", 0)
+        assert protocol.scope["scheme"] == "wss"
+
+
 def test_the_frame_parser_is_restarted_without_the_request_at_a_frame_boundary() -> None:
     conn = _opened(b"")
     _restart_parser(conn)
