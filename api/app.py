@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+import inspect
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -35,6 +38,17 @@ from hub.runtime import Runtime
 from hub.settings import Settings
 from hub.tokens import Tokens
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _returns_coroutine(method: _Method) -> _Method:
+    """``method``, which returns a coroutine, marked so that ``inspect`` and ``asyncio``
+    take it for a coroutine function."""
+    if sys.version_info >= (3, 12):
+        return inspect.markcoroutinefunction(method)
+    method._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+    return method
+
 
 class Hub(Starlette):
     """The Starlette app, with ``/ws`` handshakes sent straight to ``ws.live``.
@@ -47,14 +61,16 @@ class Hub(Starlette):
 
     For the same reason ``__call__`` is not a coroutine function: it returns the
     coroutine to await (``ws.live``'s, Starlette's), so no frame of its own stays
-    with the connection. uvicorn is told the interface (``api.server``), since it
-    would take a plain ``__call__`` for ASGI 2.
+    with the connection. It is marked as one (``_returns_coroutine``), so a server
+    that tells ASGI 2 from 3 by looking (uvicorn and its gunicorn worker, run
+    without ``notifyhub serve``) takes the app for ASGI 3.
     """
 
     def __init__(self, *args: Any, loopback_only: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loopback_only = loopback_only
 
+    @_returns_coroutine
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
         if scope["type"] == "websocket" and _route_path(scope) == ws.PATH:
             scope["app"] = self

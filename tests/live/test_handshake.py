@@ -11,11 +11,13 @@ import struct
 from typing import Any
 
 import orjson
+import uvicorn
 from websockets.frames import Frame
 from websockets.http11 import Request
 from websockets.protocol import Protocol
 from websockets.server import ServerProtocol
 
+from api.app import Hub
 from api.server import WebSocketProtocol, _restart_parser
 from api.transport import HttpProtocol
 from tests.conftest import make_token
@@ -124,6 +126,14 @@ async def test_a_trusted_proxy_s_forwarded_client_and_scheme_reach_the_ws_scope(
         [protocol] = _protocols(hub)
         assert protocol.scope["client"] == ("203.0.113.7", 0)
         assert protocol.scope["scheme"] == "wss"
+
+
+def test_uvicorn_alone_takes_the_app_for_asgi_3() -> None:
+    # Hub.__call__ returns its coroutine (no frame per connection); a server that
+    # looks, as uvicorn does without ``notifyhub serve``, must not take it for ASGI 2.
+    config = uvicorn.Config(Hub(routes=[]))
+    config.load()
+    assert config.interface == "asgi3"
 
 
 def test_the_frame_parser_is_restarted_without_the_request_at_a_frame_boundary() -> None:
