@@ -18,7 +18,7 @@ from websockets.protocol import Protocol
 from websockets.server import ServerProtocol
 
 from api.app import Hub
-from api.server import WebSocketProtocol, _restart_parser
+from api.server import GuardedLifespan, WebSocketProtocol, _restart_parser
 from api.transport import HttpProtocol
 from tests.conftest import make_token
 from tests.live.conftest import LiveHub, T, closed_code, live_hub, ws_connect
@@ -119,13 +119,38 @@ async def test_a_trusted_proxy_s_forwarded_client_and_scheme_reach_the_ws_scope(
     hub: LiveHub,
 ) -> None:
     # uvicorn's proxy headers middleware still runs in front of the app, which now
-    # returns its coroutine rather than awaiting it (GuardedLifespan, Hub).
+    # returns its coroutine rather than awaiting it (Hub).
     forwarded = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
     async with ws_connect(hub.ws_url("u1"), additional_headers=forwarded) as ws:
         assert orjson.loads(await asyncio.wait_for(ws.recv(), T))["type"] == "hello"
         [protocol] = _protocols(hub)
         assert protocol.scope["client"] == ("203.0.113.7", 0)
         assert protocol.scope["scheme"] == "wss"
+
+
+async def test_a_live_connection_keeps_no_frame_of_the_app_s_own_call(hub: LiveHub) -> None:
+    # Hub.__call__ hands uvicorn ws.live's coroutine: the chain the connection's task
+    # awaits goes from uvicorn's middleware straight to the session.
+    async with ws_connect(hub.ws_url("u1")) as ws:
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), T))["type"] == "hello"
+        [protocol] = _protocols(hub)
+        [task] = [t for t in protocol.tasks
+                  if t.get_coro().cr_frame.f_locals.get("self") is protocol]
+        chain, coro = [], task.get_coro()
+        while coro is not None and hasattr(coro, "cr_code"):
+            chain.append(coro.cr_code.co_qualname)
+            coro = coro.cr_await
+    assert "live" in chain and "Hub.__call__" not in chain, chain
+
+
+async def test_the_lifespan_guard_hands_other_scopes_the_app_s_own_awaitable() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    for kind in ("http", "websocket"):
+        awaitable = GuardedLifespan(app)({"type": kind}, None, None)
+        assert getattr(awaitable, "cr_code", None) is app.__code__
+        await awaitable
 
 
 def test_uvicorn_alone_takes_the_app_for_asgi_3() -> None:
