@@ -67,20 +67,35 @@ def on_hub_frame(raw: str | bytes, rec: Recorder) -> None:
             rec.hit(title[6:], float(body))
 
 
-async def hub_client(url: str, user: str) -> ClientConnection:
+#: Connections per loopback source address: each (source, destination) pair has ~28,000
+#: ephemeral ports (``net.ipv4.ip_local_port_range``), so beyond this many clients
+#: the next ones connect from 127.0.0.2, 127.0.0.3, ... (all of 127/8 is loopback).
+PER_SOURCE = 20_000
+
+
+def source(index: int) -> tuple[str, int] | None:
+    """The local address the ``index``-th client binds: None (the default, 127.0.0.1)
+    for the first ``PER_SOURCE``, then one more loopback address per ``PER_SOURCE``."""
+    extra = index // PER_SOURCE
+    return None if extra == 0 else (f"127.0.0.{1 + extra}", 0)
+
+
+async def hub_client(url: str, user: str, local: tuple[str, int] | None = None
+                     ) -> ClientConnection:
     """A WebSocket to the hub, past its ``hello``, offering permessage-deflate."""
     ws = await connect(f"{url}/ws?token={token(user)}", max_size=2**20,
-                       ping_interval=None, open_timeout=60)
+                       ping_interval=None, open_timeout=60, local_addr=local)
     hello = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
     if hello.get("type") != "hello":
         raise RuntimeError(f"expected hello, got {hello}")
     return ws
 
 
-async def peer_client(url: str, user: str) -> ClientConnection:
+async def peer_client(url: str, user: str, local: tuple[str, int] | None = None
+                      ) -> ClientConnection:
     """An Engine.IO v4 WebSocket to the peer, past the Socket.IO CONNECT of namespace /."""
     ws = await connect(f"{url}/socket.io/?EIO=4&transport=websocket", max_size=2**20,
-                       ping_interval=None, open_timeout=60)
+                       ping_interval=None, open_timeout=60, local_addr=local)
     opened = await asyncio.wait_for(ws.recv(), 60)
     if not str(opened).startswith("0"):
         raise RuntimeError(f"expected an Engine.IO open packet, got {opened!r}")
@@ -121,11 +136,12 @@ async def run(args: argparse.Namespace) -> None:
     opener = hub_client if args.target == "hub" else peer_client
     reader = read_hub if args.target == "hub" else read_peer
     base = args.url.replace("http", "ws", 1)
-    users = [f"u{i}" for i in range(args.first, args.first + args.count)]
+    users = range(args.first, args.first + args.count)
     sockets: list[ClientConnection] = []
     failed = 0
     for i in range(0, len(users), 100):
-        opened = await asyncio.gather(*[opener(base, u) for u in users[i:i + 100]],
+        opened = await asyncio.gather(*[opener(base, f"u{n}", source(n))
+                                        for n in users[i:i + 100]],
                                       return_exceptions=True)
         for ws in opened:
             if isinstance(ws, BaseException):
