@@ -139,8 +139,12 @@ async def send(dsn: str, sends: int, writer: bool, data_dir: str) -> dict[str, A
             broker = MemoryBroker()
             await broker.start(lambda *_: None, _nothing)
             svc = Services(Settings(database_url=dsn, data_dir=Path(data_dir)), pool, broker)
-            timing = await timed(pool, sends, message,
-                                 lambda _, job: messages.send(svc, *job), transaction=False)
+            try:
+                timing = await timed(pool, sends, message,
+                                     lambda _, job: messages.send(svc, *job),
+                                     transaction=False)
+            finally:
+                await broker.stop()
         else:
             timing = await timed(pool, sends, message,
                                  lambda conn, job: messages.send_many_in(conn, [job]))
@@ -193,12 +197,14 @@ def main() -> None:
     args = p.parse_args()
     if args.path in ("create", "send"):
         pg = PostgresServer()
+        data_dir = tempfile.TemporaryDirectory()  # the settings' data_dir of --writer
         try:
             result = asyncio.run(
                 create(pg.start(), args.batches, args.recipients) if args.path == "create"
-                else send(pg.start(), args.sends, args.writer, tempfile.mkdtemp()))
+                else send(pg.start(), args.sends, args.writer, data_dir.name))
         finally:
             pg.close()
+            data_dir.cleanup()
     else:
         redis = RedisServer()
         redis.start()

@@ -67,6 +67,12 @@ def test_paths_send_stores_every_message_it_times() -> None:
     assert row["stored"] == 30 + 20  # 20 warm-up sends
 
 
+def test_paths_send_through_the_writer_stores_every_message_it_times() -> None:
+    row = run("bench.paths", "PATHS", "send", "--sends", "30", "--writer")
+    assert row["writer"] is True and row["cpu_us"]["p50"] > 0 and row["wall_ms"]["p99"] > 0
+    assert row["stored"] == 30 + 20  # 20 warm-up sends
+
+
 def test_paths_subscribe_receives_every_published_message() -> None:
     row = run("bench.paths", "PATHS", "subscribe", "--messages", "2000")
     assert row["received"] == row["messages"] == 2000

@@ -48,11 +48,14 @@ async def http(app: Any, ip: str = "203.0.113.7") -> AsyncIterator[httpx.AsyncCl
 async def test_over_the_burst_is_429_problem_json_with_retry_after(app: Any) -> None:
     clock = FakeClock()
     limited = RateLimitMiddleware(app, limiter(3, clock, rate=0.5), ip_limiter=limiter(100, clock))
+    # One token for every request: the budget is per credential, and a token made a
+    # second later (its issue time) would be another credential.
+    headers = auth("u1")
     async with http(limited) as client:
         for _ in range(3):
-            r = await client.get("/api/notifications/unread-count", headers=auth("u1"))
+            r = await client.get("/api/notifications/unread-count", headers=headers)
             assert r.status_code == 200
-        r = await client.get("/api/notifications/unread-count", headers=auth("u1"))
+        r = await client.get("/api/notifications/unread-count", headers=headers)
     assert r.status_code == 429
     assert r.headers["content-type"] == "application/problem+json"
     assert r.headers["retry-after"] == "2"  # one token at 0.5 per second
@@ -81,10 +84,11 @@ async def test_the_budget_refills_over_time(app: Any) -> None:
 async def test_users_behind_one_address_have_budgets_of_their_own(app: Any) -> None:
     clock = FakeClock()
     limited = RateLimitMiddleware(app, limiter(2, clock), ip_limiter=limiter(100, clock))
+    headers = auth("u1")  # one credential (see test_over_the_burst...)
     async with http(limited) as client:
         for _ in range(2):
-            await client.get("/api/notifications/unread-count", headers=auth("u1"))
-        r = await client.get("/api/notifications/unread-count", headers=auth("u1"))
+            await client.get("/api/notifications/unread-count", headers=headers)
+        r = await client.get("/api/notifications/unread-count", headers=headers)
         assert r.status_code == 429
         r = await client.get("/api/notifications/unread-count", headers=auth("u2"))
         assert r.status_code == 200
