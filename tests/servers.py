@@ -7,6 +7,7 @@ Owning them lets fault tests stop and restart them. ``HUB_TEST_DATABASE_URL`` an
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -17,12 +18,38 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+#: Where ``free_port`` looks first: below the kernel's ephemeral range.
+_LOW_PORTS = 10_000
+
 
 def free_port() -> int:
-    """An ephemeral TCP port on loopback that was free a moment ago."""
+    """A TCP port on loopback that was free a moment ago.
+
+    Chosen below the kernel's ephemeral range when there is room: the suite opens
+    thousands of outgoing connections, each on an ephemeral port, and one of them could
+    take a port picked from that range before the server meant for it binds it (a
+    Redis node then fails to start). Else an ephemeral one, as the kernel picks it.
+    """
+    first = _ephemeral_range()[0]
+    for _ in range(200 if first - _LOW_PORTS >= 1000 else 0):
+        port = random.randrange(_LOW_PORTS, first)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def redis_binary() -> str:
