@@ -9,7 +9,6 @@ sends through the group commit (``writer``), the rest through a unit of work
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from db import messages as store
-from db.errors import ClaimTaken, DatabaseUnavailable
+from db.errors import DatabaseUnavailable
 from db.pool import Connection
 from hub import notifications
 from hub.errors import Conflict, Forbidden, HubError, InvalidInput, NotFound
@@ -85,12 +84,9 @@ async def _commit(svc: Services, jobs: list[Send]) -> list[Sent | BaseException]
     should a sender have used its client_id before, or a notification be refused, that
     writes nothing and the batch is made again in a transaction (``send_many_in``)."""
     async with svc.pool.acquire() as conn:
-        results: list[Sent] | list[Sent | Exception] | None = None
-        with contextlib.suppress(ClaimTaken, notifications.Transactional):
-            results = await send_many_alone(conn, jobs)
-        if results is None:
-            async with conn.transaction():
-                results = await send_many_in(conn, jobs)
+        results: list[Sent] | list[Sent | Exception] = \
+            await notifications.written_alone_or_in_transaction(
+                conn, partial(send_many_alone, conn, jobs), partial(send_many_in, conn, jobs))
     new = [r for r in results if isinstance(r, Sent) and r.created]
     svc.metrics.messages_sent.inc(len(new))
     notes = [r.note for r in new if r.note is not None]
@@ -150,17 +146,21 @@ async def send_many_alone(conn: Connection, jobs: list[Send]) -> list[Sent]:
     used its client_id before, and ``notifications.Transactional`` when a notification
     is refused (its template failed: the fixed wording is another write), having
     written nothing."""
-    drafts = [_new_message({"id": 0, "sender_id": sender, "recipient_id": body.recipient_id,
-                            "body": body.body}) for sender, body in jobs]
-    batch = await notifications.read_for(conn, drafts, messages=len(jobs))
+    # What the notifications read does not depend on the message ids they quote: each
+    # request gets its id once the read gave it (set on the fresh request, not copied).
+    requests = [_new_message({"id": 0, "sender_id": sender, "recipient_id": body.recipient_id,
+                              "body": body.body}) for sender, body in jobs]
+    batch = await notifications.read_for(conn, requests, messages=len(jobs))
     messages = [
         {"id": id_, "sender_id": sender, "recipient_id": body.recipient_id,
          "body": body.body, "client_id": body.client_id, "created_at": batch.now,
          "read_at": None}
         for id_, (sender, body) in zip(batch.message_ids, jobs, strict=True)
     ]
+    for request, message in zip(requests, messages, strict=True):
+        request.data["message_id"] = message["id"]
     events, results = await notifications.create_logging_in(
-        conn, [_new_message(m) for m in messages], first=_created(messages), alone=True,
+        conn, requests, first=_created(messages), alone=True,
         batch=batch, checked=store.inserting(messages),
     )
     with after_write(True):  # stored: never made again

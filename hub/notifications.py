@@ -8,11 +8,11 @@ to the broker after commit (docs/live.md): creates through the group commit
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from db import contacts as contact_store
 from db import deliveries as delivery_store
@@ -27,6 +27,8 @@ from hub.models import NotificationCreate, Preferences, stored_actions
 from hub.services import Change, Event, Services
 from hub.settings import WEEKDAYS
 from hub.writer import GroupCommit, after_write
+
+R = TypeVar("R")
 
 #: A batch closes once its creates reach this many recipients, so a burst of large
 #: fan-outs does not hold every recipient's counter lock for long.
@@ -121,6 +123,20 @@ class Transactional(Exception):
     nothing): make it again in one."""
 
 
+async def written_alone_or_in_transaction(
+    conn: Connection, alone: Callable[[], Awaitable[R]] | None,
+    in_transaction: Callable[[], Awaitable[R]],
+) -> R:
+    """``alone()`` on ``conn`` without a transaction (None: the batch needs one); should it
+    need one after all, having written nothing (``ClaimTaken``, ``Transactional``),
+    ``in_transaction()`` in one. The group commits of creates and of direct messages."""
+    if alone is not None:
+        with contextlib.suppress(ClaimTaken, Transactional):
+            return await alone()
+    async with conn.transaction():
+        return await in_transaction()
+
+
 def _one_write(jobs: Sequence[Job]) -> bool:
     """Whether a batch's only write can be the statement that stores its rows, claims
     their keys, logs their events and decides their deliveries: plain creates, none
@@ -152,13 +168,9 @@ async def _commit(svc: Services, jobs: list[Job]) -> list[Created | BaseExceptio
         digest_at=_digest_clock(svc),
     )
     async with svc.pool.acquire() as conn:
-        results: list[Created | HubError] | None = None
-        if _one_write(jobs):
-            with contextlib.suppress(ClaimTaken, Transactional):
-                results = await create(conn, alone=True)
-        if results is None:
-            async with conn.transaction():
-                results = await create(conn)
+        results = await written_alone_or_in_transaction(
+            conn, partial(create, conn, alone=True) if _one_write(jobs) else None,
+            partial(create, conn))
     if svc.delivery_channels:
         svc.deliveries_due.set()  # after the commit: the workers see the new rows
     if any(isinstance(r, Created) and r.scheduled and not r.replayed for r in results):
