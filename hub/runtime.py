@@ -274,6 +274,8 @@ class Runtime:
         stream, self._action_stream = self._action_stream, None
         if stream is not None:
             await stream.close()
+        if self._services is not None:  # the last batches' publishes, before the broker
+            await asyncio.gather(*(w.settle() for w in self._services.writers.values()))
         if self._node is not None:
             await self._node.stop()
         if self._broker is not None:

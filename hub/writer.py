@@ -1,12 +1,16 @@
 """Group commit: concurrent writes of one kind are committed together, in batches.
 
 Callers ``await writer.submit(job)`` and get their own result (or exception) once the
-batch holding their job has committed and its ``after`` step (publishing its events)
-has run. One batch commits at a time: while it commits, new jobs queue up and form the
+batch holding their job has committed, as its ``after`` step (publishing its events)
+starts: the step runs up to its first wait (with a connection at hand, a publish is
+on the wire by then) before any caller resumes, and goes on while they do, so no
+answer waits for the broker's reply or for the fan-out that the publish sets off.
+One batch commits at a time: while it commits, new jobs queue up and form the
 next batch, so a lone job at low load commits at once (no timer, no added latency) and
 batches grow with the load. Jobs are batched in arrival order, batches commit in that
 order, and their ``after`` steps run in that order too: batch N's ``after`` overlaps
-batch N+1's commit, never batch N+1's ``after``.
+batch N+1's commit, never batch N+1's ``after``. ``settle()`` waits for the step in
+flight (before the broker stops).
 
 A batch whose commit raises one of the ``transient`` errors (the database is down)
 fails whole at once: retrying job by job would only hammer a dead database. Any other
@@ -37,8 +41,8 @@ R = TypeVar("R")
 
 #: Commits a batch in one transaction; one result or exception per job, in order.
 Commit = Callable[[list[J]], Awaitable[list[R | BaseException]]]
-#: Runs after a batch committed, with its results (exceptions included), before the
-#: callers get them; must not raise.
+#: Runs after a batch committed, with its results (exceptions included), as the callers
+#: get them; must not raise.
 After = Callable[[list[R | BaseException]], Awaitable[None]]
 
 
@@ -94,13 +98,13 @@ class GroupCommit(Generic[J, R]):
         self._queue: deque[_Pending[J, R]] = deque()
         self._room = asyncio.Semaphore(max_queued)
         self._worker: asyncio.Task[None] | None = None
-        #: The newest batch's ``after`` step; it answers that batch's callers when done.
+        #: The newest batch's ``after`` step; it answers that batch's callers as it starts.
         self._finishing: asyncio.Task[None] | None = None
         #: Batches committed, and jobs in them: ``jobs / batches`` is the mean batch size.
         self.batches = self.jobs = 0
 
     async def submit(self, job: J) -> R:
-        """Queue ``job``; its result once its batch committed and its ``after`` step ran.
+        """Queue ``job``; its result once its batch committed (its ``after`` step begun).
 
         Cancelling the caller does not take the job back: it may still commit.
         """
@@ -135,13 +139,20 @@ class GroupCommit(Generic[J, R]):
         finally:
             self._worker = None
 
+    async def settle(self) -> None:
+        """Wait until the newest batch's ``after`` step has ended (at once if none runs)."""
+        finishing = self._finishing
+        if finishing is not None and not finishing.done():
+            await asyncio.shield(finishing)
+
     async def _finish(self, settled: list[tuple[_Pending[J, R], R | BaseException]]) -> None:
+        # Answered first: the callers resume only once this step waits (its publish on
+        # the wire), and none waits for the broker's reply or the fan-out it sets off.
+        _answer(settled)
         try:
             await self._after([result for _, result in settled])
         except Exception:
             log.exception("the step after a group commit failed")
-        finally:
-            _answer(settled)
 
     def _take(self) -> list[_Pending[J, R]]:
         """The next batch, in arrival order; a job whose key is already in it waits."""

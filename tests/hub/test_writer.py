@@ -169,7 +169,7 @@ async def test_a_cancelled_commit_leaves_no_caller_waiting(size: int) -> None:
     assert all(isinstance(f.exception(), asyncio.CancelledError) for f in futures)
 
 
-async def test_the_after_step_overlaps_the_next_commit_runs_in_order_and_precedes_results(
+async def test_the_after_step_overlaps_the_next_commit_and_runs_in_order(
 ) -> None:
     commit = Recorder()
     release = asyncio.Event()
@@ -187,7 +187,36 @@ async def test_the_after_step_overlaps_the_next_commit_runs_in_order_and_precede
     await asyncio.sleep(0.01)
     assert commit.batches == [["a"], ["b"]]  # "b" committed meanwhile ...
     assert steps == [["A"]]  # ... but its after step waits for the first one's
-    assert not first.done() and not second.done()  # nobody is answered before "after"
+    assert first.result() == "A"  # answered as its after step began
+    assert not second.done()  # answered only once the step before its own has ended
     release.set()
-    assert await asyncio.wait_for(asyncio.gather(first, second), TIMEOUT) == ["A", "B"]
+    assert await asyncio.wait_for(second, TIMEOUT) == "B"
     assert steps == [["A"], ["B"]]
+
+
+async def test_callers_are_answered_once_the_after_step_waits_not_when_it_ends() -> None:
+    reached, release = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def after(results: list[str | BaseException]) -> None:
+        order.append("after began")  # a publish is written before its first wait
+        reached.set()
+        await release.wait()  # the broker's reply, and the fan-out it sets off
+        order.append("after ended")
+
+    writer: GroupCommit[str, str] = GroupCommit(Recorder(), after=after)
+
+    async def caller() -> None:
+        assert await writer.submit("a") == "A"
+        order.append("answered")
+
+    task = asyncio.create_task(caller())
+    await asyncio.wait_for(task, TIMEOUT)
+    assert order == ["after began", "answered"]
+    settling = asyncio.create_task(writer.settle())
+    await asyncio.sleep(0.01)
+    assert not settling.done()  # settle waits for the step in flight
+    release.set()
+    await asyncio.wait_for(settling, TIMEOUT)
+    assert order == ["after began", "answered", "after ended"]
+    await asyncio.wait_for(writer.settle(), TIMEOUT)  # and returns at once when none runs
