@@ -56,7 +56,7 @@ async def send(svc: Services, sender_id: str, body: MessageSend) -> tuple[dict[s
     changes nothing; Conflict if the original went to someone else or said something
     else. The recipient gets a ``new_message`` notification unless their preferences
     suppress it. Concurrent sends of this instance commit together (``hub.writer``);
-    this returns once the message is committed and its events were handed to the broker.
+    this returns once the message is committed, as its events are being published.
     """
     _check(sender_id, body)
     for _ in range(_SEND_ATTEMPTS):

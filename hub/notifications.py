@@ -96,8 +96,8 @@ async def create(svc: Services, request: NotificationCreate) -> Created:
     then (``Created.scheduled``).
 
     Concurrent creates of this instance commit together in one transaction (group
-    commit, ``hub.writer``); this returns once the batch holding ``request`` committed
-    and its events were handed to the broker.
+    commit, ``hub.writer``); this returns once the batch holding ``request`` committed,
+    as its events are being published.
     """
     return await writer(svc).submit(request)
 

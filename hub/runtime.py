@@ -275,7 +275,8 @@ class Runtime:
         if stream is not None:
             await stream.close()
         if self._services is not None:  # the last batches' publishes, before the broker
-            await asyncio.gather(*(w.settle() for w in self._services.writers.values()))
+            await asyncio.gather(*(w.settle() for w in self._services.writers.values()),
+                                 return_exceptions=True)
         if self._node is not None:
             await self._node.stop()
         if self._broker is not None:

@@ -2,15 +2,19 @@
 
 Callers ``await writer.submit(job)`` and get their own result (or exception) once the
 batch holding their job has committed, as its ``after`` step (publishing its events)
-starts: the step runs up to its first wait (with a connection at hand, a publish is
-on the wire by then) before any caller resumes, and goes on while they do, so no
-answer waits for the broker's reply or for the fan-out that the publish sets off.
+starts: the step runs up to its first wait before any caller resumes, and goes on
+while they do, so no answer waits for the broker's reply or for the fan-out that the
+publish sets off. (With a Redis connection at hand, the publish of up to 1,000 events
+is on the wire by that first wait; more events, a connection still to open, or a
+Redis Cluster, whose nodes are written to by tasks of their own, can go out after the
+callers resume: a later write of theirs may then be published first, which the live
+layer puts back in ``seq`` order.)
 One batch commits at a time: while it commits, new jobs queue up and form the
 next batch, so a lone job at low load commits at once (no timer, no added latency) and
 batches grow with the load. Jobs are batched in arrival order, batches commit in that
 order, and their ``after`` steps run in that order too: batch N's ``after`` overlaps
-batch N+1's commit, never batch N+1's ``after``. ``settle()`` waits for the step in
-flight (before the broker stops).
+batch N+1's commit, never batch N+1's ``after``. ``settle()`` waits until no batch
+commits or publishes (before the broker stops).
 
 A batch whose commit raises one of the ``transient`` errors (the database is down)
 fails whole at once: retrying job by job would only hammer a dead database. Any other
@@ -140,10 +144,11 @@ class GroupCommit(Generic[J, R]):
             self._worker = None
 
     async def settle(self) -> None:
-        """Wait until the newest batch's ``after`` step has ended (at once if none runs)."""
-        finishing = self._finishing
-        if finishing is not None and not finishing.done():
-            await asyncio.shield(finishing)
+        """Wait until no batch commits and no ``after`` step runs (at once if none): a
+        batch still committing publishes after this returns otherwise."""
+        while running := [task for task in (self._worker, self._finishing)
+                          if task is not None and not task.done()]:
+            await asyncio.wait(running)
 
     async def _finish(self, settled: list[tuple[_Pending[J, R], R | BaseException]]) -> None:
         # Answered first: the callers resume only once this step waits (its publish on

@@ -195,12 +195,11 @@ async def test_the_after_step_overlaps_the_next_commit_and_runs_in_order(
 
 
 async def test_callers_are_answered_once_the_after_step_waits_not_when_it_ends() -> None:
-    reached, release = asyncio.Event(), asyncio.Event()
+    release = asyncio.Event()
     order: list[str] = []
 
     async def after(results: list[str | BaseException]) -> None:
         order.append("after began")  # a publish is written before its first wait
-        reached.set()
         await release.wait()  # the broker's reply, and the fan-out it sets off
         order.append("after ended")
 
@@ -220,3 +219,36 @@ async def test_callers_are_answered_once_the_after_step_waits_not_when_it_ends()
     await asyncio.wait_for(settling, TIMEOUT)
     assert order == ["after began", "answered", "after ended"]
     await asyncio.wait_for(writer.settle(), TIMEOUT)  # and returns at once when none runs
+
+
+async def test_settle_waits_for_a_batch_still_committing_and_its_after_step() -> None:
+    hold = asyncio.Event()
+    published: list[list[str | BaseException]] = []
+
+    async def after(results: list[str | BaseException]) -> None:
+        published.append(results)
+
+    writer: GroupCommit[str, str] = GroupCommit(Recorder(hold=hold), after=after)
+    job = await writer.enqueue("a")
+    await asyncio.sleep(0)  # the batch is committing (held), nothing to publish yet
+    settling = asyncio.create_task(writer.settle())
+    await asyncio.sleep(0.01)
+    assert not settling.done()
+    hold.set()
+    await asyncio.wait_for(settling, TIMEOUT)
+    assert published == [["A"]] and job.result() == "A"
+
+
+async def test_an_after_step_that_raises_is_logged_and_its_callers_keep_their_results(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def after(results: list[str | BaseException]) -> None:
+        raise RuntimeError("broker exploded")
+
+    writer: GroupCommit[str, str] = GroupCommit(Recorder(), after=after)
+    assert await asyncio.wait_for(writer.submit("a"), TIMEOUT) == "A"
+    await asyncio.wait_for(writer.settle(), TIMEOUT)
+    assert await asyncio.wait_for(writer.submit("b"), TIMEOUT) == "B"  # it goes on
+    await asyncio.wait_for(writer.settle(), TIMEOUT)
+    failures = [r for r in caplog.records if "the step after a group commit failed" in r.message]
+    assert len(failures) == 2 and failures[0].exc_info is not None
