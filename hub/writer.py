@@ -151,8 +151,8 @@ class GroupCommit(Generic[J, R]):
             await asyncio.wait(running)
 
     async def _finish(self, settled: list[tuple[_Pending[J, R], R | BaseException]]) -> None:
-        # Answered first: the callers resume only once this step waits (its publish on
-        # the wire), and none waits for the broker's reply or the fan-out it sets off.
+        # Answered first: the callers resume only once this step waits (see the module
+        # docstring), and none waits for the broker's reply or the fan-out it sets off.
         _answer(settled)
         try:
             await self._after([result for _, result in settled])
