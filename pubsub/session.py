@@ -18,6 +18,7 @@ message, waits for a loss and opens a new session.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
 import time
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.utils import HIREDIS_AVAILABLE, check_protocol_version
 
@@ -121,6 +123,10 @@ class Session:
         return self.live and fresh and not self.probe_failed
 
     async def _pushed(self, response: list[Any]) -> None:
+        """``_handle`` as redis-py's push handler."""
+        self._handle(response)
+
+    def _handle(self, response: list[Any]) -> None:
         """A message as the parser read it, ``[type, channel, data]``, to ``dispatch``
         in the shape get_message gives; an unsubscribed channel leaves the PubSub's
         books, as get_message would have done it."""
@@ -139,13 +145,61 @@ class Session:
         cancelled); then the session is closing and its waiters learn it is gone."""
         self.dispatch = dispatch
         try:
-            while True:
+            stream = _raw_stream(self.pubsub)
+            if stream is not None:
+                await self._read_raw(stream)  # until the connection fails
+            while stream is None:
                 message = await self.pubsub.get_message(timeout=None)
                 if message is not None:
                     dispatch(message)
         finally:
             self.closing, self.live = True, False
             self.settle(confirmed=False)
+
+    async def _read_raw(self, stream: asyncio.StreamReader) -> None:
+        """What get_message does on a connection that only receives pushes, without its
+        ten calls and three coroutines per message: the bytes of the connection's socket
+        reader, parsed by a hiredis reader of this session's own, each reply to
+        ``_handle``; an error reply or the end of the stream ends the session."""
+        assert _hiredis is not None, "_raw_stream checks it"
+        reader = _hiredis.Reader(notEnoughData=_MORE)
+        while True:
+            response = reader.gets()
+            if response is _MORE:
+                data = await stream.read(_READ_SIZE)
+                if not data:
+                    raise RedisConnectionError("Connection closed by server.")
+                reader.feed(data)
+            elif isinstance(response, Exception):
+                raise RedisConnectionError(f"subscriber connection: {response}")
+            else:
+                self._handle(response)
+
+
+#: hiredis, when redis-py reads with it (None: redis-py's own parsers, get_message).
+_hiredis = importlib.import_module("hiredis") if HIREDIS_AVAILABLE else None
+#: The hiredis reader's answer when it holds no whole reply yet.
+_MORE = object()
+#: Bytes read from a subscriber connection's socket at a time (redis-py reads 64 KiB).
+_READ_SIZE = 65536
+
+
+def _raw_stream(pubsub: PubSub) -> asyncio.StreamReader | None:
+    """The socket reader of ``pubsub``'s connection, when ``Session._read_raw`` can read
+    it in get_message's place: hiredis is installed, the connection is an asyncio
+    stream (TCP, TLS or a Unix socket), redis-py's parser holds nothing it read ahead,
+    and replies are bytes. None otherwise, or should a later redis-py keep these
+    elsewhere: get_message then reads, as before (tests/pubsub checks it is not)."""
+    conn = pubsub.connection
+    stream = getattr(conn, "_reader", None)
+    parsed = getattr(getattr(conn, "_parser", None), "_reader", None)
+    if _hiredis is None or not isinstance(stream, asyncio.StreamReader):
+        return None
+    if parsed is None or not hasattr(parsed, "has_data") or parsed.has_data():
+        return None
+    if getattr(getattr(conn, "encoder", None), "decode_responses", True):
+        return None
+    return stream
 
 
 #: The PubSub's books of a channel being unsubscribed, by confirmation type: its pending

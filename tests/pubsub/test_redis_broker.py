@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from pubsub.errors import BrokerUnavailable
 from pubsub.redis import RedisBroker
+from pubsub.session import _raw_stream
 from tests.pubsub.test_brokers import WAIT, Harness
 from tests.servers import RedisServer, free_port
 
@@ -133,6 +134,45 @@ async def test_without_hiredis_each_protocol_still_delivers(
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert done.stdout.decode().split("\n")[:2] == ["('user:a', 3, b'hi')", "True"]
+
+
+async def test_with_hiredis_the_subscriber_reads_its_connection_past_get_message(
+    started: StartBroker, redis_url: str, redis_prefix: str
+) -> None:
+    """The session's own hiredis reader (pubsub.session, ``_read_raw``) takes over from
+    get_message on this redis-py: should a later one keep its socket reader or parser
+    elsewhere, get_message would read again, slower, and this fails."""
+    hub = await started(redis_url, redis_prefix)
+    session = hub.broker._session
+    assert session is not None and _raw_stream(session.pubsub) is not None
+    read_by_redis_py: list[Any] = []
+    real = session.pubsub.get_message
+
+    async def get_message(**kwargs: Any) -> Any:  # what the reader would await per message
+        read_by_redis_py.append(kwargs)
+        return await real(**kwargs)
+
+    session.pubsub.get_message = get_message
+    await hub.broker.subscribe("user:a")
+    for seq, body in ((3, b"hi"), (4, b"there")):
+        await hub.broker.publish("user:a", body, seq)
+        assert await hub.next() == ("user:a", body)
+    assert hub.seqs == [3, 4] and read_by_redis_py == []
+    await hub.broker.unsubscribe("user:a")  # the PubSub's books follow, as get_message's
+    assert sorted(session.pubsub.channels) == [hub.broker._probe_wire]
+
+
+async def test_a_subscriber_connection_killed_by_redis_is_replaced_and_delivers_again(
+    started: StartBroker, own_redis: RedisServer, redis_prefix: str
+) -> None:
+    hub = await started(own_redis.url, redis_prefix)
+    await hub.broker.subscribe("user:a")
+    async with Redis.from_url(own_redis.url) as client:
+        killed = await client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        assert killed >= 1
+        await wait_until(lambda: hub.reconnects == 1)
+        assert await client.publish(f"{redis_prefix}user:a", b"4\nagain") >= 1
+    assert await hub.next() == ("user:a", b"again")
 
 
 async def test_prefixes_isolate_brokers(started: StartBroker, redis_url: str) -> None:
