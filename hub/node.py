@@ -226,6 +226,7 @@ class Node:
         else:
             return
         block = None
+        delivered = 0  # counted once per message: a broadcast reaches every connection
         for conn in targets:
             if conn.transport == SSE:
                 if block is None:
@@ -234,12 +235,14 @@ class Node:
             else:
                 verdict = conn.offer(seq, payload)
             if verdict is Verdict.DELIVERED:
-                self.svc.metrics.events_delivered.inc()
+                delivered += 1
             elif verdict is Verdict.GAP:
                 self.svc.metrics.gap_fills.inc()
                 self._catch_up(conn)
             elif verdict is Verdict.SLOW:
                 self.slow(conn)
+        if delivered:
+            self.svc.metrics.events_delivered.inc(delivered)
 
     async def on_reconnect(self) -> None:
         """Broker handler after a reconnect: every connection re-reads the log."""

@@ -204,12 +204,20 @@ async def test_quick_reconnects_never_leave_a_connection_unsubscribed(node: Node
     assert user_channel("u1") not in channels
 
 
-async def test_broadcasts_reach_every_connection(node: Node) -> None:
-    a, b = await connect(node, "u1"), await connect(node, "u2")
+async def test_broadcasts_reach_every_connection_and_count_each_delivery(node: Node) -> None:
+    a, b, c = await connect(node, "u1"), await connect(node, "u2"), await connect(node, "u2")
+    before = counted(node.svc, "events_delivered")
     await node.svc.broadcast("announcement.created", {"id": 1})
-    for conn in (a, b):
+    for conn in (a, b, c):
         hello, event = await frames(conn, 2)
         assert event == {"type": "announcement.created", "seq": None, "data": {"id": 1}}
+    assert counted(node.svc, "events_delivered") == before + 3
+    await notify(node.svc, "u2")  # one user's event: each of their two connections
+    for conn in (b, c):
+        [event] = await frames(conn, 1)
+        assert event["type"] == "notification.created"
+    assert counted(node.svc, "events_delivered") == before + 5
+    for conn in (a, b, c):
         await node.detach(conn)
 
 
