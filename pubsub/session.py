@@ -160,11 +160,17 @@ class Session:
         """What get_message does on a connection that only receives pushes, without its
         ten calls and three coroutines per message: the bytes of the connection's socket
         reader, parsed by a hiredis reader of this session's own, each reply to
-        ``_handle``; an error reply or the end of the stream ends the session."""
+        ``_handle``; an error reply, bytes that are not RESP or the end of the stream
+        end the session. Pushes of other kinds (RESP3's maintenance notices, such as
+        MOVING) are handed on and ignored, as unknown ones always were: a server that
+        goes away ends the connection, or the probe notices, and the session reopens."""
         assert _hiredis is not None, "_raw_stream checks it"
         reader = _hiredis.Reader(notEnoughData=_MORE)
         while True:
-            response = reader.gets()
+            try:
+                response = reader.gets()
+            except _hiredis.ProtocolError as exc:  # as redis-py's InvalidResponse would
+                raise RedisConnectionError(f"subscriber connection: {exc}") from exc
             if response is _MORE:
                 data = await stream.read(_READ_SIZE)
                 if not data:
@@ -188,8 +194,9 @@ def _raw_stream(pubsub: PubSub) -> asyncio.StreamReader | None:
     """The socket reader of ``pubsub``'s connection, when ``Session._read_raw`` can read
     it in get_message's place: hiredis is installed, the connection is an asyncio
     stream (TCP, TLS or a Unix socket), redis-py's parser holds nothing it read ahead,
-    and replies are bytes. None otherwise, or should a later redis-py keep these
-    elsewhere: get_message then reads, as before (tests/pubsub checks it is not)."""
+    replies are bytes, and no credential provider re-authenticates on the connection
+    (it would read replies there too). None otherwise, or should a later redis-py keep
+    these elsewhere: get_message then reads, as before (tests/pubsub checks it is not)."""
     conn = pubsub.connection
     stream = getattr(conn, "_reader", None)
     parsed = getattr(getattr(conn, "_parser", None), "_reader", None)
@@ -198,6 +205,8 @@ def _raw_stream(pubsub: PubSub) -> asyncio.StreamReader | None:
     if parsed is None or not hasattr(parsed, "has_data") or parsed.has_data():
         return None
     if getattr(getattr(conn, "encoder", None), "decode_responses", True):
+        return None
+    if getattr(conn, "credential_provider", None) is not None:
         return None
     return stream
 

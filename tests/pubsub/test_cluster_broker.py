@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from pubsub.cluster import ClusterBroker, tag_for_slot
+from pubsub.session import _raw_stream
 from tests.pubsub.test_brokers import Harness
 from tests.pubsub.test_redis_broker import churn, wait_until
 from tests.servers import RedisClusterServers
@@ -125,6 +126,7 @@ async def test_unsubscribed_shard_channels_leave_no_trace_in_the_subscriber_conn
     assert link is not None and len(link) == 3
     kept = set()
     for shard in link.values():
+        assert _raw_stream(shard.session.pubsub) is not None  # read past get_message
         assert shard.session.pubsub.pending_unsubscribe_shard_channels == set()
         kept |= set(shard.session.pubsub.shard_channels) - {shard.probe}
     assert kept == {f"{redis_prefix}user:u7".encode()}

@@ -136,13 +136,14 @@ async def test_without_hiredis_each_protocol_still_delivers(
     assert done.stdout.decode().split("\n")[:2] == ["('user:a', 3, b'hi')", "True"]
 
 
+@pytest.mark.parametrize("query", ["", "?protocol=3"])
 async def test_with_hiredis_the_subscriber_reads_its_connection_past_get_message(
-    started: StartBroker, redis_url: str, redis_prefix: str
+    started: StartBroker, redis_url: str, redis_prefix: str, query: str
 ) -> None:
     """The session's own hiredis reader (pubsub.session, ``_read_raw``) takes over from
     get_message on this redis-py: should a later one keep its socket reader or parser
     elsewhere, get_message would read again, slower, and this fails."""
-    hub = await started(redis_url, redis_prefix)
+    hub = await started(redis_url + query, redis_prefix)
     session = hub.broker._session
     assert session is not None and _raw_stream(session.pubsub) is not None
     read_by_redis_py: list[Any] = []
