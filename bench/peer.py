@@ -2,7 +2,11 @@
 
 Each client connects with ``auth={"user": id}`` (or ``?user=id``) and joins the room
 named for its user; publishers emit ``notification`` to that room, or ``announcement``
-to everyone, through ``socketio.AsyncRedisManager(url, write_only=True)``. Run it as
+to everyone, through ``socketio.AsyncRedisManager(url, write_only=True)``. A client's
+``message`` event ``{"recipient_id", "body"}`` is a direct message: the instance emits
+``message`` ``{"sender_id", "recipient_id", "body"}`` to the recipient's room and the
+sender's (the hub's ``message.created`` goes to both), one publish through Redis to
+every instance (``bench.dm``); nothing is stored. Run it as
 ``python -m bench.peer --port N --redis URL``; ``GET /health`` answers 200 once it serves.
 """
 
@@ -17,6 +21,7 @@ import uvicorn
 
 EVENT = "notification"
 BROADCAST = "announcement"
+MESSAGE = "message"
 
 
 async def health(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -37,6 +42,7 @@ def make_app(redis_url: str) -> Any:
         logger=False,
         engineio_logger=False,
     )
+    users: dict[str, str] = {}  # sid -> user, while connected
 
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any) -> bool:
@@ -47,7 +53,21 @@ def make_app(redis_url: str) -> Any:
         if not user:
             return False
         await sio.enter_room(sid, str(user))
+        users[sid] = str(user)
         return True
+
+    @sio.event
+    async def disconnect(sid: str, *_reason: Any) -> None:
+        users.pop(sid, None)
+
+    @sio.on(MESSAGE)
+    async def message(sid: str, data: Any) -> None:
+        sender = users.get(sid)
+        if sender is None or not isinstance(data, dict):
+            return
+        recipient = str(data.get("recipient_id", ""))
+        await sio.emit(MESSAGE, {"sender_id": sender, "recipient_id": recipient,
+                                 "body": data.get("body")}, to=[recipient, sender])
 
     return socketio.ASGIApp(sio, other_asgi_app=health)
 

@@ -56,7 +56,7 @@ class Bench:
         """The client pool of ``target`` (``hub`` or ``peer``), opened on first use."""
         if target not in self.pools:
             url = self.stack.hub() if target == "hub" else self.stack.peer()
-            pid = self.stack.hub_pids[0] if target == "hub" else self.stack.peer_pid
+            pid = self.stack.hub_pids[0] if target == "hub" else self.stack.peer_pids[0]
             self.pools[target] = Pool(target, url, self.o.users, self.o.processes, pid)
         return self.pools[target]
 
@@ -264,21 +264,28 @@ def broadcast(b: Bench) -> list[Row]:
 
 
 def dm(b: Bench) -> list[Row]:
-    """DM round trips between users on two hub instances at ``dm_rate`` per second."""
-    a, second = b.stack.hub(0), b.stack.hub(1)
+    """DM round trips between users on two instances at ``dm_rate`` per second: the
+    hub's, then the peer's (which stores nothing)."""
+    return [dm_round_trips(b, "hub"), dm_round_trips(b, "peer")]
+
+
+def dm_round_trips(b: Bench, target: str) -> Row:
+    """``bench.dm`` against two instances of ``target``."""
+    start = b.stack.hub if target == "hub" else b.stack.peer
+    a, second = start(0), start(1)
     before = b.stack.stack_cpu()
-    r = b.child("dm", "--a", a, "--b", second, "--pairs", str(b.o.dm_pairs),
-                "--rate", str(b.o.dm_rate), "--seconds", str(b.o.seconds),
-                timeout=b.o.seconds + 120)
-    server, stack = b.cpu("hub", before)
-    # Each round trip stores two messages (and two new_message notifications).
-    return [row("dm", "hub x2", connections=2 * b.o.dm_pairs, offered_per_s=b.o.dm_rate,
-                published=r["sent"], delivered=r["completed"],
-                delivered_per_s=round(r["completed"] / r["seconds"], 1),
-                delivered_ratio=round(r["completed"] / max(1, r["sent"]), 4),
-                server_cpu_us_per_frame=cpu_per_frame(server, r["completed"]),
-                stack_cpu_us_per_frame=cpu_per_frame(stack, r["completed"]),
-                **latency(r["lat_ms"]))]
+    r = b.child("dm", "--target", target, "--a", a, "--b", second,
+                "--pairs", str(b.o.dm_pairs), "--rate", str(b.o.dm_rate),
+                "--seconds", str(b.o.seconds), timeout=b.o.seconds + 120)
+    server, stack = b.cpu(target, before)
+    # Each hub round trip stores two messages (and two new_message notifications).
+    return row("dm", f"{target} x2", connections=2 * b.o.dm_pairs,
+               offered_per_s=b.o.dm_rate, published=r["sent"], delivered=r["completed"],
+               delivered_per_s=round(r["completed"] / r["seconds"], 1),
+               delivered_ratio=round(r["completed"] / max(1, r["sent"]), 4),
+               server_cpu_us_per_frame=cpu_per_frame(server, r["completed"]),
+               stack_cpu_us_per_frame=cpu_per_frame(stack, r["completed"]),
+               **latency(r["lat_ms"]))
 
 
 SCENARIOS = {"idle": idle, "stream": stream, "rest": rest, "peer": peer,

@@ -130,8 +130,8 @@ class Stack:
         self.redis.start()
         self.hubs: list[str] = []
         self.hub_pids: list[int] = []
-        self.peer_url = ""
-        self.peer_pid = 0
+        self.peers: list[str] = []
+        self.peer_pids: list[int] = []
 
     def _spawn(self, args: list[str], env: dict[str, str], health: str, cwd: str = "") -> int:
         proc = subprocess.Popen(
@@ -167,16 +167,17 @@ class Stack:
                 asyncio.run(_add_contacts(self.dsn))
         return self.hubs[index]
 
-    def peer(self) -> str:
-        """Base URL of the python-socketio peer, starting it if needed."""
-        if not self.peer_url:
+    def peer(self, index: int = 0) -> str:
+        """Base URL of python-socketio peer instance ``index`` (0 or 1), starting
+        instances as needed."""
+        while len(self.peers) <= index:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            self.peer_pid = self._spawn(
+            self.peer_pids.append(self._spawn(
                 ["-m", "bench.peer", "--port", str(port), "--redis", self.redis.url],
-                dict(os.environ), f"{url}/health")
-            self.peer_url = url
-        return self.peer_url
+                dict(os.environ), f"{url}/health"))
+            self.peers.append(url)
+        return self.peers[index]
 
     def postmaster_pid(self) -> int:
         """The PostgreSQL postmaster's pid (first line of postmaster.pid), or 0."""
@@ -191,7 +192,7 @@ class Stack:
         redis_pid = self.redis.proc.pid if self.redis.proc else 0
         return {
             "hub": sum(cpu_seconds(p) for p in self.hub_pids),
-            "peer": cpu_seconds(self.peer_pid) if self.peer_pid else 0.0,
+            "peer": sum(cpu_seconds(p) for p in self.peer_pids),
             "redis": cpu_seconds(redis_pid),
             # Backends come and go: count the live ones and those the postmaster reaped.
             "postgres": cpu_seconds(pg, reaped=True) + sum(cpu_seconds(p) for p in children(pg))

@@ -49,6 +49,13 @@ def test_idle_connections_all_open_on_both_targets(rows: list[dict[str, Any]]) -
         assert r["rss_per_conn_kib"] is not None
 
 
+def test_dm_round_trips_run_on_two_hubs_and_two_peers(rows: list[dict[str, Any]]) -> None:
+    dm = {r["target"]: r for r in rows if r["scenario"] == "dm"}
+    assert set(dm) == {"hub x2", "peer x2"}
+    for r in dm.values():
+        assert r["connections"] == 8 and r["server_cpu_us_per_frame"] is not None
+
+
 @pytest.mark.parametrize("scenario", ["stream", "rest", "peer", "bulk", "broadcast", "dm"])
 def test_everything_published_is_delivered(rows: list[dict[str, Any]], scenario: str) -> None:
     found = [r for r in rows if r["scenario"] == scenario]
