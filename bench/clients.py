@@ -17,6 +17,7 @@ import resource
 import sys
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -112,17 +113,24 @@ async def read_hub(ws: ClientConnection, rec: Recorder) -> None:
             on_hub_frame(raw, rec)
 
 
+async def peer_events(ws: ClientConnection) -> AsyncIterator[tuple[str, Any]]:
+    """Each Socket.IO event ``42[event, data]`` the peer sends ``ws``, as
+    ``(event, data)``; Engine.IO pings (``2``) answered with ``3`` on the way."""
+    async for raw in ws:
+        text = raw if isinstance(raw, str) else raw.decode()
+        if text == "2":
+            await ws.send("3")
+        elif text.startswith("42"):
+            event, data = orjson.loads(text[2:])[:2]
+            yield event, data
+
+
 async def read_peer(ws: ClientConnection, rec: Recorder) -> None:
-    """Answers Engine.IO pings (``2`` → ``3``) and records ``42[event, data]`` events."""
+    """Records the peer's events that carry a bench ``tag``."""
     with contextlib.suppress(Exception):
-        async for raw in ws:
-            text = raw if isinstance(raw, str) else raw.decode()
-            if text == "2":
-                await ws.send("3")
-            elif text.startswith("42"):
-                _event, data = orjson.loads(text[2:])[:2]
-                if isinstance(data, dict) and "tag" in data:
-                    rec.hit(data["tag"], data["t0"])
+        async for _event, data in peer_events(ws):
+            if isinstance(data, dict) and "tag" in data:
+                rec.hit(data["tag"], data["t0"])
 
 
 def reply(obj: Any) -> None:

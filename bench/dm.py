@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection
 
-from bench.clients import hub_client, peer_client, raise_nofile
+from bench.clients import hub_client, peer_client, peer_events, raise_nofile
 
 
 def send_frame(client_id: str, recipient: str, body: str) -> str:
@@ -48,15 +48,10 @@ async def hub_messages(ws: ClientConnection) -> AsyncIterator[dict[str, Any]]:
 
 
 async def peer_messages(ws: ClientConnection) -> AsyncIterator[dict[str, Any]]:
-    """The data of each ``message`` event the peer sends ``ws``; pings answered."""
-    async for raw in ws:
-        text = raw if isinstance(raw, str) else raw.decode()
-        if text == "2":
-            await ws.send("3")
-        elif text.startswith("42"):
-            event, data = orjson.loads(text[2:])[:2]
-            if event == "message":
-                yield data
+    """The data of each ``message`` event the peer sends ``ws``."""
+    async for event, data in peer_events(ws):
+        if event == "message":
+            yield data
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -5,8 +5,8 @@ named for its user; publishers emit ``notification`` to that room, or ``announce
 to everyone, through ``socketio.AsyncRedisManager(url, write_only=True)``. A client's
 ``message`` event ``{"recipient_id", "body"}`` is a direct message: the instance emits
 ``message`` ``{"sender_id", "recipient_id", "body"}`` to the recipient's room and the
-sender's (the hub's ``message.created`` goes to both), one publish through Redis to
-every instance (``bench.dm``); nothing is stored. Run it as
+sender's (the hub's ``message.created`` goes to both): to its own clients directly, to
+the other instance's through one Redis publish (``bench.dm``); nothing is stored. Run it as
 ``python -m bench.peer --port N --redis URL``; ``GET /health`` answers 200 once it serves.
 """
 

@@ -273,6 +273,7 @@ def dm_round_trips(b: Bench, target: str) -> Row:
     """``bench.dm`` against two instances of ``target``."""
     start = b.stack.hub if target == "hub" else b.stack.peer
     a, second = start(0), start(1)
+    assert a != second, "two instances: each round trip crosses Redis"
     before = b.stack.stack_cpu()
     r = b.child("dm", "--target", target, "--a", a, "--b", second,
                 "--pairs", str(b.o.dm_pairs), "--rate", str(b.o.dm_rate),
