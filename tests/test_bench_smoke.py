@@ -21,10 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--quick", "--users", "40", "--processes", "1", "--seconds", "1.5", "--rates", "40",
         "--rounds", "1", "--bulk", "40", "--callers", "2", "--dm-pairs", "4", "--dm-rate", "8"]
 
-#: One worker runs the whole module, so its module-scoped fixture runs once
-#: (make test uses ``--dist loadgroup``).
-pytestmark = pytest.mark.xdist_group("bench_smoke")
-
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict[str, Any]]:

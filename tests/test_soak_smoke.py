@@ -20,10 +20,6 @@ from bench.soakclients import Tally
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: One worker runs the whole module, so its module-scoped fixture runs once
-#: (make test uses ``--dist loadgroup``).
-pytestmark = pytest.mark.xdist_group("soak_smoke")
-
 
 @pytest.fixture(scope="module")
 def soak() -> tuple[list[str], dict[str, Any]]:
