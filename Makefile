@@ -38,7 +38,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/mypy
 
 pytest: $(TEST_STAMP)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=10 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=10 $(PYTEST_ARGS)
 
 # Starts its own throwaway PostgreSQL, Redis, hubs and a python-socketio peer; see
 # docs/benchmarks.md (`make bench ARGS=--quick` for a short run).
